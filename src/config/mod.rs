@@ -1,0 +1,483 @@
+//! The configuration tree (SPEC §8): one strict TOML file, every key but the
+//! brokers defaulted, unknown keys rejected, environment overrides applied,
+//! and the whole tree validated before anything starts. Every error names
+//! the key it is about.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::alert::AlertConfig;
+use crate::detect::{stage_change, DetectConfig};
+use crate::engine::{ClockConfig, EngineConfig};
+use crate::event::Validator;
+use crate::state::RocksTuning;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config key `{key}`: {message}")]
+    Parse { key: String, message: String },
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl ConfigError {
+    fn invalid(key: &str, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Kafka connection and topics (`churnwatch run`; parsed but unused by `replay`).
+    pub kafka: KafkaConfig,
+    /// The RocksDB state store.
+    pub state: StateConfig,
+    /// The metrics and health endpoint.
+    pub http: HttpConfig,
+    /// Input validation limits.
+    pub input: InputConfig,
+    /// Event time and the stream clock.
+    pub time: ClockConfig,
+    /// Detector thresholds, one table per signal.
+    pub detect: DetectConfig,
+    /// Lifecycle stage thresholds.
+    pub lifecycle: stage_change::Config,
+    /// Holdout, reactivation, segments and playbook.
+    pub alerts: AlertConfig,
+    /// The Kafka pipeline's batching and shutdown behaviour.
+    pub pipeline: PipelineConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port]`. Required for `run`.
+    pub brokers: String,
+    /// Consumer group id.
+    pub group_id: String,
+    /// Topics carrying member events.
+    pub input_topics: Vec<String>,
+    /// Topic the alerts are published to (key = member id).
+    pub alert_topic: String,
+    /// Topic rejected events are written to, unchanged, with reason headers.
+    pub dlq_topic: String,
+    /// Any librdkafka property, passed through to every client
+    /// (`security.protocol`, `sasl.*`, `ssl.*`, ...).
+    pub client: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: String::new(),
+            group_id: "churnwatch".into(),
+            input_topics: vec!["member-events".into()],
+            alert_topic: "churn-alerts".into(),
+            dlq_topic: "member-events-dlq".into(),
+            client: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// RocksDB directory.
+    pub dir: PathBuf,
+    /// Shared RocksDB block cache, MiB (bounds read memory for all partitions).
+    pub block_cache_mb: usize,
+    /// Budget for all RocksDB memtables together, MiB.
+    pub write_buffer_mb: usize,
+    /// fsync the write-ahead log on every commit. Off, a machine crash (not a
+    /// process crash) can lose the last commits; offsets are in the same
+    /// batches, so that input is consumed again, never skipped.
+    pub sync_wal: bool,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            dir: PathBuf::from("./data/churnwatch"),
+            block_cache_mb: 256,
+            write_buffer_mb: 128,
+            sync_wal: false,
+        }
+    }
+}
+
+impl StateConfig {
+    pub fn tuning(&self) -> RocksTuning {
+        RocksTuning {
+            block_cache_bytes: self.block_cache_mb << 20,
+            write_buffer_bytes: self.write_buffer_mb << 20,
+            sync_wal: self.sync_wal,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct InputConfig {
+    /// Larger messages are rejected (`oversize`).
+    pub max_event_bytes: usize,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        InputConfig {
+            max_event_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Messages per engine batch (one RocksDB write per batch).
+    pub batch_max_messages: usize,
+    /// A batch is committed after this long even if not full.
+    pub batch_max_wait_ms: u64,
+    /// On SIGTERM, finish the batch and drain the outbox within this time.
+    pub shutdown_grace_ms: u64,
+    /// librdkafka `max.poll.interval.ms`.
+    pub max_poll_interval_ms: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            batch_max_messages: 5_000,
+            batch_max_wait_ms: 100,
+            shutdown_grace_ms: 20_000,
+            max_poll_interval_ms: 300_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace` or a tracing filter; `RUST_LOG` wins.
+    pub level: String,
+    /// JSON lines instead of text.
+    pub json: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            json: false,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses, applies environment overrides and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut cfg = Config::parse(&text)?;
+        cfg.apply_env(|k| std::env::var(k).ok());
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Defaults plus environment overrides, validated (no file given).
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let mut cfg = Config::default();
+        cfg.apply_env(|k| std::env::var(k).ok());
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let message = e.into_inner().message().trim().to_string();
+            ConfigError::Parse {
+                key: if key == "." { "(top level)".into() } else { key },
+                message,
+            }
+        })
+    }
+
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = get("CHURNWATCH_KAFKA_BROKERS") {
+            self.kafka.brokers = v;
+        }
+        if let Some(v) = get("CHURNWATCH_STATE_DIR") {
+            self.state.dir = v.into();
+        }
+        if let Some(v) = get("CHURNWATCH_HTTP_LISTEN") {
+            self.http.listen = v;
+        }
+        if let Some(v) = get("CHURNWATCH_KAFKA_GROUP_ID") {
+            self.kafka.group_id = v;
+        }
+        if let Some(v) = get("CHURNWATCH_LOG_LEVEL") {
+            self.log.level = v;
+        }
+    }
+
+    /// Checks what types alone cannot; the first problem found is reported.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = |key: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(ConfigError::invalid(key, format!("must be a positive number, got {v}")))
+            }
+        };
+        let share = |key: &str, v: f64| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(ConfigError::invalid(key, format!("must be between 0 and 1, got {v}")))
+            }
+        };
+        if self.kafka.input_topics.is_empty() || self.kafka.input_topics.iter().any(|t| t.trim().is_empty()) {
+            return Err(ConfigError::invalid("kafka.input_topics", "needs at least one non-empty topic name"));
+        }
+        for (key, v) in [
+            ("kafka.group_id", &self.kafka.group_id),
+            ("kafka.alert_topic", &self.kafka.alert_topic),
+            ("kafka.dlq_topic", &self.kafka.dlq_topic),
+        ] {
+            if v.trim().is_empty() {
+                return Err(ConfigError::invalid(key, "must not be empty"));
+            }
+        }
+        for k in self.kafka.client.keys() {
+            if matches!(k.as_str(), "enable.auto.commit" | "group.id" | "bootstrap.servers" | "enable.idempotence") {
+                return Err(ConfigError::invalid(
+                    &format!("kafka.client.\"{k}\""),
+                    "is managed by churnwatch (see the [kafka] keys and the delivery guarantee in the README)",
+                ));
+            }
+        }
+        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::invalid(
+                "http.listen",
+                format!("must be an address like 127.0.0.1:9464, got {:?}", self.http.listen),
+            ));
+        }
+        if self.state.dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("state.dir", "must not be empty"));
+        }
+        if self.state.block_cache_mb == 0 {
+            return Err(ConfigError::invalid("state.block_cache_mb", "must be at least 1"));
+        }
+        if self.state.write_buffer_mb == 0 {
+            return Err(ConfigError::invalid("state.write_buffer_mb", "must be at least 1"));
+        }
+        if self.input.max_event_bytes < 64 {
+            return Err(ConfigError::invalid("input.max_event_bytes", "must be at least 64"));
+        }
+        if self.time.allowed_lateness_ms < 0 {
+            return Err(ConfigError::invalid("time.allowed_lateness_ms", "must not be negative"));
+        }
+        if self.time.future_skew_ms < 0 {
+            return Err(ConfigError::invalid("time.future_skew_ms", "must not be negative"));
+        }
+        if self.time.idle_after_ms <= 0 {
+            return Err(ConfigError::invalid("time.idle_after_ms", "must be positive"));
+        }
+        let l = &self.lifecycle;
+        positive("lifecycle.active_days", l.active_days)?;
+        positive("lifecycle.new_days", l.new_days)?;
+        positive("lifecycle.silent_days", l.silent_days)?;
+        if l.churned_days <= l.silent_days {
+            return Err(ConfigError::invalid(
+                "lifecycle.churned_days",
+                format!("must be greater than lifecycle.silent_days ({})", l.silent_days),
+            ));
+        }
+        let d = &self.detect;
+        positive("detect.purchase_gap.gap_multiplier", d.purchase_gap.gap_multiplier)?;
+        if d.purchase_gap.gap_multiplier < 1.0 {
+            return Err(ConfigError::invalid("detect.purchase_gap.gap_multiplier", "must be at least 1"));
+        }
+        if d.purchase_gap.min_gaps == 0 {
+            return Err(ConfigError::invalid("detect.purchase_gap.min_gaps", "must be at least 1"));
+        }
+        if d.open_rate_drop.recent_weeks + d.open_rate_drop.baseline_weeks > 16 || d.open_rate_drop.recent_weeks == 0 {
+            return Err(ConfigError::invalid(
+                "detect.open_rate_drop.baseline_weeks",
+                "recent_weeks (≥ 1) plus baseline_weeks must be at most 16 (the weeks kept per member)",
+            ));
+        }
+        if d.visit_decline.recent_weeks + d.visit_decline.baseline_weeks > 16 || d.visit_decline.recent_weeks == 0 {
+            return Err(ConfigError::invalid(
+                "detect.visit_decline.baseline_weeks",
+                "recent_weeks (≥ 1) plus baseline_weeks must be at most 16 (the weeks kept per member)",
+            ));
+        }
+        let c = &d.checkin_lapse;
+        if c.habit_window_days == 0 || c.habit_window_days > 127 {
+            return Err(ConfigError::invalid("detect.checkin_lapse.habit_window_days", "must be between 1 and 127"));
+        }
+        if c.recent_days + c.baseline_days > 127 || c.recent_days == 0 || c.baseline_days == 0 {
+            return Err(ConfigError::invalid(
+                "detect.checkin_lapse.baseline_days",
+                "recent_days and baseline_days must be positive and add up to at most 127",
+            ));
+        }
+        if d.spend_decline.recent_orders as usize + d.spend_decline.min_baseline_orders as usize
+            > crate::state::member::PURCHASE_HISTORY
+        {
+            return Err(ConfigError::invalid(
+                "detect.spend_decline.min_baseline_orders",
+                "recent_orders plus min_baseline_orders must be at most 10 (the orders kept per member)",
+            ));
+        }
+        for (key, v) in [
+            ("detect.open_rate_drop.max_p_value", d.open_rate_drop.max_p_value),
+            ("detect.visit_decline.max_p_value", d.visit_decline.max_p_value),
+            ("detect.checkin_lapse.max_p_value", c.max_p_value),
+            ("detect.open_rate_drop.drop_ratio", d.open_rate_drop.drop_ratio),
+            ("detect.visit_decline.drop_ratio", d.visit_decline.drop_ratio),
+            ("detect.spend_decline.drop_ratio", d.spend_decline.drop_ratio),
+            ("alerts.holdout_share", self.alerts.holdout_share),
+        ] {
+            share(key, v)?;
+        }
+        positive("alerts.reactivation_horizon_days", self.alerts.reactivation_horizon_days)?;
+        if let Some(key) = self.alerts.playbook.unknown_signal_key() {
+            return Err(ConfigError::invalid(&key, "is not a signal name (see SPEC §2)"));
+        }
+        if self.pipeline.batch_max_messages == 0 {
+            return Err(ConfigError::invalid("pipeline.batch_max_messages", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The brokers, required by `run` and `simulate --brokers`.
+    pub fn require_brokers(&self) -> Result<&str, ConfigError> {
+        if self.kafka.brokers.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "kafka.brokers",
+                "is required (set it in the file or CHURNWATCH_KAFKA_BROKERS)",
+            ));
+        }
+        Ok(&self.kafka.brokers)
+    }
+
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            detect: self.detect.clone(),
+            lifecycle: self.lifecycle.clone(),
+            alerts: self.alerts.clone(),
+            clock: self.time.clone(),
+            validator: Validator {
+                max_event_bytes: self.input.max_event_bytes,
+                future_skew_ms: self.time.future_skew_ms,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_the_shipped_sample_config() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/churnwatch.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cfg = Config::parse(&text).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(cfg.kafka.input_topics, ["member-events"]);
+        assert_eq!(cfg.state.dir, PathBuf::from("./data/churnwatch"));
+        assert_eq!(cfg.http.listen, "127.0.0.1:9464");
+        // The sample documents the defaults: it must agree with them.
+        let defaults = Config {
+            kafka: KafkaConfig {
+                brokers: "127.0.0.1:9092".into(),
+                ..KafkaConfig::default()
+            },
+            ..Config::default()
+        };
+        assert_eq!(cfg, defaults);
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let err = Config::parse("[kafka]\nbrokerz = \"x\"\n").unwrap_err().to_string();
+        assert!(err.contains("kafka") && err.contains("brokerz"), "{err}");
+        let err = Config::parse("[detect.purchase_gap]\nmin_gapz = 3\n").unwrap_err().to_string();
+        assert!(err.contains("detect.purchase_gap") && err.contains("min_gapz"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        let err = Config::parse("[state]\nblock_cache_mb = \"lots\"\n").unwrap_err().to_string();
+        assert!(err.contains("state.block_cache_mb"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut cfg = Config::default();
+        cfg.lifecycle.churned_days = 60.0;
+        assert!(cfg.validate().unwrap_err().to_string().contains("lifecycle.churned_days"));
+        let mut cfg = Config::default();
+        cfg.http.listen = "nowhere".into();
+        assert!(cfg.validate().unwrap_err().to_string().contains("http.listen"));
+        let mut cfg = Config::default();
+        cfg.alerts.playbook.just_dormant.signals.insert("purchase_gapp".into(), "x".into());
+        assert!(cfg.validate().unwrap_err().to_string().contains("purchase_gapp"));
+        assert!(Config::default().require_brokers().unwrap_err().to_string().contains("kafka.brokers"));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut cfg = Config::parse("[kafka]\nbrokers = \"a:1\"\n").unwrap();
+        cfg.apply_env(|k| match k {
+            "CHURNWATCH_KAFKA_BROKERS" => Some("b:2".into()),
+            "CHURNWATCH_STATE_DIR" => Some("/tmp/x".into()),
+            "CHURNWATCH_HTTP_LISTEN" => Some("0.0.0.0:1".into()),
+            _ => None,
+        });
+        assert_eq!(cfg.kafka.brokers, "b:2");
+        assert_eq!(cfg.state.dir, PathBuf::from("/tmp/x"));
+        assert_eq!(cfg.http.listen, "0.0.0.0:1");
+    }
+}

@@ -1,0 +1,204 @@
+//! Cooling detectors, one module per signal of SPEC §2.
+//!
+//! Every detector compares a member with *their own* history and refuses to
+//! judge until that history is long enough (its `min_*` settings). A detector
+//! is a pure function of the member state and the evaluation time returning a
+//! [`Verdict`]; the engine owns episodes (one alert per signal per cooling
+//! episode) and timers. Absence detectors also say when, with no further
+//! event, their condition would become true (`due_ms`), so the engine can
+//! fire them from the timer index on a silent stream.
+
+pub mod checkin_lapse;
+pub mod open_rate_drop;
+pub mod purchase_gap;
+pub mod spend_decline;
+pub mod stage_change;
+pub mod stats;
+pub mod visit_decline;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::DAY_MS;
+use crate::state::window::week_of;
+use crate::state::MemberState;
+
+/// The alert signals. The first [`EPISODE_SIGNALS`] have cooling episodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Signal {
+    PurchaseGap = 0,
+    OpenRateDrop = 1,
+    VisitDecline = 2,
+    CheckinLapse = 3,
+    SpendDecline = 4,
+    StageChange = 5,
+    Reactivated = 6,
+}
+
+pub const EPISODE_SIGNALS: usize = 6;
+
+impl Signal {
+    pub const ALL: [Signal; 7] = [
+        Signal::PurchaseGap,
+        Signal::OpenRateDrop,
+        Signal::VisitDecline,
+        Signal::CheckinLapse,
+        Signal::SpendDecline,
+        Signal::StageChange,
+        Signal::Reactivated,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::PurchaseGap => "purchase_gap",
+            Signal::OpenRateDrop => "open_rate_drop",
+            Signal::VisitDecline => "visit_decline",
+            Signal::CheckinLapse => "checkin_lapse",
+            Signal::SpendDecline => "spend_decline",
+            Signal::StageChange => "stage_change",
+            Signal::Reactivated => "reactivated",
+        }
+    }
+
+    pub fn from_u8(v: u8) -> Option<Signal> {
+        Signal::ALL.get(v as usize).copied()
+    }
+
+    pub fn parse(s: &str) -> Option<Signal> {
+        Signal::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// One named number (or word) behind a detection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EvidenceValue {
+    Num(f64),
+    Text(String),
+    Flag(bool),
+}
+
+/// The numbers that triggered a detection, in the order they are shown.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Evidence(pub Vec<(&'static str, EvidenceValue)>);
+
+impl Evidence {
+    pub fn num(mut self, name: &'static str, v: f64) -> Self {
+        // Three decimals are plenty for people and keep alerts deterministic
+        // across platforms' last-bit float differences.
+        self.0.push((name, EvidenceValue::Num((v * 1000.0).round() / 1000.0)));
+        self
+    }
+    pub fn text(mut self, name: &'static str, v: impl Into<String>) -> Self {
+        self.0.push((name, EvidenceValue::Text(v.into())));
+        self
+    }
+    pub fn flag(mut self, name: &'static str, v: bool) -> Self {
+        self.0.push((name, EvidenceValue::Flag(v)));
+        self
+    }
+    pub fn get(&self, name: &str) -> Option<&EvidenceValue> {
+        self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+    pub fn get_num(&self, name: &str) -> Option<f64> {
+        match self.get(name)? {
+            EvidenceValue::Num(n) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
+/// A condition that holds, with when it became true.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub severity: Severity,
+    pub evidence: Evidence,
+    /// Event time at which the condition became true (`detected_at`).
+    pub since_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// The condition holds: open an episode (and alert) unless one is open.
+    Fire(Finding),
+    /// The member is back to normal for this signal: close an open episode.
+    Recover,
+    /// Not enough evidence either way: leave the episode as it is.
+    Hold,
+}
+
+/// Thresholds of all detectors (`[detect.*]` in the config).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectConfig {
+    /// Time since the last purchase against the member's usual gap.
+    pub purchase_gap: purchase_gap::Config,
+    /// Email open rate against the member's own baseline (binomial).
+    pub open_rate_drop: open_rate_drop::Config,
+    /// Visit frequency against the member's own baseline (Poisson).
+    pub visit_decline: visit_decline::Config,
+    /// Broken daily check-in habits.
+    pub checkin_lapse: checkin_lapse::Config,
+    /// Average order value against the member's own baseline.
+    pub spend_decline: spend_decline::Config,
+}
+
+/// Complete weeks before the evaluation time, split into a recent window and
+/// the baseline before it, clipped to the weeks the member has been known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WeekWindows {
+    pub recent: (i32, i32),
+    pub baseline: (i32, i32),
+    pub baseline_weeks: u32,
+}
+
+impl WeekWindows {
+    /// `None` while the member is too new to have a full recent window and
+    /// `min_baseline_weeks` of baseline.
+    pub fn at(
+        m: &MemberState,
+        now_ms: i64,
+        recent_weeks: u32,
+        baseline_weeks: u32,
+        min_baseline_weeks: u32,
+    ) -> Option<WeekWindows> {
+        let cur = week_of(now_ms);
+        // The week the member was first seen is partial: it starts the count.
+        let first_full = week_of(m.first_seen_ms) + 1;
+        let recent = (cur - recent_weeks as i32, cur - 1);
+        let base_to = recent.0 - 1;
+        let base_from = (base_to - baseline_weeks as i32 + 1).max(first_full);
+        let weeks = base_to - base_from + 1;
+        if weeks < min_baseline_weeks.max(1) as i32 {
+            return None;
+        }
+        Some(WeekWindows {
+            recent,
+            baseline: (base_from, base_to),
+            baseline_weeks: weeks as u32,
+        })
+    }
+}
+
+pub fn days(ms: i64) -> f64 {
+    ms as f64 / DAY_MS as f64
+}
+
+#[cfg(test)]
+pub(crate) mod testkit;

@@ -1,0 +1,674 @@
+//! The engine: validated events in, member state, timers and alerts out.
+//!
+//! `replay` and the Kafka pipeline drive the same engine, batch by batch:
+//! [`Engine::process`] for every message, then [`Engine::commit`] once per
+//! batch, which writes every changed member, timer and the stream clock in
+//! one atomic store batch together with whatever the caller adds (consumed
+//! offsets, outbox entries).
+//!
+//! Time is event time (SPEC §3). Each partition's watermark is its highest
+//! event time minus the allowed lateness; the stream clock is the lowest
+//! watermark over the partitions that have seen data. Absence signals live in
+//! a timer index (one entry per member, at the earliest moment one of its
+//! conditions could become true); entries fire, in due order, as the clock
+//! passes them. A member's own event also fires its pending timer first when
+//! the event is past the due time, so the result does not depend on where
+//! batch boundaries or the lateness fall.
+
+mod clock;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::alert::score::risk_score;
+use crate::alert::{self, Alert, AlertConfig};
+use crate::detect::{
+    checkin_lapse, open_rate_drop, purchase_gap, spend_decline, stage_change, visit_decline, DetectConfig,
+    Evidence, Finding, Severity, Signal, Verdict,
+};
+use crate::event::{EventKind, Rejection, Validator, DAY_MS};
+use crate::state::keys::{
+    member_key, meta_key, partition_end, partition_prefix, split_timer_key, timer_bound, timer_key,
+    GLOBAL_PARTITION,
+};
+use crate::state::member::{OpenAlert, Stage, NEVER};
+use crate::state::window::{week_of, WEEK_MS};
+use crate::state::{Batch, MemberState, Store, StoreError, Table};
+use crate::telemetry::events::{
+    DuplicateAbsorbed, EventConsumed, EventRejected, MemberAlerted, MemberReactivated, StateCommitted,
+    TimersFired,
+};
+use crate::telemetry::Metrics;
+
+pub use clock::ClockConfig;
+
+/// Everything the engine needs to know, built from the config file.
+#[derive(Debug, Clone, Default)]
+pub struct EngineConfig {
+    pub detect: DetectConfig,
+    pub lifecycle: stage_change::Config,
+    pub alerts: AlertConfig,
+    pub clock: ClockConfig,
+    pub validator: Validator,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored state of member {member:?} in partition {partition} is unreadable: {reason}")]
+    Corrupt {
+        partition: u32,
+        member: String,
+        reason: String,
+    },
+}
+
+/// What became of one input message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Accepted,
+    /// The member already had this `event_id`: nothing changed.
+    Duplicate,
+    /// Invalid input: nothing changed; the caller dead-letters it.
+    Rejected(Rejection),
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EngineStats {
+    pub events: u64,
+    pub rejected: u64,
+    pub duplicates: u64,
+    pub alerts: u64,
+    pub timers_fired: u64,
+    pub commits: u64,
+}
+
+/// An alert raised since the last commit, with the partition it belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RaisedAlert {
+    pub partition: u32,
+    pub alert: Alert,
+}
+
+struct Cached {
+    state: MemberState,
+    dirty: bool,
+}
+
+#[derive(Default)]
+struct Partition {
+    /// Highest event time seen, or `NEVER`.
+    max_ts: i64,
+    max_ts_dirty: bool,
+    /// Lower bound of the earliest pending timer.
+    next_due: i64,
+    /// Members touched since the last commit.
+    members: HashMap<Box<str>, Cached>,
+}
+
+const META_CLOCK: &str = "clock";
+const META_MAX_TS: &str = "max_ts";
+
+pub struct Engine<S: Store> {
+    store: S,
+    cfg: EngineConfig,
+    metrics: Arc<Metrics>,
+    parts: BTreeMap<u32, Partition>,
+    /// Timer index changes since the last commit: `true` put, `false` delete.
+    overlay: BTreeMap<Vec<u8>, bool>,
+    clock_ms: i64,
+    clock_dirty: bool,
+    raised: Vec<RaisedAlert>,
+    findings: Vec<(Signal, Finding)>,
+    stats: EngineStats,
+}
+
+impl<S: Store> Engine<S> {
+    pub fn new(store: S, cfg: EngineConfig, metrics: Arc<Metrics>) -> Result<Self, EngineError> {
+        let clock_ms = read_i64(&store, &meta_key(GLOBAL_PARTITION, META_CLOCK))?.unwrap_or(NEVER);
+        Ok(Engine {
+            store,
+            cfg,
+            metrics,
+            parts: BTreeMap::new(),
+            overlay: BTreeMap::new(),
+            clock_ms,
+            clock_dirty: false,
+            raised: Vec::new(),
+            findings: Vec::new(),
+            stats: EngineStats::default(),
+        })
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    /// The stream clock (event time, epoch ms), `None` before any event.
+    pub fn clock_ms(&self) -> Option<i64> {
+        (self.clock_ms != NEVER).then_some(self.clock_ms)
+    }
+
+    pub fn assigned(&self) -> impl Iterator<Item = u32> + '_ {
+        self.parts.keys().copied()
+    }
+
+    /// Starts processing `partition`, picking up its stored watermark and timers.
+    pub fn assign(&mut self, partition: u32) -> Result<(), EngineError> {
+        if self.parts.contains_key(&partition) {
+            return Ok(());
+        }
+        let max_ts = read_i64(&self.store, &meta_key(partition, META_MAX_TS))?.unwrap_or(NEVER);
+        let mut part = Partition {
+            max_ts,
+            ..Partition::default()
+        };
+        part.next_due = self.peek_next_due(partition, NEVER)?;
+        self.parts.insert(partition, part);
+        Ok(())
+    }
+
+    /// Stops processing `partition`. Call [`Engine::commit`] first: uncommitted
+    /// changes of the partition are dropped here.
+    pub fn revoke(&mut self, partition: u32) {
+        self.parts.remove(&partition);
+        let (from, to) = (partition_prefix(partition).to_vec(), partition_end(partition));
+        let keys: Vec<_> = self.overlay.range(from..to).map(|(k, _)| k.clone()).collect();
+        for k in keys {
+            self.overlay.remove(&k);
+        }
+        self.raised.retain(|a| a.partition != partition);
+    }
+
+    /// Processes one input message of `partition`.
+    pub fn process(&mut self, partition: u32, payload: &[u8], wall_now_ms: i64) -> Result<Outcome, EngineError> {
+        let e = match self.cfg.validator.parse(payload, wall_now_ms) {
+            Ok(e) => e,
+            Err(r) => {
+                self.stats.rejected += 1;
+                EventRejected {
+                    reason: r.reason,
+                    detail: &r.detail,
+                    source: "input",
+                }
+                .emit(&self.metrics);
+                return Ok(Outcome::Rejected(r));
+            }
+        };
+        self.assign(partition)?;
+        let id_hash = xxh3_64(e.event_id.as_bytes()) as u32;
+        let (key, cm) = self.checkout(partition, &e.member_id, e.ts_ms)?;
+        let duplicate = cm.state.seen_event(id_hash);
+        self.checkin(partition, key, cm);
+        if duplicate {
+            self.stats.duplicates += 1;
+            DuplicateAbsorbed.emit(&self.metrics);
+            return Ok(Outcome::Duplicate);
+        }
+        self.stats.events += 1;
+        EventConsumed { kind: e.kind }.emit(&self.metrics);
+
+        self.observe(partition, e.ts_ms);
+        self.fire_due()?;
+
+        let (key, mut cm) = self.checkout(partition, &e.member_id, e.ts_ms)?;
+        let m = &mut cm.state;
+        if m.timer_due_ms != NEVER && m.timer_due_ms <= e.ts_ms {
+            let due = m.timer_due_ms;
+            self.on_timer(partition, &key, m, due);
+        }
+        let returning = if self.cfg.alerts.reactivation_events.contains(&e.kind) {
+            m.open_alert.filter(|a| e.ts_ms >= a.detected_ms)
+        } else {
+            None
+        };
+        if returning.is_some() {
+            m.open_alert = None;
+        }
+        m.apply(&e);
+        m.remember_event(id_hash);
+        let now = m.last_event_ms;
+        self.evaluate(partition, &key, m, now, returning.map(|a| (a, e.ts_ms)));
+        self.reschedule(partition, &key, m, now);
+        cm.dirty = true;
+        self.checkin(partition, key, cm);
+        Ok(Outcome::Accepted)
+    }
+
+    /// Moves the clock forward to `to_ms` (wall-clock advance on an idle
+    /// stream, or `replay --until`), firing every timer due by then.
+    pub fn advance_clock_to(&mut self, to_ms: i64) -> Result<u64, EngineError> {
+        if to_ms > self.clock_ms {
+            self.clock_ms = to_ms;
+            self.clock_dirty = true;
+        }
+        self.fire_due()
+    }
+
+    /// Alerts raised since the last call, in the order they were raised.
+    pub fn take_alerts(&mut self) -> Vec<RaisedAlert> {
+        std::mem::take(&mut self.raised)
+    }
+
+    /// Writes every change since the last commit, plus `extra`, in one atomic
+    /// store batch. Take the alerts first: the caller decides whether they go
+    /// out before the commit (replay) or into `extra` as an outbox (pipeline).
+    pub fn commit(&mut self, extra: Batch) -> Result<(), EngineError> {
+        let started = std::time::Instant::now();
+        let mut batch = Batch::default();
+        let mut members = 0;
+        for (&p, part) in self.parts.iter_mut() {
+            for (id, cm) in part.members.drain() {
+                if cm.dirty {
+                    members += 1;
+                    batch.put(Table::Members, member_key(p, &id), cm.state.to_bytes());
+                }
+            }
+            if part.max_ts_dirty {
+                batch.put(Table::Meta, meta_key(p, META_MAX_TS), part.max_ts.to_le_bytes().to_vec());
+                part.max_ts_dirty = false;
+            }
+        }
+        for (k, put) in std::mem::take(&mut self.overlay) {
+            if put {
+                batch.put(Table::Timers, k, Vec::new());
+            } else {
+                batch.delete(Table::Timers, k);
+            }
+        }
+        if self.clock_dirty {
+            batch.put(
+                Table::Meta,
+                meta_key(GLOBAL_PARTITION, META_CLOCK),
+                self.clock_ms.to_le_bytes().to_vec(),
+            );
+            self.clock_dirty = false;
+        }
+        batch.ops.extend(extra.ops);
+        if !batch.is_empty() {
+            self.store.write(batch)?;
+        }
+        self.stats.commits += 1;
+        StateCommitted {
+            members,
+            seconds: started.elapsed().as_secs_f64(),
+            clock_ms: self.clock_ms.max(0),
+            wall_ms: chrono::Utc::now().timestamp_millis(),
+        }
+        .emit(&self.metrics);
+        Ok(())
+    }
+
+    /// The member's state as the engine sees it now (committed or not).
+    pub fn member(&self, partition: u32, member_id: &str) -> Result<Option<MemberState>, EngineError> {
+        if let Some(cm) = self.parts.get(&partition).and_then(|p| p.members.get(member_id)) {
+            return Ok(Some(cm.state.clone()));
+        }
+        self.load(partition, member_id)
+    }
+
+    fn load(&self, partition: u32, member_id: &str) -> Result<Option<MemberState>, EngineError> {
+        match self.store.get(Table::Members, &member_key(partition, member_id))? {
+            None => Ok(None),
+            Some(bytes) => MemberState::decode(&bytes).map(Some).map_err(|e| EngineError::Corrupt {
+                partition,
+                member: member_id.to_string(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Takes a member out of the batch cache (loading or creating it); give
+    /// it back with [`Self::checkin`].
+    fn checkout(&mut self, partition: u32, member_id: &str, ts_ms: i64) -> Result<(Box<str>, Cached), EngineError> {
+        let part = self.parts.get_mut(&partition).expect("partition assigned before use");
+        if let Some(entry) = part.members.remove_entry(member_id) {
+            return Ok(entry);
+        }
+        let state = match self.load(partition, member_id)? {
+            Some(m) => m,
+            None => {
+                self.metrics.members_tracked.inc();
+                MemberState::new(ts_ms)
+            }
+        };
+        Ok((member_id.into(), Cached { state, dirty: false }))
+    }
+
+    fn checkin(&mut self, partition: u32, key: Box<str>, cm: Cached) {
+        if let Some(part) = self.parts.get_mut(&partition) {
+            part.members.insert(key, cm);
+        }
+    }
+
+    fn observe(&mut self, partition: u32, ts_ms: i64) {
+        let part = self.parts.get_mut(&partition).expect("partition assigned before use");
+        if ts_ms <= part.max_ts {
+            return;
+        }
+        part.max_ts = ts_ms;
+        part.max_ts_dirty = true;
+        let watermark = self
+            .parts
+            .values()
+            .filter(|p| p.max_ts != NEVER)
+            .map(|p| p.max_ts)
+            .min()
+            .unwrap_or(NEVER)
+            .saturating_sub(self.cfg.clock.allowed_lateness_ms);
+        if watermark > self.clock_ms {
+            self.clock_ms = watermark;
+            self.clock_dirty = true;
+        }
+    }
+
+    /// Fires every timer due at or before the clock, in due order.
+    fn fire_due(&mut self) -> Result<u64, EngineError> {
+        let clock = self.clock_ms;
+        if clock == NEVER || !self.parts.values().any(|p| p.next_due <= clock) {
+            return Ok(0);
+        }
+        let due_parts: Vec<u32> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| p.next_due <= clock)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut fired = 0;
+        for p in due_parts {
+            let mut cursor = partition_prefix(p).to_vec();
+            let end = timer_bound(p, clock);
+            loop {
+                let keys = self.due_timer_keys(&cursor, &end, 512)?;
+                if keys.is_empty() {
+                    break;
+                }
+                for key in keys {
+                    cursor.clear();
+                    cursor.extend_from_slice(&key);
+                    cursor.push(0);
+                    let Some((_, due, member)) = split_timer_key(&key) else {
+                        self.overlay.insert(key, false);
+                        continue;
+                    };
+                    let exists = self.parts[&p].members.contains_key(member) || self.load(p, member)?.is_some();
+                    if !exists {
+                        self.overlay.insert(key, false);
+                        continue;
+                    }
+                    let (mkey, mut cm) = self.checkout(p, member, due)?;
+                    if cm.state.timer_due_ms == due {
+                        self.on_timer(p, &mkey, &mut cm.state, due);
+                        cm.dirty = true;
+                        fired += 1;
+                    } else {
+                        // A stale entry (rescheduled without cleaning up).
+                        self.overlay.insert(key, false);
+                    }
+                    self.checkin(p, mkey, cm);
+                }
+            }
+            let next = self.peek_next_due(p, clock)?;
+            if let Some(part) = self.parts.get_mut(&p) {
+                part.next_due = next;
+            }
+        }
+        if fired > 0 {
+            self.stats.timers_fired += fired;
+            TimersFired { count: fired }.emit(&self.metrics);
+        }
+        Ok(fired)
+    }
+
+    /// Timer keys in `[from, to)`, merging the store with uncommitted changes.
+    fn due_timer_keys(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, EngineError> {
+        let stored = self.store.scan(Table::Timers, from, to, limit)?;
+        let full = stored.len() == limit;
+        let upper: Option<Vec<u8>> = if full { stored.last().map(|(k, _)| k.clone()) } else { None };
+        let mut keys: Vec<Vec<u8>> = stored
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| self.overlay.get(k) != Some(&false))
+            .collect();
+        for (k, put) in self.overlay.range(from.to_vec()..to.to_vec()) {
+            if upper.as_ref().is_some_and(|u| k > u) {
+                break;
+            }
+            if *put {
+                keys.push(k.clone());
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        if keys.is_empty() && full {
+            // Everything in this chunk was deleted in the overlay: move on.
+            let mut next = upper.expect("full scan has a last key");
+            next.push(0);
+            return self.due_timer_keys(&next, to, limit);
+        }
+        Ok(keys)
+    }
+
+    /// A lower bound of the earliest pending timer of `partition` after `after_ms`.
+    fn peek_next_due(&self, partition: u32, after_ms: i64) -> Result<i64, EngineError> {
+        let mut from = if after_ms == NEVER {
+            partition_prefix(partition).to_vec()
+        } else {
+            timer_bound(partition, after_ms)
+        };
+        let end = partition_end(partition);
+        let mut best = i64::MAX;
+        if let Some((k, _)) = self.overlay.range(from.clone()..end.clone()).find(|(_, put)| **put) {
+            best = split_timer_key(k).map_or(best, |t| t.1);
+        }
+        for _ in 0..8 {
+            let chunk = self.store.scan(Table::Timers, &from, &end, 64)?;
+            let Some((last, _)) = chunk.last() else {
+                return Ok(best);
+            };
+            if let Some((k, _)) = chunk.iter().find(|(k, _)| self.overlay.get(k) != Some(&false)) {
+                let due = split_timer_key(k).map_or(best, |t| t.1);
+                return Ok(best.min(due));
+            }
+            from = last.clone();
+            from.push(0);
+        }
+        // Many deleted entries in a row: a conservative bound is fine, the
+        // next firing pass skips them.
+        Ok(best.min(split_timer_key(&from).map_or(i64::MIN, |t| t.1)))
+    }
+
+    fn on_timer(&mut self, partition: u32, member_id: &str, m: &mut MemberState, due: i64) {
+        self.overlay.insert(timer_key(partition, due, member_id), false);
+        m.timer_due_ms = NEVER;
+        self.evaluate(partition, member_id, m, due, None);
+        self.reschedule(partition, member_id, m, due);
+    }
+
+    /// Runs every detector at `now`, opens and closes episodes, moves the
+    /// lifecycle stage, and raises the alerts that follow.
+    fn evaluate(
+        &mut self,
+        partition: u32,
+        member_id: &str,
+        m: &mut MemberState,
+        now: i64,
+        returning: Option<(OpenAlert, i64)>,
+    ) {
+        let d = &self.cfg.detect;
+        let verdicts = [
+            (Signal::PurchaseGap, purchase_gap::evaluate(m, now, &d.purchase_gap)),
+            (Signal::OpenRateDrop, open_rate_drop::evaluate(m, now, &d.open_rate_drop)),
+            (Signal::VisitDecline, visit_decline::evaluate(m, now, &d.visit_decline)),
+            (Signal::CheckinLapse, checkin_lapse::evaluate(m, now, &d.checkin_lapse)),
+            (Signal::SpendDecline, spend_decline::evaluate(m, now, &d.spend_decline)),
+        ];
+        self.findings.clear();
+        for (signal, verdict) in verdicts {
+            let ep = &mut m.episodes[signal as usize];
+            match verdict {
+                Verdict::Fire(f) if !ep.open => {
+                    ep.open = true;
+                    ep.seq = ep.seq.wrapping_add(1);
+                    ep.opened_ms = f.since_ms;
+                    self.findings.push((signal, f));
+                }
+                Verdict::Recover if ep.open => ep.open = false,
+                _ => {}
+            }
+        }
+        let cooling = m.episodes[..Signal::StageChange as usize].iter().any(|e| e.open);
+        let life = &self.cfg.lifecycle;
+        let (old, new) = (m.stage, stage_change::stage_at(m, now, cooling, life));
+        if new != old {
+            let finding = stage_change::finding(m, old, new, now, life);
+            let ep = &mut m.episodes[Signal::StageChange as usize];
+            if let Some(f) = finding {
+                ep.open = true;
+                ep.seq = ep.seq.wrapping_add(1);
+                ep.opened_ms = f.since_ms;
+                self.findings.push((Signal::StageChange, f));
+            } else if new < Stage::Silent {
+                ep.open = false;
+            }
+            m.stage = new;
+        }
+        if self.findings.is_empty() && returning.is_none() {
+            return;
+        }
+
+        let holdout = self.cfg.alerts.is_holdout(member_id);
+        let segment = self.cfg.alerts.segments.classify(m, now, &self.cfg.detect.purchase_gap);
+        let risk = risk_score(m, now, m.stage, &self.cfg.detect.purchase_gap, life);
+        if let Some((answered, ts)) = returning {
+            let days_to_return = (ts - answered.detected_ms) as f64 / DAY_MS as f64;
+            let within = days_to_return <= self.cfg.alerts.reactivation_horizon_days;
+            MemberReactivated {
+                signal: answered.signal,
+                holdout,
+                days_to_return,
+                within_horizon: within,
+            }
+            .emit(&self.metrics);
+            let alert = Alert {
+                alert_id: alert::reactivation_id(member_id, answered.signal, answered.seq),
+                member_id: member_id.to_string(),
+                signal: Signal::Reactivated,
+                severity: Severity::Info,
+                risk_score: risk,
+                stage: m.stage,
+                segment,
+                evidence: Evidence::default()
+                    .text("answers_alert_id", alert::alert_id(member_id, answered.signal, answered.seq))
+                    .text("answers_signal", answered.signal.as_str())
+                    .num("days_to_return", days_to_return)
+                    .flag("within_horizon", within)
+                    .num("horizon_days", self.cfg.alerts.reactivation_horizon_days),
+                recommended_action: self.cfg.alerts.playbook.action(segment, Signal::Reactivated).to_string(),
+                holdout,
+                detected_ms: ts,
+            };
+            self.raise(partition, alert);
+        }
+        let findings = std::mem::take(&mut self.findings);
+        for (signal, f) in &findings {
+            let seq = m.episodes[*signal as usize].seq;
+            if m.open_alert.is_none() {
+                m.open_alert = Some(OpenAlert {
+                    signal: *signal,
+                    seq,
+                    detected_ms: f.since_ms,
+                });
+                MemberAlerted { signal: *signal, holdout }.emit(&self.metrics);
+            }
+            let alert = Alert {
+                alert_id: alert::alert_id(member_id, *signal, seq),
+                member_id: member_id.to_string(),
+                signal: *signal,
+                severity: f.severity,
+                risk_score: risk,
+                stage: m.stage,
+                segment,
+                evidence: f.evidence.clone(),
+                recommended_action: self.cfg.alerts.playbook.action(segment, *signal).to_string(),
+                holdout,
+                detected_ms: f.since_ms,
+            };
+            self.raise(partition, alert);
+        }
+        self.findings = findings;
+        self.findings.clear();
+    }
+
+    fn raise(&mut self, partition: u32, alert: Alert) {
+        self.stats.alerts += 1;
+        self.raised.push(RaisedAlert { partition, alert });
+    }
+
+    /// Keeps one timer entry per member, at the earliest moment after `now`
+    /// that one of its absence conditions could become true.
+    fn reschedule(&mut self, partition: u32, member_id: &str, m: &mut MemberState, now: i64) {
+        let d = &self.cfg.detect;
+        let mut due = i64::MAX;
+        let mut consider = |t: Option<i64>| {
+            if let Some(t) = t.filter(|t| *t > now) {
+                due = due.min(t);
+            }
+        };
+        if !m.episodes[Signal::PurchaseGap as usize].open {
+            consider(purchase_gap::due_ms(m, &d.purchase_gap));
+        }
+        if !m.episodes[Signal::CheckinLapse as usize].open {
+            consider(checkin_lapse::due_ms(m, &d.checkin_lapse));
+        }
+        consider(stage_change::due_ms(m, now, &self.cfg.lifecycle));
+        if !m.episodes[Signal::VisitDecline as usize].open && visit_decline::worth_reviewing(m, &d.visit_decline) {
+            // Complete-week windows: a member who stops visiting altogether
+            // is looked at again as each week closes.
+            consider(Some((week_of(now) as i64 + 1) * WEEK_MS));
+        }
+        let due = if due == i64::MAX { NEVER } else { due };
+        if due == m.timer_due_ms {
+            return;
+        }
+        if m.timer_due_ms != NEVER {
+            self.overlay.insert(timer_key(partition, m.timer_due_ms, member_id), false);
+        }
+        if due != NEVER {
+            self.overlay.insert(timer_key(partition, due, member_id), true);
+            if let Some(part) = self.parts.get_mut(&partition) {
+                part.next_due = part.next_due.min(due);
+            }
+        }
+        m.timer_due_ms = due;
+    }
+}
+
+fn read_i64<S: Store>(store: &S, key: &[u8]) -> Result<Option<i64>, StoreError> {
+    Ok(store
+        .get(Table::Meta, key)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map(i64::from_le_bytes))
+}
+
+/// The kinds of event that count as member activity for reactivation.
+pub fn default_reactivation_events() -> Vec<EventKind> {
+    vec![EventKind::Purchase]
+}

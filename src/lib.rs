@@ -1,0 +1,23 @@
+//! churnwatch: a Kafka-native churn early-warning pipeline for retail
+//! membership programmes.
+//!
+//! - [`event`]: the input contract and its validation
+//! - [`state`]: the store trait, RocksDB and in-memory stores, member state and windows
+//! - [`detect`]: one module per cooling signal
+//! - [`alert`]: the alert contract, segments, risk score, playbook
+//! - [`engine`]: events in, state, timers and alerts out (shared by replay and run)
+//! - [`replay`]: the offline entry point
+//! - [`pipeline`]: the Kafka source, sink and rebalance handling
+//! - [`simulate`]: synthetic member journeys
+//! - [`config`]: the strict configuration tree
+//! - [`telemetry`]: metrics and logs
+
+pub mod alert;
+pub mod config;
+pub mod detect;
+pub mod engine;
+pub mod event;
+pub mod replay;
+pub mod simulate;
+pub mod state;
+pub mod telemetry;

@@ -1,0 +1,414 @@
+//! Everything churnwatch remembers about one member, in a bounded footprint
+//! whatever the length of their history (about 500 bytes encoded).
+
+use super::codec::{DecodeError, Reader, Writer};
+use super::window::{day_of, week_of, DayBitmap, WeeklyCounts};
+use crate::detect::{Signal, EPISODE_SIGNALS};
+use crate::event::{Event, EventKind};
+
+/// Version byte leading every encoded member; bump on layout changes and
+/// keep decoding the old ones.
+pub const FORMAT_VERSION: u8 = 1;
+/// Purchases kept individually (newest first out): enough for the median of
+/// the recent gaps, a gap trend and an order-value baseline.
+pub const PURCHASE_HISTORY: usize = 10;
+/// Event-id hashes kept for deduplication. A redelivered event is recognised
+/// while its original is among the member's last `DEDUP_SLOTS` events.
+pub const DEDUP_SLOTS: usize = 24;
+/// Marks "no such time" in the `*_ms` fields.
+pub const NEVER: i64 = i64::MIN;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(u8)]
+pub enum Stage {
+    #[default]
+    New = 0,
+    Active = 1,
+    Cooling = 2,
+    Silent = 3,
+    Churned = 4,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::New => "new",
+            Stage::Active => "active",
+            Stage::Cooling => "cooling",
+            Stage::Silent => "silent",
+            Stage::Churned => "churned",
+        }
+    }
+
+    fn from_u8(v: u8) -> Result<Stage, DecodeError> {
+        Ok(match v {
+            0 => Stage::New,
+            1 => Stage::Active,
+            2 => Stage::Cooling,
+            3 => Stage::Silent,
+            4 => Stage::Churned,
+            _ => {
+                return Err(DecodeError::Invalid {
+                    field: "stage",
+                    value: v as u64,
+                })
+            }
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Purchase {
+    pub ts_ms: i64,
+    pub amount: f32,
+}
+
+/// A cooling episode of one signal: at most one alert per episode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Episode {
+    pub open: bool,
+    /// Alerts ever raised for this signal; part of the alert id.
+    pub seq: u16,
+    pub opened_ms: i64,
+}
+
+/// The oldest alert still waiting for the member to come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenAlert {
+    pub signal: Signal,
+    pub seq: u16,
+    pub detected_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberState {
+    pub first_seen_ms: i64,
+    /// Newest event time of any type.
+    pub last_event_ms: i64,
+    /// Newest event time of member activity (everything but `email_send`).
+    pub last_active_ms: i64,
+    pub first_purchase_ms: i64,
+    pub purchase_count: u32,
+    /// Distinct UTC days with a purchase (BG/NBD counts same-day orders once).
+    pub purchase_days: u32,
+    pub total_spend: f64,
+    /// The newest purchases, oldest first.
+    pub purchases: [Purchase; PURCHASE_HISTORY],
+    pub purchases_len: u8,
+    pub visits: WeeklyCounts,
+    pub sends: WeeklyCounts,
+    pub opens: WeeklyCounts,
+    pub checkins: DayBitmap,
+    pub checkin_count: u32,
+    pub stage: Stage,
+    pub episodes: [Episode; EPISODE_SIGNALS],
+    pub open_alert: Option<OpenAlert>,
+    /// Due time of this member's entry in the timer index, or `NEVER`.
+    pub timer_due_ms: i64,
+    pub recent_ids: [u32; DEDUP_SLOTS],
+    pub recent_next: u8,
+}
+
+impl MemberState {
+    pub fn new(first_seen_ms: i64) -> Self {
+        MemberState {
+            first_seen_ms,
+            last_event_ms: first_seen_ms,
+            last_active_ms: NEVER,
+            first_purchase_ms: NEVER,
+            purchase_count: 0,
+            purchase_days: 0,
+            total_spend: 0.0,
+            purchases: [Purchase::default(); PURCHASE_HISTORY],
+            purchases_len: 0,
+            visits: WeeklyCounts::default(),
+            sends: WeeklyCounts::default(),
+            opens: WeeklyCounts::default(),
+            checkins: DayBitmap::default(),
+            checkin_count: 0,
+            stage: Stage::New,
+            episodes: [Episode::default(); EPISODE_SIGNALS],
+            open_alert: None,
+            timer_due_ms: NEVER,
+            recent_ids: [0; DEDUP_SLOTS],
+            recent_next: 0,
+        }
+    }
+
+    /// The kept purchases, oldest first.
+    pub fn purchases(&self) -> &[Purchase] {
+        &self.purchases[..self.purchases_len as usize]
+    }
+
+    pub fn last_purchase_ms(&self) -> Option<i64> {
+        self.purchases().last().map(|p| p.ts_ms)
+    }
+
+    /// Records an event-id hash; returns `false` if it was already there.
+    /// Zero marks an empty slot, so a zero hash is nudged to one.
+    pub fn remember_event(&mut self, id_hash: u32) -> bool {
+        let h = id_hash.max(1);
+        if self.recent_ids.contains(&h) {
+            return false;
+        }
+        self.recent_ids[self.recent_next as usize] = h;
+        self.recent_next = ((self.recent_next as usize + 1) % DEDUP_SLOTS) as u8;
+        true
+    }
+
+    pub fn seen_event(&self, id_hash: u32) -> bool {
+        self.recent_ids.contains(&id_hash.max(1))
+    }
+
+    /// Folds a validated event into the windows and totals.
+    pub fn apply(&mut self, e: &Event<'_>) {
+        self.first_seen_ms = self.first_seen_ms.min(e.ts_ms);
+        self.last_event_ms = self.last_event_ms.max(e.ts_ms);
+        if e.kind.is_member_activity() {
+            self.last_active_ms = self.last_active_ms.max(e.ts_ms);
+        }
+        let week = week_of(e.ts_ms);
+        match e.kind {
+            EventKind::Visit => self.visits.add(week),
+            EventKind::EmailSend => self.sends.add(week),
+            EventKind::EmailOpen => self.opens.add(week),
+            EventKind::CheckIn => {
+                let day = day_of(e.ts_ms);
+                if !self.checkins.is_set(day) {
+                    self.checkin_count += 1;
+                }
+                self.checkins.set(day);
+            }
+            EventKind::Purchase => self.add_purchase(e.ts_ms, e.amount),
+        }
+    }
+
+    fn add_purchase(&mut self, ts_ms: i64, amount: f64) {
+        let day = day_of(ts_ms);
+        let same_day = self.purchases().iter().any(|p| day_of(p.ts_ms) == day);
+        if !same_day {
+            self.purchase_days += 1;
+        }
+        self.purchase_count += 1;
+        self.total_spend += amount;
+        self.first_purchase_ms = if self.first_purchase_ms == NEVER {
+            ts_ms
+        } else {
+            self.first_purchase_ms.min(ts_ms)
+        };
+        let p = Purchase {
+            ts_ms,
+            amount: amount as f32,
+        };
+        let len = self.purchases_len as usize;
+        // Insert in time order; a late purchase older than everything kept
+        // in a full history only counts in the totals.
+        let pos = self.purchases[..len].partition_point(|q| q.ts_ms <= ts_ms);
+        if len < PURCHASE_HISTORY {
+            self.purchases.copy_within(pos..len, pos + 1);
+            self.purchases[pos] = p;
+            self.purchases_len += 1;
+        } else if pos > 0 {
+            self.purchases.copy_within(1..pos, 0);
+            self.purchases[pos - 1] = p;
+        }
+    }
+
+    pub fn encode(&self, w: &mut Writer) {
+        w.u8(FORMAT_VERSION);
+        w.i64(self.first_seen_ms);
+        w.i64(self.last_event_ms);
+        w.i64(self.last_active_ms);
+        w.i64(self.first_purchase_ms);
+        w.u32(self.purchase_count);
+        w.u32(self.purchase_days);
+        w.f64(self.total_spend);
+        w.u8(self.purchases_len);
+        for p in self.purchases() {
+            w.i64(p.ts_ms);
+            w.f32(p.amount);
+        }
+        for c in [&self.visits, &self.sends, &self.opens] {
+            w.i32(c.newest_week);
+            for s in c.slots {
+                w.u16(s);
+            }
+        }
+        w.i32(self.checkins.last_day);
+        w.u128(self.checkins.bits);
+        w.u32(self.checkin_count);
+        w.u8(self.stage as u8);
+        for e in &self.episodes {
+            w.u8(e.open as u8);
+            w.u16(e.seq);
+            w.i64(e.opened_ms);
+        }
+        match self.open_alert {
+            None => w.u8(u8::MAX),
+            Some(a) => {
+                w.u8(a.signal as u8);
+                w.u16(a.seq);
+                w.i64(a.detected_ms);
+            }
+        }
+        w.i64(self.timer_due_ms);
+        w.u8(self.recent_next);
+        for h in self.recent_ids {
+            w.u32(h);
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(512);
+        self.encode(&mut w);
+        w.buf
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(buf);
+        let v = r.u8()?;
+        if v != FORMAT_VERSION {
+            return Err(DecodeError::Version(v));
+        }
+        let mut m = MemberState::new(r.i64()?);
+        m.last_event_ms = r.i64()?;
+        m.last_active_ms = r.i64()?;
+        m.first_purchase_ms = r.i64()?;
+        m.purchase_count = r.u32()?;
+        m.purchase_days = r.u32()?;
+        m.total_spend = r.f64()?;
+        let n = r.u8()?;
+        if n as usize > PURCHASE_HISTORY {
+            return Err(DecodeError::Invalid {
+                field: "purchases_len",
+                value: n as u64,
+            });
+        }
+        m.purchases_len = n;
+        for i in 0..n as usize {
+            m.purchases[i] = Purchase {
+                ts_ms: r.i64()?,
+                amount: r.f32()?,
+            };
+        }
+        for c in [&mut m.visits, &mut m.sends, &mut m.opens] {
+            c.newest_week = r.i32()?;
+            for s in c.slots.iter_mut() {
+                *s = r.u16()?;
+            }
+        }
+        m.checkins.last_day = r.i32()?;
+        m.checkins.bits = r.u128()?;
+        m.checkin_count = r.u32()?;
+        m.stage = Stage::from_u8(r.u8()?)?;
+        for e in m.episodes.iter_mut() {
+            e.open = r.u8()? != 0;
+            e.seq = r.u16()?;
+            e.opened_ms = r.i64()?;
+        }
+        let sig = r.u8()?;
+        if sig != u8::MAX {
+            let signal = Signal::from_u8(sig).ok_or(DecodeError::Invalid {
+                field: "open_alert.signal",
+                value: sig as u64,
+            })?;
+            m.open_alert = Some(OpenAlert {
+                signal,
+                seq: r.u16()?,
+                detected_ms: r.i64()?,
+            });
+        }
+        m.timer_due_ms = r.i64()?;
+        m.recent_next = r.u8()? % DEDUP_SLOTS as u8;
+        for h in m.recent_ids.iter_mut() {
+            *h = r.u32()?;
+        }
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::DAY_MS;
+    use std::borrow::Cow;
+
+    fn ev(kind: EventKind, ts_ms: i64, amount: f64) -> Event<'static> {
+        Event {
+            event_id: Cow::Borrowed("e"),
+            member_id: Cow::Borrowed("m"),
+            kind,
+            ts_ms,
+            amount,
+            categories: 0,
+        }
+    }
+
+    fn busy_member() -> MemberState {
+        let t0 = 1_750_000_000_000;
+        let mut m = MemberState::new(t0);
+        for d in 0..200 {
+            let t = t0 + d * DAY_MS;
+            for k in EventKind::ALL {
+                m.apply(&ev(k, t, 10.0 + d as f64));
+            }
+            m.remember_event(d as u32 * 7919);
+        }
+        m.open_alert = Some(OpenAlert {
+            signal: Signal::PurchaseGap,
+            seq: 3,
+            detected_ms: t0,
+        });
+        m.episodes[2] = Episode {
+            open: true,
+            seq: 2,
+            opened_ms: t0,
+        };
+        m
+    }
+
+    #[test]
+    fn encoding_round_trips_a_full_member() {
+        let m = busy_member();
+        assert_eq!(MemberState::decode(&m.to_bytes()).unwrap(), m);
+    }
+
+    #[test]
+    fn encoded_member_stays_within_512_bytes_whatever_the_history() {
+        let n = busy_member().to_bytes().len();
+        assert!(n <= 512, "encoded member is {n} bytes");
+    }
+
+    #[test]
+    fn rejects_unknown_format_versions_and_truncation() {
+        let mut b = busy_member().to_bytes();
+        assert!(MemberState::decode(&b[..b.len() - 1]).is_err());
+        b[0] = 99;
+        assert_eq!(MemberState::decode(&b), Err(DecodeError::Version(99)));
+    }
+
+    #[test]
+    fn keeps_the_newest_purchases_in_time_order_including_late_ones() {
+        let mut m = MemberState::new(0);
+        for i in 0..12 {
+            m.apply(&ev(EventKind::Purchase, (i * 2 + 2) * DAY_MS, 1.0));
+        }
+        m.apply(&ev(EventKind::Purchase, 19 * DAY_MS, 5.0)); // late, lands inside
+        m.apply(&ev(EventKind::Purchase, DAY_MS, 5.0)); // too old for the history
+        let ts: Vec<i64> = m.purchases().iter().map(|p| p.ts_ms / DAY_MS).collect();
+        assert_eq!(ts, [8, 10, 12, 14, 16, 18, 19, 20, 22, 24]);
+        assert_eq!(m.purchase_count, 14);
+        assert_eq!(m.first_purchase_ms, DAY_MS);
+    }
+
+    #[test]
+    fn dedup_ring_remembers_recent_event_ids() {
+        let mut m = MemberState::new(0);
+        assert!(m.remember_event(42));
+        assert!(!m.remember_event(42));
+        for i in 0..DEDUP_SLOTS as u32 {
+            m.remember_event(1000 + i);
+        }
+        assert!(!m.seen_event(42), "beyond the dedup horizon");
+    }
+}

@@ -1,0 +1,177 @@
+//! The RocksDB store: one column family per [`Table`], one shared block cache
+//! and one write-buffer manager, so memory is bounded by configuration and
+//! not by the number of members or partitions.
+
+use std::path::Path;
+
+use rocksdb::{
+    properties, BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options,
+    ReadOptions, WriteBatch, WriteBufferManager, WriteOptions, DB,
+};
+
+use super::{Batch, Store, StoreError, StoreStats, Table};
+
+/// Memory budget and durability knobs, from `[state]` in the config.
+#[derive(Debug, Clone)]
+pub struct RocksTuning {
+    /// Shared LRU block cache for all column families.
+    pub block_cache_bytes: usize,
+    /// Budget for all memtables together.
+    pub write_buffer_bytes: usize,
+    /// `false` trades crash durability of the last writes for speed
+    /// (benchmarks only: offsets and state stay consistent, but a crash may
+    /// replay more input).
+    pub sync_wal: bool,
+}
+
+impl Default for RocksTuning {
+    fn default() -> Self {
+        RocksTuning {
+            block_cache_bytes: 256 << 20,
+            write_buffer_bytes: 128 << 20,
+            sync_wal: false,
+        }
+    }
+}
+
+pub struct RocksStore {
+    db: DB,
+    cache: Cache,
+    write_opts: WriteOptions,
+    // Kept alive for the lifetime of the DB that references it.
+    _wbm: WriteBufferManager,
+}
+
+impl RocksStore {
+    pub fn open(path: &Path, tuning: &RocksTuning) -> Result<Self, StoreError> {
+        let cache = Cache::new_lru_cache(tuning.block_cache_bytes);
+        let wbm = WriteBufferManager::new_write_buffer_manager_with_cache(
+            tuning.write_buffer_bytes,
+            false,
+            cache.clone(),
+        );
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_write_buffer_manager(&wbm);
+        db_opts.set_max_background_jobs(2);
+        db_opts.set_keep_log_file_num(3);
+        db_opts.set_max_total_wal_size(256 << 20);
+
+        let cfs = Table::ALL.iter().map(|t| {
+            let mut o = Options::default();
+            let mut bb = BlockBasedOptions::default();
+            bb.set_block_cache(&cache);
+            bb.set_bloom_filter(10.0, false);
+            bb.set_cache_index_and_filter_blocks(true);
+            bb.set_pin_l0_filter_and_index_blocks_in_cache(true);
+            o.set_block_based_table_factory(&bb);
+            o.set_compression_type(DBCompressionType::Lz4);
+            o.set_write_buffer_size(match t {
+                Table::Members => 64 << 20,
+                _ => 16 << 20,
+            });
+            if *t == Table::Members {
+                // Point lookups dominate: most gets hit the memtable or one SST.
+                o.optimize_for_point_lookup(0);
+                o.set_block_based_table_factory(&bb);
+            }
+            ColumnFamilyDescriptor::new(t.name(), o)
+        });
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut write_opts = WriteOptions::default();
+        write_opts.set_sync(tuning.sync_wal);
+        Ok(RocksStore {
+            db,
+            cache,
+            write_opts,
+            _wbm: wbm,
+        })
+    }
+
+    fn cf(&self, t: Table) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(t.name())
+            .expect("column family created at open")
+    }
+
+    fn int_property(&self, t: Table, p: &properties::PropName) -> u64 {
+        self.db
+            .property_int_value_cf(self.cf(t), p)
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+
+    /// Forces memtables to disk (used by tests measuring on-disk size).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        for t in Table::ALL {
+            self.db.flush_cf(self.cf(t))?;
+        }
+        Ok(())
+    }
+
+    pub fn compact(&self) {
+        for t in Table::ALL {
+            self.db.compact_range_cf(self.cf(t), None::<&[u8]>, None::<&[u8]>);
+        }
+    }
+}
+
+impl Store for RocksStore {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_pinned_cf(self.cf(table), key)?.map(|v| v.to_vec()))
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(to.to_vec());
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(table), ro);
+        it.seek(from);
+        let mut out = Vec::new();
+        while it.valid() && out.len() < limit {
+            if let (Some(k), Some(v)) = (it.key(), it.value()) {
+                out.push((k.to_vec(), v.to_vec()));
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
+    fn write(&self, batch: Batch) -> Result<(), StoreError> {
+        let mut wb = WriteBatch::default();
+        for op in batch.ops {
+            let cf = self.cf(op.table);
+            match op.value {
+                Some(v) => wb.put_cf(cf, op.key, v),
+                None => wb.delete_cf(cf, op.key),
+            }
+        }
+        self.db.write_opt(wb, &self.write_opts)?;
+        Ok(())
+    }
+
+    fn stats(&self) -> StoreStats {
+        let sum = |p| Table::ALL.iter().map(|t| self.int_property(*t, p)).sum::<u64>();
+        StoreStats {
+            live_sst_bytes: sum(properties::LIVE_SST_FILES_SIZE),
+            block_cache_usage_bytes: self.cache.get_usage() as u64,
+            pending_compaction_bytes: sum(properties::ESTIMATE_PENDING_COMPACTION_BYTES),
+            memtable_bytes: sum(properties::CUR_SIZE_ALL_MEM_TABLES),
+            estimated_members: self.int_property(Table::Members, properties::ESTIMATE_NUM_KEYS),
+            estimated_timers: self.int_property(Table::Timers, properties::ESTIMATE_NUM_KEYS),
+            write_stalled: sum(properties::IS_WRITE_STOPPED) > 0
+                || sum(properties::ACTUAL_DELAYED_WRITE_RATE) > 0,
+        }
+    }
+}

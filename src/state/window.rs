@@ -1,0 +1,153 @@
+//! Rolling windows with a fixed footprint: weekly count buckets and a daily
+//! check-in bitmap. Late events land in the bucket of their own event time as
+//! long as it is still inside the window; older ones only count in lifetime
+//! totals.
+
+use crate::event::DAY_MS;
+
+pub const WEEK_MS: i64 = 7 * DAY_MS;
+/// Weekly buckets kept: the current week plus 16 complete weeks, enough for a
+/// 4-week recent window against a 12-week baseline.
+pub const WEEKS: usize = 17;
+
+pub fn week_of(ts_ms: i64) -> i32 {
+    ts_ms.div_euclid(WEEK_MS) as i32
+}
+
+pub fn day_of(ts_ms: i64) -> i32 {
+    ts_ms.div_euclid(DAY_MS) as i32
+}
+
+/// Per-week counts of one kind of event; slot 0 is `newest_week`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WeeklyCounts {
+    pub newest_week: i32,
+    pub slots: [u16; WEEKS],
+}
+
+impl WeeklyCounts {
+    pub fn add(&mut self, week: i32) {
+        if week > self.newest_week {
+            let shift = (week - self.newest_week) as usize;
+            if shift >= WEEKS {
+                self.slots = [0; WEEKS];
+            } else {
+                self.slots.copy_within(0..WEEKS - shift, shift);
+                self.slots[..shift].fill(0);
+            }
+            self.newest_week = week;
+        }
+        let idx = (self.newest_week - week) as usize;
+        if let Some(s) = self.slots.get_mut(idx) {
+            *s = s.saturating_add(1);
+        }
+    }
+
+    pub fn count(&self, week: i32) -> u32 {
+        let idx = self.newest_week as i64 - week as i64;
+        if (0..WEEKS as i64).contains(&idx) {
+            self.slots[idx as usize] as u32
+        } else {
+            0
+        }
+    }
+
+    /// Sum over the weeks `from..=to`.
+    pub fn sum(&self, from: i32, to: i32) -> u32 {
+        (from..=to).map(|w| self.count(w)).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.iter().all(|s| *s == 0)
+    }
+}
+
+/// One bit per day for the last 128 days; bit 0 is `last_day`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DayBitmap {
+    pub last_day: i32,
+    pub bits: u128,
+}
+
+pub const BITMAP_DAYS: i32 = 128;
+
+impl DayBitmap {
+    pub fn set(&mut self, day: i32) {
+        if self.bits == 0 || day > self.last_day {
+            let shift = if self.bits == 0 { BITMAP_DAYS } else { day - self.last_day };
+            self.bits = if shift >= BITMAP_DAYS { 0 } else { self.bits << shift };
+            self.last_day = day;
+        }
+        let idx = self.last_day - day;
+        if idx < BITMAP_DAYS {
+            self.bits |= 1u128 << idx;
+        }
+    }
+
+    pub fn is_set(&self, day: i32) -> bool {
+        let idx = self.last_day as i64 - day as i64;
+        (0..BITMAP_DAYS as i64).contains(&idx) && self.bits & (1u128 << idx) != 0
+    }
+
+    /// Days set in `from..=to`.
+    pub fn count(&self, from: i32, to: i32) -> u32 {
+        (from..=to).filter(|d| self.is_set(*d)).count() as u32
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bits == 0
+    }
+
+    /// Longest run of unset days strictly between set days in `from..=to`.
+    pub fn longest_break(&self, from: i32, to: i32) -> u32 {
+        let (mut longest, mut run, mut seen) = (0, 0, false);
+        for d in from..=to {
+            if self.is_set(d) {
+                if seen {
+                    longest = longest.max(run);
+                }
+                seen = true;
+                run = 0;
+            } else {
+                run += 1;
+            }
+        }
+        longest
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weekly_counts_slide_and_keep_late_events_in_their_week() {
+        let mut w = WeeklyCounts::default();
+        w.add(100);
+        w.add(100);
+        w.add(103);
+        w.add(101); // late, still inside the window
+        assert_eq!((w.count(100), w.count(101), w.count(103)), (2, 1, 1));
+        assert_eq!(w.sum(100, 103), 4);
+        w.add(103 + WEEKS as i32 - 1);
+        assert_eq!(w.count(100), 0, "slid out of the window");
+        assert_eq!(w.count(103), 1);
+        w.add(90); // too old: dropped
+        assert_eq!(w.sum(0, 200), 2);
+    }
+
+    #[test]
+    fn day_bitmap_tracks_check_in_days_and_breaks() {
+        let mut b = DayBitmap::default();
+        for d in [10, 11, 12, 15, 16] {
+            b.set(d);
+        }
+        b.set(13); // late
+        assert!(b.is_set(13) && !b.is_set(14));
+        assert_eq!(b.count(10, 16), 6);
+        assert_eq!(b.longest_break(10, 16), 1);
+        b.set(10 + 200);
+        assert_eq!(b.count(0, 100), 0);
+        assert!(b.is_set(210));
+    }
+}
