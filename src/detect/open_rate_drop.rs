@@ -5,12 +5,14 @@
 //! rate is at most `drop_ratio` of the baseline *and* so few opens would be
 //! unlikely (`p ≤ max_p_value`) if the member still opened at their baseline
 //! rate. With few sends the second test cannot pass, which is the point.
+//! The baseline rate is itself an estimate, so the test uses it one standard
+//! error lower (a member whose baseline was lucky is not flagged for it).
 
 use serde::{Deserialize, Serialize};
 
 use super::stats::binomial_cdf;
 use super::{Evidence, Finding, Severity, Verdict, WeekWindows};
-use crate::state::window::{week_of, WEEK_MS};
+use crate::state::window::{week_of, week_start_ms};
 use crate::state::MemberState;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -76,7 +78,8 @@ pub fn evaluate(m: &MemberState, now_ms: i64, cfg: &Config) -> Verdict {
         return Verdict::Hold;
     }
     let recent_rate = recent_opens as f64 / recent_sends as f64;
-    let p = binomial_cdf(recent_opens, recent_sends, base_rate);
+    let cautious = (base_rate - (base_rate * (1.0 - base_rate) / base_sends as f64).sqrt()).max(0.0);
+    let p = binomial_cdf(recent_opens, recent_sends, cautious);
     if recent_rate <= cfg.drop_ratio * base_rate && p <= cfg.max_p_value {
         let severity = if recent_opens == 0 {
             Severity::Critical
@@ -96,7 +99,7 @@ pub fn evaluate(m: &MemberState, now_ms: i64, cfg: &Config) -> Verdict {
                 .num("p_value", p),
             // The windows are complete weeks: the drop became visible when
             // the last of them closed.
-            since_ms: week_of(now_ms) as i64 * WEEK_MS,
+            since_ms: week_start_ms(week_of(now_ms)),
         });
     }
     if recent_rate >= cfg.recover_ratio * base_rate {

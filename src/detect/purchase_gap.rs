@@ -207,8 +207,8 @@ mod tests {
 
     #[test]
     fn fires_info_on_steadily_lengthening_gaps() {
-        let m = buyer(&[0.0, 10.0, 20.0, 30.0, 42.0, 58.0, 80.0]);
-        let Verdict::Fire(f) = evaluate(&m, day(81.0), &Config::default()) else {
+        let m = buyer(&[0.0, 10.0, 20.0, 30.0, 43.0, 60.0, 82.0]);
+        let Verdict::Fire(f) = evaluate(&m, day(83.0), &Config::default()) else {
             panic!("expected a trend finding");
         };
         assert_eq!(f.severity, Severity::Info);

@@ -2,9 +2,11 @@
 //! their own baseline.
 //!
 //! The last `recent_orders` orders are compared with the kept orders before
-//! them. It fires when the recent mean is at most `drop_ratio` of the baseline
-//! mean and Welch's t statistic exceeds `min_t_statistic`, so one small basket
-//! among large ones, or naturally erratic baskets, do not count.
+//! them. Order values are roughly log-normal, so the comparison is on log
+//! amounts: it fires when the recent geometric mean is at most `drop_ratio`
+//! of the baseline's and a pooled-variance t statistic on the logs is at
+//! least `min_t_statistic`. One small basket among large ones, or naturally
+//! erratic baskets, do not count.
 
 use serde::{Deserialize, Serialize};
 
@@ -22,9 +24,9 @@ pub struct Config {
     /// Older orders needed for a baseline (at most 10 minus `recent_orders`
     /// are kept).
     pub min_baseline_orders: u32,
-    /// Fire when the recent mean order value is at most this fraction of the baseline...
+    /// Fire when the recent (geometric) mean order value is at most this fraction of the baseline's...
     pub drop_ratio: f64,
-    /// ...and Welch's t statistic of the difference is at least this.
+    /// ...and the t statistic of the difference in log amounts is at least this.
     pub min_t_statistic: f64,
     /// The episode closes when the recent mean is back to this fraction.
     pub recover_ratio: f64,
@@ -37,7 +39,7 @@ impl Default for Config {
             recent_orders: 3,
             min_baseline_orders: 4,
             drop_ratio: 0.5,
-            min_t_statistic: 3.0,
+            min_t_statistic: 4.0,
             recover_ratio: 0.8,
         }
     }
@@ -50,32 +52,33 @@ pub fn evaluate(m: &MemberState, _now_ms: i64, cfg: &Config) -> Verdict {
         return Verdict::Hold;
     }
     let (base, recent) = ps.split_at(ps.len() - k);
-    let (bm, bv, bn) = mean_var(base.iter().map(|p| p.amount as f64));
-    let (rm, rv, rn) = mean_var(recent.iter().map(|p| p.amount as f64));
-    if bm <= 0.0 {
-        return Verdict::Hold;
-    }
-    // Floor the variance at 5% of the mean so identical baskets don't give an
-    // infinite t for a trivial difference.
-    let se = (bv.max((0.05 * bm).powi(2)) / bn as f64 + rv.max((0.05 * bm).powi(2)) / rn as f64).sqrt();
-    let t = (bm - rm) / se;
-    if rm <= cfg.drop_ratio * bm && t >= cfg.min_t_statistic {
+    let ln = |p: &crate::state::member::Purchase| (p.amount as f64).max(0.01).ln();
+    let (bm, bv, bn) = mean_var(base.iter().map(ln));
+    let (rm, rv, rn) = mean_var(recent.iter().map(ln));
+    let pooled = (((bn - 1) as f64 * bv + (rn - 1) as f64 * rv) / (bn + rn - 2) as f64)
+        // Near-identical baskets must not make a trivial difference significant.
+        .max(0.05f64.powi(2));
+    let t = (bm - rm) / (pooled * (1.0 / bn as f64 + 1.0 / rn as f64)).sqrt();
+    let ratio = (rm - bm).exp();
+    let avg = |ps: &[crate::state::member::Purchase]| ps.iter().map(|p| p.amount as f64).sum::<f64>() / ps.len() as f64;
+    if ratio <= cfg.drop_ratio && t >= cfg.min_t_statistic {
         return Verdict::Fire(Finding {
-            severity: if rm <= 0.25 * bm {
+            severity: if ratio <= 0.25 {
                 Severity::Critical
             } else {
                 Severity::Warning
             },
             evidence: Evidence::default()
-                .num("recent_avg_order_value", rm)
-                .num("baseline_avg_order_value", bm)
+                .num("recent_avg_order_value", avg(recent))
+                .num("baseline_avg_order_value", avg(base))
+                .num("recent_to_baseline_ratio", ratio)
                 .num("recent_orders", rn as f64)
                 .num("baseline_orders", bn as f64)
                 .num("t_statistic", t),
             since_ms: recent[rn - 1].ts_ms,
         });
     }
-    if rm >= cfg.recover_ratio * bm {
+    if ratio >= cfg.recover_ratio {
         Verdict::Recover
     } else {
         Verdict::Hold
@@ -100,6 +103,7 @@ mod tests {
             panic!("expected a finding");
         };
         assert_eq!(f.evidence.get_num("recent_avg_order_value"), Some(30.0));
+        assert!(f.evidence.get_num("t_statistic").unwrap() >= 4.0);
         assert_eq!(f.evidence.get_num("baseline_orders"), Some(6.0));
         assert_eq!(f.since_ms, day(80.0));
     }

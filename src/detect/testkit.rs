@@ -5,7 +5,8 @@ use std::borrow::Cow;
 use crate::event::{Event, EventKind, DAY_MS};
 use crate::state::MemberState;
 
-/// A Monday at 00:00 UTC (2024-01-01), so week arithmetic in tests is exact.
+/// A Monday at 00:00 UTC (2024-01-01): weeks start on Mondays, so week
+/// arithmetic in tests is exact.
 pub const T0: i64 = 1_704_067_200_000;
 
 pub fn day(d: f64) -> i64 {

@@ -5,13 +5,15 @@
 //! decline counts only when the recent count is at most `drop_ratio` of what
 //! the baseline predicts *and* that few visits would be unlikely
 //! (`p ≤ max_p_value`) at the baseline rate. Members who visit too rarely for
-//! that test to ever pass (`min_expected_visits`) are not judged.
+//! that test to ever pass (`min_expected_visits`) are not judged. The
+//! baseline rate is an estimate too, so the test uses it one standard error
+//! lower.
 
 use serde::{Deserialize, Serialize};
 
 use super::stats::poisson_cdf;
 use super::{Evidence, Finding, Severity, Verdict, WeekWindows};
-use crate::state::window::{week_of, WEEK_MS};
+use crate::state::window::{week_of, week_start_ms};
 use crate::state::MemberState;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -71,7 +73,8 @@ pub fn evaluate(m: &MemberState, now_ms: i64, cfg: &Config) -> Verdict {
     if expected < cfg.min_expected_visits {
         return Verdict::Hold;
     }
-    let p = poisson_cdf(recent, expected);
+    let cautious = (base as f64 - (base as f64).sqrt()) / w.baseline_weeks as f64 * cfg.recent_weeks as f64;
+    let p = poisson_cdf(recent, cautious);
     if (recent as f64) <= cfg.drop_ratio * expected && p <= cfg.max_p_value {
         let severity = if recent == 0 {
             Severity::Critical
@@ -87,7 +90,7 @@ pub fn evaluate(m: &MemberState, now_ms: i64, cfg: &Config) -> Verdict {
                 .num("baseline_visits_per_week", weekly)
                 .num("baseline_weeks", w.baseline_weeks as f64)
                 .num("p_value", p),
-            since_ms: week_of(now_ms) as i64 * WEEK_MS,
+            since_ms: week_start_ms(week_of(now_ms)),
         });
     }
     if recent as f64 >= cfg.recover_ratio * expected {
@@ -120,7 +123,7 @@ mod tests {
         let Verdict::Fire(f) = evaluate(&m, day(17.0 * 7.0), &Config::default()) else {
             panic!("expected a finding");
         };
-        assert!(f.evidence.get_num("expected_visits").unwrap() > 30.0);
+        assert!(f.evidence.get_num("expected_visits").unwrap() > 12.0);
         assert!(f.evidence.get_num("recent_visits").unwrap() < 5.0);
         assert_eq!(f.since_ms, day(17.0 * 7.0));
     }

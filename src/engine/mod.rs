@@ -36,7 +36,7 @@ use crate::state::keys::{
     GLOBAL_PARTITION,
 };
 use crate::state::member::{OpenAlert, Stage, NEVER};
-use crate::state::window::{week_of, WEEK_MS};
+use crate::state::window::{week_of, week_start_ms};
 use crate::state::{Batch, MemberState, Store, StoreError, Table};
 use crate::telemetry::events::{
     DuplicateAbsorbed, EventConsumed, EventRejected, MemberAlerted, MemberReactivated, StateCommitted,
@@ -642,7 +642,7 @@ impl<S: Store> Engine<S> {
         if !m.episodes[Signal::VisitDecline as usize].open && visit_decline::worth_reviewing(m, &d.visit_decline) {
             // Complete-week windows: a member who stops visiting altogether
             // is looked at again as each week closes.
-            consider(Some((week_of(now) as i64 + 1) * WEEK_MS));
+            consider(Some(week_start_ms(week_of(now) + 1)));
         }
         let due = if due == i64::MAX { NEVER } else { due };
         if due == m.timer_due_ms {

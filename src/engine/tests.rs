@@ -1,0 +1,185 @@
+use std::sync::Arc;
+
+use super::*;
+use crate::detect::testkit::day;
+use crate::state::MemoryStore;
+
+fn engine(store: Arc<MemoryStore>) -> Engine<Arc<MemoryStore>> {
+    let mut cfg = EngineConfig::default();
+    cfg.alerts.holdout_share = 0.0;
+    Engine::new(store, cfg, Arc::new(Metrics::new())).unwrap()
+}
+
+fn line(id: &str, member: &str, kind: &str, ts: i64, amount: Option<f64>) -> Vec<u8> {
+    let amount = amount.map(|a| format!(",\"amount\":{a}")).unwrap_or_default();
+    format!("{{\"event_id\":\"{id}\",\"member_id\":\"{member}\",\"type\":\"{kind}\",\"ts\":{ts}{amount}}}").into_bytes()
+}
+
+const WALL: i64 = 4_000_000_000_000;
+
+/// A weekly buyer: purchases on days 0, 7, ..., 7*(n-1).
+fn weekly_buyer(e: &mut Engine<Arc<MemoryStore>>, member: &str, n: usize) {
+    for i in 0..n {
+        let l = line(&format!("{member}-p{i}"), member, "purchase", day(i as f64 * 7.0), Some(20.0));
+        assert_eq!(e.process(0, &l, WALL).unwrap(), Outcome::Accepted);
+    }
+}
+
+fn signals(alerts: &[RaisedAlert]) -> Vec<&'static str> {
+    alerts.iter().map(|a| a.alert.signal.as_str()).collect()
+}
+
+#[test]
+fn fires_purchase_gap_from_the_timer_index_with_no_new_event() {
+    let store = Arc::new(MemoryStore::new());
+    let mut e = engine(store.clone());
+    weekly_buyer(&mut e, "m1", 5);
+    e.commit(Batch::default()).unwrap();
+    assert!(e.take_alerts().is_empty());
+    // Usual gap 7 days, overdue after 14: due on day 28 + 14 = 42.
+    assert_eq!(e.advance_clock_to(day(41.9)).unwrap(), 0);
+    e.advance_clock_to(day(43.0)).unwrap();
+    let alerts = e.take_alerts();
+    assert_eq!(signals(&alerts), ["purchase_gap"]);
+    let a = &alerts[0].alert;
+    assert_eq!(a.detected_ms, day(42.0));
+    assert_eq!(a.evidence.get_num("typical_gap_days"), Some(7.0));
+    assert_eq!(a.stage, Stage::Cooling);
+}
+
+#[test]
+fn timers_survive_a_restart() {
+    let store = Arc::new(MemoryStore::new());
+    {
+        let mut e = engine(store.clone());
+        weekly_buyer(&mut e, "m1", 5);
+        e.commit(Batch::default()).unwrap();
+    }
+    let mut e = engine(store.clone());
+    e.assign(0).unwrap();
+    assert_eq!(e.clock_ms(), Some(day(28.0) - 3_600_000));
+    e.advance_clock_to(day(50.0)).unwrap();
+    assert_eq!(signals(&e.take_alerts()), ["purchase_gap"]);
+}
+
+#[test]
+fn one_alert_per_episode_and_rearms_after_recovery() {
+    let store = Arc::new(MemoryStore::new());
+    let mut e = engine(store);
+    weekly_buyer(&mut e, "m1", 5);
+    e.advance_clock_to(day(45.0)).unwrap();
+    // Still silent: visits do not end the purchase gap, no repeat alert.
+    for i in 0..5 {
+        let l = line(&format!("v{i}"), "m1", "visit", day(45.0 + i as f64), None);
+        e.process(0, &l, WALL).unwrap();
+    }
+    e.advance_clock_to(day(60.0)).unwrap();
+    let first = e.take_alerts();
+    assert_eq!(signals(&first), ["purchase_gap"]);
+    // The member buys again: reactivated, and the episode re-arms.
+    e.process(0, &line("p-back", "m1", "purchase", day(61.0), Some(20.0)), WALL).unwrap();
+    let back = e.take_alerts();
+    assert_eq!(signals(&back), ["reactivated"]);
+    assert_eq!(back[0].alert.evidence.get_num("days_to_return"), Some(19.0));
+    assert_eq!(
+        back[0].alert.evidence.get("answers_alert_id"),
+        Some(&crate::detect::EvidenceValue::Text(first[0].alert.alert_id.clone()))
+    );
+    // Silent again: a second episode, with a different alert id.
+    e.advance_clock_to(day(120.0)).unwrap();
+    let second = e.take_alerts();
+    assert_eq!(signals(&second)[0], "purchase_gap");
+    assert_ne!(second[0].alert.alert_id, first[0].alert.alert_id);
+}
+
+#[test]
+fn a_duplicate_event_leaves_state_unchanged() {
+    let store = Arc::new(MemoryStore::new());
+    let mut e = engine(store);
+    weekly_buyer(&mut e, "m1", 3);
+    let before = e.member(0, "m1").unwrap().unwrap();
+    let again = line("m1-p1", "m1", "purchase", day(7.0), Some(20.0));
+    assert_eq!(e.process(0, &again, WALL).unwrap(), Outcome::Duplicate);
+    assert_eq!(e.member(0, "m1").unwrap().unwrap(), before);
+    e.commit(Batch::default()).unwrap();
+    assert_eq!(e.process(0, &again, WALL).unwrap(), Outcome::Duplicate);
+    assert_eq!(e.member(0, "m1").unwrap().unwrap(), before);
+    assert_eq!(e.stats().duplicates, 2);
+}
+
+#[test]
+fn rejected_events_change_nothing() {
+    let store = Arc::new(MemoryStore::new());
+    let mut e = engine(store.clone());
+    let out = e.process(0, br#"{"event_id":"x","member_id":"m1","type":"visit","ts":"soon"}"#, WALL).unwrap();
+    assert!(matches!(out, Outcome::Rejected(r) if r.reason == crate::event::RejectReason::BadTs));
+    e.commit(Batch::default()).unwrap();
+    assert_eq!(store.len(Table::Members), 0);
+    assert_eq!(e.clock_ms(), None);
+}
+
+#[test]
+fn late_events_land_in_their_own_week() {
+    let store = Arc::new(MemoryStore::new());
+    let mut e = engine(store);
+    e.process(0, &line("v1", "m1", "visit", day(30.0), None), WALL).unwrap();
+    e.process(0, &line("v0", "m1", "visit", day(2.0), None), WALL).unwrap();
+    let m = e.member(0, "m1").unwrap().unwrap();
+    assert_eq!(m.visits.count(week_of(day(2.0))), 1);
+    assert_eq!(m.visits.count(week_of(day(30.0))), 1);
+    assert_eq!(m.first_seen_ms, day(2.0));
+    assert_eq!(m.last_event_ms, day(30.0));
+}
+
+#[test]
+fn results_do_not_depend_on_batch_boundaries() {
+    let mut lines = Vec::new();
+    for m in 0..20 {
+        let gap = 3.0 + m as f64;
+        let stop = 40.0 + (m % 5) as f64 * 10.0;
+        let mut d = m as f64 * 0.1;
+        let mut i = 0;
+        while d < stop {
+            lines.push((day(d), line(&format!("e{m}-{i}"), &format!("m{m}"), "purchase", day(d), Some(10.0 + m as f64))));
+            lines.push((day(d + 0.5), line(&format!("v{m}-{i}"), &format!("m{m}"), "visit", day(d + 0.5), None)));
+            d += gap;
+            i += 1;
+        }
+    }
+    lines.sort_by_key(|l| l.0);
+    let run = |batch: usize| {
+        let mut e = engine(Arc::new(MemoryStore::new()));
+        let mut ids = Vec::new();
+        for (i, (_, l)) in lines.iter().enumerate() {
+            e.process(0, l, WALL).unwrap();
+            if (i + 1) % batch == 0 {
+                ids.extend(e.take_alerts().into_iter().map(|a| (a.alert.alert_id, a.alert.detected_ms)));
+                e.commit(Batch::default()).unwrap();
+            }
+        }
+        e.advance_clock_to(day(200.0)).unwrap();
+        ids.extend(e.take_alerts().into_iter().map(|a| (a.alert.alert_id, a.alert.detected_ms)));
+        ids
+    };
+    let one = run(1);
+    assert!(one.len() >= 20, "expected alerts, got {}", one.len());
+    assert_eq!(one, run(7));
+    assert_eq!(one, run(100_000));
+}
+
+#[test]
+fn stage_change_fires_on_a_quiet_stream() {
+    let store = Arc::new(MemoryStore::new());
+    let mut e = engine(store);
+    e.process(0, &line("p1", "m1", "purchase", day(0.0), Some(5.0)), WALL).unwrap();
+    e.advance_clock_to(day(200.0)).unwrap();
+    let alerts = e.take_alerts();
+    assert_eq!(signals(&alerts), ["stage_change", "stage_change"]);
+    let to = |a: &RaisedAlert| match a.alert.evidence.get("to") {
+        Some(crate::detect::EvidenceValue::Text(t)) => t.clone(),
+        _ => String::new(),
+    };
+    assert_eq!((to(&alerts[0]).as_str(), to(&alerts[1]).as_str()), ("silent", "churned"));
+    assert_eq!(alerts[1].alert.severity, Severity::Critical);
+    assert!(alerts[1].alert.risk_score >= 85.0);
+}

@@ -72,6 +72,13 @@ pub(super) struct RawEvent<'a> {
 }
 
 pub(super) fn parse(text: &str) -> Result<RawEvent<'_>, Rejection> {
+    if !text.trim_start().starts_with('{') {
+        // serde would read a JSON array positionally into the struct.
+        return Err(match serde_json::from_str::<de::IgnoredAny>(text) {
+            Ok(_) => Rejection::new(RejectReason::NotObject, "event is not a json object"),
+            Err(e) => Rejection::new(RejectReason::InvalidJson, format!("invalid json: {e}")),
+        });
+    }
     serde_json::from_str::<RawEvent<'_>>(text).map_err(|e| {
         let is_object = text.trim_start().starts_with('{');
         if e.is_data() && !is_object {

@@ -148,3 +148,24 @@ impl<S: Store + ?Sized> Store for Box<S> {
         (**self).stats()
     }
 }
+
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).get(table, key)
+    }
+    fn scan(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        (**self).scan(table, from, to, limit)
+    }
+    fn write(&self, batch: Batch) -> Result<(), StoreError> {
+        (**self).write(batch)
+    }
+    fn stats(&self) -> StoreStats {
+        (**self).stats()
+    }
+}

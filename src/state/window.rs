@@ -10,8 +10,18 @@ pub const WEEK_MS: i64 = 7 * DAY_MS;
 /// 4-week recent window against a 12-week baseline.
 pub const WEEKS: usize = 17;
 
+/// The epoch began on a Thursday; shifting by three days makes weeks run
+/// Monday 00:00 UTC to Sunday, as retail reporting does.
+const MONDAY_SHIFT_MS: i64 = 3 * DAY_MS;
+
+/// The week number of an instant (weeks start Monday 00:00 UTC).
 pub fn week_of(ts_ms: i64) -> i32 {
-    ts_ms.div_euclid(WEEK_MS) as i32
+    (ts_ms + MONDAY_SHIFT_MS).div_euclid(WEEK_MS) as i32
+}
+
+/// The first millisecond of `week`.
+pub fn week_start_ms(week: i32) -> i64 {
+    week as i64 * WEEK_MS - MONDAY_SHIFT_MS
 }
 
 pub fn day_of(ts_ms: i64) -> i32 {
