@@ -14,7 +14,11 @@ use churnwatch::simulate::{self, SimOptions};
 use churnwatch::telemetry::{logging, Metrics};
 
 #[derive(Parser)]
-#[command(name = "churnwatch", version, about = "Churn early warning for retail membership programmes")]
+#[command(
+    name = "churnwatch",
+    version,
+    about = "Churn early warning for retail membership programmes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -135,7 +139,15 @@ fn main() -> ExitCode {
             bad_ratio,
             duplicate_ratio,
             output,
-        } => match run_simulate(members, days, end, seed, bad_ratio, duplicate_ratio, &output) {
+        } => match run_simulate(
+            members,
+            days,
+            end,
+            seed,
+            bad_ratio,
+            duplicate_ratio,
+            &output,
+        ) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("churnwatch simulate: {e:#}");
@@ -171,6 +183,9 @@ fn run_simulate(
         simulate::write_ndjson(&events, &mut w)?;
         std::io::Write::flush(&mut w)?;
     }
-    eprintln!("wrote {} events for {members} members to {output}", events.len());
+    eprintln!(
+        "wrote {} events for {members} members to {output}",
+        events.len()
+    );
     Ok(())
 }

@@ -181,7 +181,9 @@ mod tests {
             risk_score: 71.5,
             stage: Stage::Cooling,
             segment: Segment::JustDormant,
-            evidence: Evidence::default().num("days_since_purchase", 64.0).text("from", "a"),
+            evidence: Evidence::default()
+                .num("days_since_purchase", 64.0)
+                .text("from", "a"),
             recommended_action: "replenishment_reminder".into(),
             holdout: false,
             detected_ms: 1_772_366_400_000,
@@ -190,7 +192,8 @@ mod tests {
 
     #[test]
     fn encodes_every_contract_field() {
-        let v: serde_json::Value = serde_json::from_slice(&sample().to_json(1_772_366_400_123)).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&sample().to_json(1_772_366_400_123)).unwrap();
         assert_eq!(v["schema"], SCHEMA);
         assert_eq!(v["member_id"], "m-\"1\"");
         assert_eq!(v["evidence"]["days_since_purchase"], 64.0);
@@ -201,19 +204,33 @@ mod tests {
 
     #[test]
     fn alert_ids_are_stable_and_distinct() {
-        assert_eq!(alert_id("m", Signal::PurchaseGap, 1), alert_id("m", Signal::PurchaseGap, 1));
-        assert_ne!(alert_id("m", Signal::PurchaseGap, 1), alert_id("m", Signal::PurchaseGap, 2));
-        assert_ne!(alert_id("m", Signal::PurchaseGap, 1), alert_id("m", Signal::VisitDecline, 1));
+        assert_eq!(
+            alert_id("m", Signal::PurchaseGap, 1),
+            alert_id("m", Signal::PurchaseGap, 1)
+        );
+        assert_ne!(
+            alert_id("m", Signal::PurchaseGap, 1),
+            alert_id("m", Signal::PurchaseGap, 2)
+        );
+        assert_ne!(
+            alert_id("m", Signal::PurchaseGap, 1),
+            alert_id("m", Signal::VisitDecline, 1)
+        );
         assert_eq!(alert_id("m", Signal::PurchaseGap, 1).len(), 32);
     }
 
     #[test]
     fn holdout_is_stable_and_about_the_configured_share() {
         let cfg = AlertConfig::default();
-        let n = (0..20_000).filter(|i| cfg.is_holdout(&format!("member-{i}"))).count();
+        let n = (0..20_000)
+            .filter(|i| cfg.is_holdout(&format!("member-{i}")))
+            .count();
         assert!((1_800..2_200).contains(&n), "{n}");
         assert_eq!(cfg.is_holdout("member-7"), cfg.is_holdout("member-7"));
-        let none = AlertConfig { holdout_share: 0.0, ..AlertConfig::default() };
+        let none = AlertConfig {
+            holdout_share: 0.0,
+            ..AlertConfig::default()
+        };
         assert!(!none.is_holdout("member-7"));
     }
 }

@@ -24,7 +24,10 @@ impl SegmentActions {
     fn new(default: &str, overrides: &[(Signal, &str)]) -> Self {
         SegmentActions {
             default: default.into(),
-            signals: overrides.iter().map(|(s, a)| (s.as_str().to_string(), a.to_string())).collect(),
+            signals: overrides
+                .iter()
+                .map(|(s, a)| (s.as_str().to_string(), a.to_string()))
+                .collect(),
         }
     }
 }
@@ -63,7 +66,10 @@ impl Default for Playbook {
                 "returning_member_offer",
                 &[(StageChange, "seasonal_winback_campaign")],
             ),
-            low_frequency: SegmentActions::new("frequency_reward_points", &[(OpenRateDrop, "new_product_news")]),
+            low_frequency: SegmentActions::new(
+                "frequency_reward_points",
+                &[(OpenRateDrop, "new_product_news")],
+            ),
             high_value_lapsing: SegmentActions::new(
                 "vip_personal_outreach",
                 &[(SpendDecline, "vip_tailored_offer")],
@@ -114,8 +120,17 @@ mod tests {
     #[test]
     fn overrides_win_over_the_segment_default() {
         let p = Playbook::default();
-        assert_eq!(p.action(Segment::JustDormant, Signal::CheckinLapse), "streak_rescue_bonus_points");
-        assert_eq!(p.action(Segment::JustDormant, Signal::VisitDecline), "personalised_recommendations_short_coupon");
-        assert_eq!(p.action(Segment::HighValueLapsing, Signal::Reactivated), "welcome_back_thank_you");
+        assert_eq!(
+            p.action(Segment::JustDormant, Signal::CheckinLapse),
+            "streak_rescue_bonus_points"
+        );
+        assert_eq!(
+            p.action(Segment::JustDormant, Signal::VisitDecline),
+            "personalised_recommendations_short_coupon"
+        );
+        assert_eq!(
+            p.action(Segment::HighValueLapsing, Signal::Reactivated),
+            "welcome_back_thank_you"
+        );
     }
 }

@@ -26,12 +26,16 @@ pub fn risk_score(
     gap_cfg: &purchase_gap::Config,
     life: &stage_change::Config,
 ) -> f64 {
-    let anchor = m.last_purchase_ms().unwrap_or(if m.last_active_ms == NEVER {
-        m.first_seen_ms
-    } else {
-        m.last_active_ms
-    });
-    let usual = purchase_gap::median_gap_days(m, gap_cfg).unwrap_or(life.silent_days / 2.0).max(1.0);
+    let anchor = m
+        .last_purchase_ms()
+        .unwrap_or(if m.last_active_ms == NEVER {
+            m.first_seen_ms
+        } else {
+            m.last_active_ms
+        });
+    let usual = purchase_gap::median_gap_days(m, gap_cfg)
+        .unwrap_or(life.silent_days / 2.0)
+        .max(1.0);
     let ratio = days(now_ms - anchor) / usual;
     let recency = if ratio > 1.0 {
         1.0 - (-(ratio - 1.0) / 1.5).exp()
@@ -67,8 +71,15 @@ mod tests {
 
     #[test]
     fn risk_grows_with_overdue_time_and_open_episodes() {
-        let mut m = member(&(0..5).map(|i| (Purchase, i as f64 * 10.0, 20.0)).collect::<Vec<_>>());
-        let (g, l) = (purchase_gap::Config::default(), stage_change::Config::default());
+        let mut m = member(
+            &(0..5)
+                .map(|i| (Purchase, i as f64 * 10.0, 20.0))
+                .collect::<Vec<_>>(),
+        );
+        let (g, l) = (
+            purchase_gap::Config::default(),
+            stage_change::Config::default(),
+        );
         let on_time = risk_score(&m, day(45.0), Stage::Active, &g, &l);
         let late = risk_score(&m, day(80.0), Stage::Cooling, &g, &l);
         assert_eq!(on_time, 0.0);

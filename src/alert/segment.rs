@@ -70,8 +70,15 @@ impl Default for SegmentConfig {
 }
 
 impl SegmentConfig {
-    pub fn classify(&self, m: &MemberState, now_ms: i64, gap_cfg: &purchase_gap::Config) -> Segment {
-        if m.purchase_days >= self.high_value_min_purchase_days && m.total_spend >= self.high_value_min_spend {
+    pub fn classify(
+        &self,
+        m: &MemberState,
+        now_ms: i64,
+        gap_cfg: &purchase_gap::Config,
+    ) -> Segment {
+        if m.purchase_days >= self.high_value_min_purchase_days
+            && m.total_spend >= self.high_value_min_spend
+        {
             return Segment::HighValueLapsing;
         }
         let last_active = m.last_active_ms.max(m.last_purchase_ms().unwrap_or(NEVER));
@@ -84,7 +91,9 @@ impl SegmentConfig {
         let usual_gap = purchase_gap::median_gap_days(m, gap_cfg);
         let infrequent = match usual_gap {
             Some(g) => g >= self.low_frequency_gap_days,
-            None => m.purchase_days <= 1 && days(now_ms - last_purchase) >= self.low_frequency_gap_days,
+            None => {
+                m.purchase_days <= 1 && days(now_ms - last_purchase) >= self.low_frequency_gap_days
+            }
         };
         if infrequent {
             Segment::LowFrequency
@@ -106,16 +115,28 @@ mod tests {
 
     #[test]
     fn big_frequent_spenders_are_high_value_lapsing() {
-        let m = member(&(0..6).map(|i| (Purchase, i as f64 * 10.0, 150.0)).collect::<Vec<_>>());
+        let m = member(
+            &(0..6)
+                .map(|i| (Purchase, i as f64 * 10.0, 150.0))
+                .collect::<Vec<_>>(),
+        );
         assert_eq!(classify(&m, 80.0), Segment::HighValueLapsing);
     }
 
     #[test]
     fn segments_follow_rhythm_and_recency() {
-        let weekly = member(&(0..4).map(|i| (Purchase, i as f64 * 7.0, 20.0)).collect::<Vec<_>>());
+        let weekly = member(
+            &(0..4)
+                .map(|i| (Purchase, i as f64 * 7.0, 20.0))
+                .collect::<Vec<_>>(),
+        );
         assert_eq!(classify(&weekly, 40.0), Segment::JustDormant);
         assert_eq!(classify(&weekly, 130.0), Segment::LongDormant);
-        let rare = member(&[(Purchase, 0.0, 20.0), (Purchase, 60.0, 20.0), (Purchase, 125.0, 20.0)]);
+        let rare = member(&[
+            (Purchase, 0.0, 20.0),
+            (Purchase, 60.0, 20.0),
+            (Purchase, 125.0, 20.0),
+        ]);
         assert_eq!(classify(&rare, 150.0), Segment::LowFrequency);
         let browser = member(&[(Visit, 0.0, 0.0), (Visit, 10.0, 0.0)]);
         assert_eq!(classify(&browser, 20.0), Segment::Unclassified);

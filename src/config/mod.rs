@@ -228,7 +228,11 @@ impl Config {
             let key = e.path().to_string();
             let message = e.into_inner().message().trim().to_string();
             ConfigError::Parse {
-                key: if key == "." { "(top level)".into() } else { key },
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
                 message,
             }
         })
@@ -258,18 +262,29 @@ impl Config {
             if v.is_finite() && v > 0.0 {
                 Ok(())
             } else {
-                Err(ConfigError::invalid(key, format!("must be a positive number, got {v}")))
+                Err(ConfigError::invalid(
+                    key,
+                    format!("must be a positive number, got {v}"),
+                ))
             }
         };
         let share = |key: &str, v: f64| {
             if (0.0..=1.0).contains(&v) {
                 Ok(())
             } else {
-                Err(ConfigError::invalid(key, format!("must be between 0 and 1, got {v}")))
+                Err(ConfigError::invalid(
+                    key,
+                    format!("must be between 0 and 1, got {v}"),
+                ))
             }
         };
-        if self.kafka.input_topics.is_empty() || self.kafka.input_topics.iter().any(|t| t.trim().is_empty()) {
-            return Err(ConfigError::invalid("kafka.input_topics", "needs at least one non-empty topic name"));
+        if self.kafka.input_topics.is_empty()
+            || self.kafka.input_topics.iter().any(|t| t.trim().is_empty())
+        {
+            return Err(ConfigError::invalid(
+                "kafka.input_topics",
+                "needs at least one non-empty topic name",
+            ));
         }
         for (key, v) in [
             ("kafka.group_id", &self.kafka.group_id),
@@ -281,7 +296,10 @@ impl Config {
             }
         }
         for k in self.kafka.client.keys() {
-            if matches!(k.as_str(), "enable.auto.commit" | "group.id" | "bootstrap.servers" | "enable.idempotence") {
+            if matches!(
+                k.as_str(),
+                "enable.auto.commit" | "group.id" | "bootstrap.servers" | "enable.idempotence"
+            ) {
                 return Err(ConfigError::invalid(
                     &format!("kafka.client.\"{k}\""),
                     "is managed by churnwatch (see the [kafka] keys and the delivery guarantee in the README)",
@@ -291,29 +309,50 @@ impl Config {
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::invalid(
                 "http.listen",
-                format!("must be an address like 127.0.0.1:9464, got {:?}", self.http.listen),
+                format!(
+                    "must be an address like 127.0.0.1:9464, got {:?}",
+                    self.http.listen
+                ),
             ));
         }
         if self.state.dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("state.dir", "must not be empty"));
         }
         if self.state.block_cache_mb == 0 {
-            return Err(ConfigError::invalid("state.block_cache_mb", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "state.block_cache_mb",
+                "must be at least 1",
+            ));
         }
         if self.state.write_buffer_mb == 0 {
-            return Err(ConfigError::invalid("state.write_buffer_mb", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "state.write_buffer_mb",
+                "must be at least 1",
+            ));
         }
         if self.input.max_event_bytes < 64 {
-            return Err(ConfigError::invalid("input.max_event_bytes", "must be at least 64"));
+            return Err(ConfigError::invalid(
+                "input.max_event_bytes",
+                "must be at least 64",
+            ));
         }
         if self.time.allowed_lateness_ms < 0 {
-            return Err(ConfigError::invalid("time.allowed_lateness_ms", "must not be negative"));
+            return Err(ConfigError::invalid(
+                "time.allowed_lateness_ms",
+                "must not be negative",
+            ));
         }
         if self.time.future_skew_ms < 0 {
-            return Err(ConfigError::invalid("time.future_skew_ms", "must not be negative"));
+            return Err(ConfigError::invalid(
+                "time.future_skew_ms",
+                "must not be negative",
+            ));
         }
         if self.time.idle_after_ms <= 0 {
-            return Err(ConfigError::invalid("time.idle_after_ms", "must be positive"));
+            return Err(ConfigError::invalid(
+                "time.idle_after_ms",
+                "must be positive",
+            ));
         }
         let l = &self.lifecycle;
         positive("lifecycle.active_days", l.active_days)?;
@@ -322,24 +361,40 @@ impl Config {
         if l.churned_days <= l.silent_days {
             return Err(ConfigError::invalid(
                 "lifecycle.churned_days",
-                format!("must be greater than lifecycle.silent_days ({})", l.silent_days),
+                format!(
+                    "must be greater than lifecycle.silent_days ({})",
+                    l.silent_days
+                ),
             ));
         }
         let d = &self.detect;
-        positive("detect.purchase_gap.gap_multiplier", d.purchase_gap.gap_multiplier)?;
+        positive(
+            "detect.purchase_gap.gap_multiplier",
+            d.purchase_gap.gap_multiplier,
+        )?;
         if d.purchase_gap.gap_multiplier < 1.0 {
-            return Err(ConfigError::invalid("detect.purchase_gap.gap_multiplier", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "detect.purchase_gap.gap_multiplier",
+                "must be at least 1",
+            ));
         }
         if d.purchase_gap.min_gaps == 0 {
-            return Err(ConfigError::invalid("detect.purchase_gap.min_gaps", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "detect.purchase_gap.min_gaps",
+                "must be at least 1",
+            ));
         }
-        if d.open_rate_drop.recent_weeks + d.open_rate_drop.baseline_weeks > 16 || d.open_rate_drop.recent_weeks == 0 {
+        if d.open_rate_drop.recent_weeks + d.open_rate_drop.baseline_weeks > 16
+            || d.open_rate_drop.recent_weeks == 0
+        {
             return Err(ConfigError::invalid(
                 "detect.open_rate_drop.baseline_weeks",
                 "recent_weeks (≥ 1) plus baseline_weeks must be at most 16 (the weeks kept per member)",
             ));
         }
-        if d.visit_decline.recent_weeks + d.visit_decline.baseline_weeks > 16 || d.visit_decline.recent_weeks == 0 {
+        if d.visit_decline.recent_weeks + d.visit_decline.baseline_weeks > 16
+            || d.visit_decline.recent_weeks == 0
+        {
             return Err(ConfigError::invalid(
                 "detect.visit_decline.baseline_weeks",
                 "recent_weeks (≥ 1) plus baseline_weeks must be at most 16 (the weeks kept per member)",
@@ -347,7 +402,10 @@ impl Config {
         }
         let c = &d.checkin_lapse;
         if c.habit_window_days == 0 || c.habit_window_days > 127 {
-            return Err(ConfigError::invalid("detect.checkin_lapse.habit_window_days", "must be between 1 and 127"));
+            return Err(ConfigError::invalid(
+                "detect.checkin_lapse.habit_window_days",
+                "must be between 1 and 127",
+            ));
         }
         if c.recent_days + c.baseline_days > 127 || c.recent_days == 0 || c.baseline_days == 0 {
             return Err(ConfigError::invalid(
@@ -364,22 +422,46 @@ impl Config {
             ));
         }
         for (key, v) in [
-            ("detect.open_rate_drop.max_p_value", d.open_rate_drop.max_p_value),
-            ("detect.visit_decline.max_p_value", d.visit_decline.max_p_value),
+            (
+                "detect.open_rate_drop.max_p_value",
+                d.open_rate_drop.max_p_value,
+            ),
+            (
+                "detect.visit_decline.max_p_value",
+                d.visit_decline.max_p_value,
+            ),
             ("detect.checkin_lapse.max_p_value", c.max_p_value),
-            ("detect.open_rate_drop.drop_ratio", d.open_rate_drop.drop_ratio),
-            ("detect.visit_decline.drop_ratio", d.visit_decline.drop_ratio),
-            ("detect.spend_decline.drop_ratio", d.spend_decline.drop_ratio),
+            (
+                "detect.open_rate_drop.drop_ratio",
+                d.open_rate_drop.drop_ratio,
+            ),
+            (
+                "detect.visit_decline.drop_ratio",
+                d.visit_decline.drop_ratio,
+            ),
+            (
+                "detect.spend_decline.drop_ratio",
+                d.spend_decline.drop_ratio,
+            ),
             ("alerts.holdout_share", self.alerts.holdout_share),
         ] {
             share(key, v)?;
         }
-        positive("alerts.reactivation_horizon_days", self.alerts.reactivation_horizon_days)?;
+        positive(
+            "alerts.reactivation_horizon_days",
+            self.alerts.reactivation_horizon_days,
+        )?;
         if let Some(key) = self.alerts.playbook.unknown_signal_key() {
-            return Err(ConfigError::invalid(&key, "is not a signal name (see SPEC §2)"));
+            return Err(ConfigError::invalid(
+                &key,
+                "is not a signal name (see SPEC §2)",
+            ));
         }
         if self.pipeline.batch_max_messages == 0 {
-            return Err(ConfigError::invalid("pipeline.batch_max_messages", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "pipeline.batch_max_messages",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -441,15 +523,24 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors_naming_the_key() {
-        let err = Config::parse("[kafka]\nbrokerz = \"x\"\n").unwrap_err().to_string();
+        let err = Config::parse("[kafka]\nbrokerz = \"x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("kafka") && err.contains("brokerz"), "{err}");
-        let err = Config::parse("[detect.purchase_gap]\nmin_gapz = 3\n").unwrap_err().to_string();
-        assert!(err.contains("detect.purchase_gap") && err.contains("min_gapz"), "{err}");
+        let err = Config::parse("[detect.purchase_gap]\nmin_gapz = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("detect.purchase_gap") && err.contains("min_gapz"),
+            "{err}"
+        );
     }
 
     #[test]
     fn wrong_types_name_the_key() {
-        let err = Config::parse("[state]\nblock_cache_mb = \"lots\"\n").unwrap_err().to_string();
+        let err = Config::parse("[state]\nblock_cache_mb = \"lots\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("state.block_cache_mb"), "{err}");
     }
 
@@ -457,14 +548,34 @@ mod tests {
     fn validation_names_the_key() {
         let mut cfg = Config::default();
         cfg.lifecycle.churned_days = 60.0;
-        assert!(cfg.validate().unwrap_err().to_string().contains("lifecycle.churned_days"));
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("lifecycle.churned_days"));
         let mut cfg = Config::default();
         cfg.http.listen = "nowhere".into();
-        assert!(cfg.validate().unwrap_err().to_string().contains("http.listen"));
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("http.listen"));
         let mut cfg = Config::default();
-        cfg.alerts.playbook.just_dormant.signals.insert("purchase_gapp".into(), "x".into());
-        assert!(cfg.validate().unwrap_err().to_string().contains("purchase_gapp"));
-        assert!(Config::default().require_brokers().unwrap_err().to_string().contains("kafka.brokers"));
+        cfg.alerts
+            .playbook
+            .just_dormant
+            .signals
+            .insert("purchase_gapp".into(), "x".into());
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("purchase_gapp"));
+        assert!(Config::default()
+            .require_brokers()
+            .unwrap_err()
+            .to_string()
+            .contains("kafka.brokers"));
     }
 
     #[test]

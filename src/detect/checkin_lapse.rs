@@ -70,7 +70,9 @@ fn habit(m: &MemberState, cfg: &Config) -> Option<Habit> {
         return None;
     }
     let last = m.checkins.last_day;
-    let window = m.checkins.count(last - cfg.habit_window_days as i32 + 1, last);
+    let window = m
+        .checkins
+        .count(last - cfg.habit_window_days as i32 + 1, last);
     if window < cfg.min_habit_checkins {
         return None;
     }
@@ -153,7 +155,10 @@ mod tests {
     fn fires_when_a_daily_streak_breaks() {
         let m = checker((0..40).map(|d| d as f64 + 0.3));
         assert_eq!(due_ms(&m, &Config::default()), Some(day(44.0)));
-        assert_eq!(evaluate(&m, day(43.9), &Config::default()), Verdict::Recover);
+        assert_eq!(
+            evaluate(&m, day(43.9), &Config::default()),
+            Verdict::Recover
+        );
         let Verdict::Fire(f) = evaluate(&m, day(44.5), &Config::default()) else {
             panic!("expected a finding");
         };
@@ -167,7 +172,10 @@ mod tests {
         let mut rng = Lcg(3);
         for _ in 0..500 {
             // Checks in on ~93% of days.
-            let days: Vec<f64> = (0..100).filter(|_| rng.next() < 0.93).map(|d| d as f64 + 0.5).collect();
+            let days: Vec<f64> = (0..100)
+                .filter(|_| rng.next() < 0.93)
+                .map(|d| d as f64 + 0.5)
+                .collect();
             let m = checker(days.iter().copied());
             let last = *days.last().unwrap();
             // Two missed days after the last check-in: still a habit.
@@ -180,7 +188,11 @@ mod tests {
     fn an_irregular_checker_gets_a_longer_tolerance() {
         // Every fourth day for months, then daily: the usual three-day breaks
         // stretch the tolerance to 2 x 3 + 1 = 7 days.
-        let m = checker((0..30).map(|i| i as f64 * 4.0 + 0.5).chain((0..31).map(|i| 120.0 + i as f64)));
+        let m = checker(
+            (0..30)
+                .map(|i| i as f64 * 4.0 + 0.5)
+                .chain((0..31).map(|i| 120.0 + i as f64)),
+        );
         assert_eq!(due_ms(&m, &Config::default()), Some(day(150.0 + 1.0 + 7.0)));
     }
 

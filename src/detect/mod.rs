@@ -102,7 +102,8 @@ impl Evidence {
     pub fn num(mut self, name: &'static str, v: f64) -> Self {
         // Three decimals are plenty for people and keep alerts deterministic
         // across platforms' last-bit float differences.
-        self.0.push((name, EvidenceValue::Num((v * 1000.0).round() / 1000.0)));
+        self.0
+            .push((name, EvidenceValue::Num((v * 1000.0).round() / 1000.0)));
         self
     }
     pub fn text(mut self, name: &'static str, v: impl Into<String>) -> Self {

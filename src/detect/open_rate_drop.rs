@@ -5,8 +5,8 @@
 //! rate is at most `drop_ratio` of the baseline *and* so few opens would be
 //! unlikely (`p ≤ max_p_value`) if the member still opened at their baseline
 //! rate. With few sends the second test cannot pass, which is the point.
-//! The baseline rate is itself an estimate, so the test uses it one standard
-//! error lower (a member whose baseline was lucky is not flagged for it).
+//! The baseline rate is itself an estimate, so the test uses it `baseline_margin_se`
+//! standard errors lower (a member whose baseline was lucky is not flagged for it).
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +37,9 @@ pub struct Config {
     pub drop_ratio: f64,
     /// ...and the binomial probability of so few opens is at most this.
     pub max_p_value: f64,
+    /// The baseline rate is taken this many standard errors below its
+    /// estimate, so a member whose baseline was lucky is not flagged for it.
+    pub baseline_margin_se: f64,
     /// The episode closes when the recent rate is back to this fraction.
     pub recover_ratio: f64,
 }
@@ -47,12 +50,13 @@ impl Default for Config {
             enabled: true,
             recent_weeks: 6,
             baseline_weeks: 10,
-            min_baseline_weeks: 6,
-            min_baseline_sends: 8,
+            min_baseline_weeks: 8,
+            min_baseline_sends: 16,
             min_recent_sends: 4,
             min_baseline_rate: 0.15,
             drop_ratio: 0.5,
-            max_p_value: 0.002,
+            max_p_value: 0.001,
+            baseline_margin_se: 2.0,
             recover_ratio: 0.8,
         }
     }
@@ -62,8 +66,13 @@ pub fn evaluate(m: &MemberState, now_ms: i64, cfg: &Config) -> Verdict {
     if !cfg.enabled || m.sends.is_empty() {
         return Verdict::Hold;
     }
-    let Some(w) = WeekWindows::at(m, now_ms, cfg.recent_weeks, cfg.baseline_weeks, cfg.min_baseline_weeks)
-    else {
+    let Some(w) = WeekWindows::at(
+        m,
+        now_ms,
+        cfg.recent_weeks,
+        cfg.baseline_weeks,
+        cfg.min_baseline_weeks,
+    ) else {
         return Verdict::Hold;
     };
     let base_sends = m.sends.sum(w.baseline.0, w.baseline.1);
@@ -78,7 +87,11 @@ pub fn evaluate(m: &MemberState, now_ms: i64, cfg: &Config) -> Verdict {
         return Verdict::Hold;
     }
     let recent_rate = recent_opens as f64 / recent_sends as f64;
-    let cautious = (base_rate - (base_rate * (1.0 - base_rate) / base_sends as f64).sqrt()).max(0.0);
+    // Agresti–Coull: a sane standard error even for 12 opens out of 12.
+    let n = base_sends as f64 + 4.0;
+    let adjusted = (base_opens as f64 + 2.0) / n;
+    let se = (adjusted * (1.0 - adjusted) / n).sqrt();
+    let cautious = (adjusted - cfg.baseline_margin_se * se).clamp(0.0, base_rate);
     let p = binomial_cdf(recent_opens, recent_sends, cautious);
     if recent_rate <= cfg.drop_ratio * base_rate && p <= cfg.max_p_value {
         let severity = if recent_opens == 0 {
@@ -149,7 +162,10 @@ mod tests {
         for i in 0..2000 {
             let rate = 0.2 + 0.6 * (i as f64 / 2000.0);
             let m = reader(17, |_| rate, &mut rng);
-            if matches!(evaluate(&m, day(17.0 * 7.0), &Config::default()), Verdict::Fire(_)) {
+            if matches!(
+                evaluate(&m, day(17.0 * 7.0), &Config::default()),
+                Verdict::Fire(_)
+            ) {
                 fired += 1;
             }
         }
@@ -161,12 +177,18 @@ mod tests {
         let m = reader(5, |_| 1.0, &mut Lcg(3));
         assert_eq!(evaluate(&m, day(35.0), &Config::default()), Verdict::Hold);
         let rare = reader(17, |_| 0.05, &mut Lcg(3));
-        assert_eq!(evaluate(&rare, day(17.0 * 7.0), &Config::default()), Verdict::Hold);
+        assert_eq!(
+            evaluate(&rare, day(17.0 * 7.0), &Config::default()),
+            Verdict::Hold
+        );
     }
 
     #[test]
     fn recovers_when_opens_come_back() {
         let m = reader(17, |_| 0.9, &mut Lcg(5));
-        assert_eq!(evaluate(&m, day(17.0 * 7.0), &Config::default()), Verdict::Recover);
+        assert_eq!(
+            evaluate(&m, day(17.0 * 7.0), &Config::default()),
+            Verdict::Recover
+        );
     }
 }

@@ -163,7 +163,10 @@ mod tests {
     #[test]
     fn fires_purchase_gap_when_member_goes_silent() {
         let m = buyer(&[0.0, 14.0, 28.0, 42.0, 56.0]);
-        assert_eq!(evaluate(&m, day(70.0), &Config::default()), Verdict::Recover);
+        assert_eq!(
+            evaluate(&m, day(70.0), &Config::default()),
+            Verdict::Recover
+        );
         let Verdict::Fire(f) = evaluate(&m, day(90.0), &Config::default()) else {
             panic!("expected a finding");
         };
@@ -181,9 +184,18 @@ mod tests {
     #[test]
     fn low_frequency_buyer_is_not_cooling_at_day_50() {
         let m = buyer(&[0.0, 65.0, 130.0, 195.0]);
-        assert_eq!(evaluate(&m, day(195.0 + 50.0), &Config::default()), Verdict::Recover);
-        assert_eq!(evaluate(&m, day(195.0 + 100.0), &Config::default()), Verdict::Recover);
-        assert!(matches!(evaluate(&m, day(195.0 + 131.0), &Config::default()), Verdict::Fire(_)));
+        assert_eq!(
+            evaluate(&m, day(195.0 + 50.0), &Config::default()),
+            Verdict::Recover
+        );
+        assert_eq!(
+            evaluate(&m, day(195.0 + 100.0), &Config::default()),
+            Verdict::Recover
+        );
+        assert!(matches!(
+            evaluate(&m, day(195.0 + 131.0), &Config::default()),
+            Verdict::Fire(_)
+        ));
     }
 
     #[test]
@@ -201,7 +213,11 @@ mod tests {
             // Evaluated at every moment up to 1.2x the usual gap after the last
             // purchase: the member is merely on schedule.
             let now = day(t + gap * 1.2);
-            assert_eq!(evaluate(&m, now, &Config::default()), Verdict::Recover, "gap {gap}");
+            assert_eq!(
+                evaluate(&m, now, &Config::default()),
+                Verdict::Recover,
+                "gap {gap}"
+            );
         }
     }
 

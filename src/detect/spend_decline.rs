@@ -60,7 +60,9 @@ pub fn evaluate(m: &MemberState, _now_ms: i64, cfg: &Config) -> Verdict {
         .max(0.05f64.powi(2));
     let t = (bm - rm) / (pooled * (1.0 / bn as f64 + 1.0 / rn as f64)).sqrt();
     let ratio = (rm - bm).exp();
-    let avg = |ps: &[crate::state::member::Purchase]| ps.iter().map(|p| p.amount as f64).sum::<f64>() / ps.len() as f64;
+    let avg = |ps: &[crate::state::member::Purchase]| {
+        ps.iter().map(|p| p.amount as f64).sum::<f64>() / ps.len() as f64
+    };
     if ratio <= cfg.drop_ratio && t >= cfg.min_t_statistic {
         return Verdict::Fire(Finding {
             severity: if ratio <= 0.25 {
@@ -92,7 +94,11 @@ mod tests {
     use crate::event::EventKind::Purchase;
 
     fn orders(amounts: &[f64]) -> MemberState {
-        let evs: Vec<_> = amounts.iter().enumerate().map(|(i, a)| (Purchase, i as f64 * 10.0, *a)).collect();
+        let evs: Vec<_> = amounts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (Purchase, i as f64 * 10.0, *a))
+            .collect();
         member(&evs)
     }
 
@@ -115,8 +121,13 @@ mod tests {
         for _ in 0..3000 {
             let mean = 20.0 + 200.0 * rng.next();
             // Log-normal-ish spend, sigma about 0.4.
-            let amounts: Vec<f64> = (0..10).map(|_| mean * (0.4 * (rng.next() + rng.next() + rng.next() - 1.5) * 2.0).exp()).collect();
-            if matches!(evaluate(&orders(&amounts), day(100.0), &Config::default()), Verdict::Fire(_)) {
+            let amounts: Vec<f64> = (0..10)
+                .map(|_| mean * (0.4 * (rng.next() + rng.next() + rng.next() - 1.5) * 2.0).exp())
+                .collect();
+            if matches!(
+                evaluate(&orders(&amounts), day(100.0), &Config::default()),
+                Verdict::Fire(_)
+            ) {
                 fired += 1;
             }
         }
@@ -126,7 +137,13 @@ mod tests {
     #[test]
     fn one_small_basket_is_not_a_decline() {
         let m = orders(&[100.0, 110.0, 90.0, 105.0, 95.0, 100.0, 100.0, 20.0]);
-        assert_ne!(evaluate(&m, day(90.0), &Config::default()), Verdict::Recover);
-        assert!(!matches!(evaluate(&m, day(90.0), &Config::default()), Verdict::Fire(_)));
+        assert_ne!(
+            evaluate(&m, day(90.0), &Config::default()),
+            Verdict::Recover
+        );
+        assert!(!matches!(
+            evaluate(&m, day(90.0), &Config::default()),
+            Verdict::Fire(_)
+        ));
     }
 }

@@ -45,11 +45,12 @@ impl Default for Config {
 }
 
 fn anchor_ms(m: &MemberState) -> i64 {
-    m.last_purchase_ms().unwrap_or(if m.last_active_ms == NEVER {
-        m.first_seen_ms
-    } else {
-        m.last_active_ms
-    })
+    m.last_purchase_ms()
+        .unwrap_or(if m.last_active_ms == NEVER {
+            m.first_seen_ms
+        } else {
+            m.last_active_ms
+        })
 }
 
 /// The member's stage at `now_ms`; `cooling` when an episode is open.
@@ -86,14 +87,26 @@ pub fn due_ms(m: &MemberState, now_ms: i64, cfg: &Config) -> Option<i64> {
 }
 
 /// The finding for a move from `from` to `to`, if it is one to alert on.
-pub fn finding(m: &MemberState, from: Stage, to: Stage, now_ms: i64, cfg: &Config) -> Option<Finding> {
+pub fn finding(
+    m: &MemberState,
+    from: Stage,
+    to: Stage,
+    now_ms: i64,
+    cfg: &Config,
+) -> Option<Finding> {
     let (severity, threshold) = match to {
-        Stage::Silent if cfg.alert_on_silent && from < Stage::Silent => (Severity::Warning, cfg.silent_days),
-        Stage::Churned if cfg.alert_on_churned && from < Stage::Churned => (Severity::Critical, cfg.churned_days),
+        Stage::Silent if cfg.alert_on_silent && from < Stage::Silent => {
+            (Severity::Warning, cfg.silent_days)
+        }
+        Stage::Churned if cfg.alert_on_churned && from < Stage::Churned => {
+            (Severity::Critical, cfg.churned_days)
+        }
         _ => return None,
     };
     let anchor = anchor_ms(m);
-    let evidence = Evidence::default().text("from", from.as_str()).text("to", to.as_str());
+    let evidence = Evidence::default()
+        .text("from", from.as_str())
+        .text("to", to.as_str());
     let evidence = if m.last_purchase_ms().is_some() {
         evidence.num("days_since_purchase", days(now_ms - anchor))
     } else {
@@ -128,15 +141,27 @@ mod tests {
     #[test]
     fn a_first_time_buyer_is_new() {
         let m = member(&[(Purchase, 0.0, 10.0)]);
-        assert_eq!(stage_at(&m, day(10.0), false, &Config::default()), Stage::New);
-        assert_eq!(stage_at(&m, day(45.0), false, &Config::default()), Stage::Cooling);
+        assert_eq!(
+            stage_at(&m, day(10.0), false, &Config::default()),
+            Stage::New
+        );
+        assert_eq!(
+            stage_at(&m, day(45.0), false, &Config::default()),
+            Stage::Cooling
+        );
     }
 
     #[test]
     fn browsers_are_measured_from_their_last_activity() {
         let m = member(&[(Visit, 0.0, 0.0), (Visit, 100.0, 0.0)]);
-        assert_eq!(stage_at(&m, day(110.0), false, &Config::default()), Stage::Active);
-        assert_eq!(stage_at(&m, day(191.0), false, &Config::default()), Stage::Silent);
+        assert_eq!(
+            stage_at(&m, day(110.0), false, &Config::default()),
+            Stage::Active
+        );
+        assert_eq!(
+            stage_at(&m, day(191.0), false, &Config::default()),
+            Stage::Silent
+        );
     }
 
     #[test]
@@ -148,6 +173,11 @@ mod tests {
         assert_eq!(f.since_ms, day(90.0) + 1);
         assert!(finding(&m, Stage::Silent, Stage::Active, day(91.0), &cfg).is_none());
         assert!(finding(&m, Stage::Churned, Stage::Silent, day(91.0), &cfg).is_none());
-        assert_eq!(finding(&m, Stage::Silent, Stage::Churned, day(181.0), &cfg).unwrap().severity, Severity::Critical);
+        assert_eq!(
+            finding(&m, Stage::Silent, Stage::Churned, day(181.0), &cfg)
+                .unwrap()
+                .severity,
+            Severity::Critical
+        );
     }
 }

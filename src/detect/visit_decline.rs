@@ -6,8 +6,8 @@
 //! the baseline predicts *and* that few visits would be unlikely
 //! (`p ≤ max_p_value`) at the baseline rate. Members who visit too rarely for
 //! that test to ever pass (`min_expected_visits`) are not judged. The
-//! baseline rate is an estimate too, so the test uses it one standard error
-//! lower.
+//! baseline rate is an estimate too, so the test uses it
+//! `baseline_margin_se` standard errors lower.
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +33,9 @@ pub struct Config {
     pub drop_ratio: f64,
     /// ...and the Poisson probability of so few visits is at most this.
     pub max_p_value: f64,
+    /// The baseline rate is taken this many standard errors below its
+    /// estimate, so a member whose baseline was lucky is not flagged for it.
+    pub baseline_margin_se: f64,
     /// The episode closes when recent visits are back to this fraction.
     pub recover_ratio: f64,
 }
@@ -43,10 +46,11 @@ impl Default for Config {
             enabled: true,
             recent_weeks: 4,
             baseline_weeks: 12,
-            min_baseline_weeks: 6,
+            min_baseline_weeks: 8,
             min_expected_visits: 6.0,
             drop_ratio: 0.5,
             max_p_value: 0.001,
+            baseline_margin_se: 1.5,
             recover_ratio: 0.8,
         }
     }
@@ -62,8 +66,13 @@ pub fn evaluate(m: &MemberState, now_ms: i64, cfg: &Config) -> Verdict {
     if !cfg.enabled || m.visits.is_empty() {
         return Verdict::Hold;
     }
-    let Some(w) = WeekWindows::at(m, now_ms, cfg.recent_weeks, cfg.baseline_weeks, cfg.min_baseline_weeks)
-    else {
+    let Some(w) = WeekWindows::at(
+        m,
+        now_ms,
+        cfg.recent_weeks,
+        cfg.baseline_weeks,
+        cfg.min_baseline_weeks,
+    ) else {
         return Verdict::Hold;
     };
     let base = m.visits.sum(w.baseline.0, w.baseline.1);
@@ -73,7 +82,8 @@ pub fn evaluate(m: &MemberState, now_ms: i64, cfg: &Config) -> Verdict {
     if expected < cfg.min_expected_visits {
         return Verdict::Hold;
     }
-    let cautious = (base as f64 - (base as f64).sqrt()) / w.baseline_weeks as f64 * cfg.recent_weeks as f64;
+    let base_cautious = (base as f64 - cfg.baseline_margin_se * (base as f64).sqrt()).max(0.0);
+    let cautious = base_cautious / w.baseline_weeks as f64 * cfg.recent_weeks as f64;
     let p = poisson_cdf(recent, cautious);
     if (recent as f64) <= cfg.drop_ratio * expected && p <= cfg.max_p_value {
         let severity = if recent == 0 {
@@ -111,7 +121,11 @@ mod tests {
         for w in 0..weeks {
             let n = rng.poisson(per_week(w));
             for i in 0..n {
-                evs.push((Visit, w as f64 * 7.0 + (i as f64 + 0.5) * 7.0 / (n as f64 + 1.0), 0.0));
+                evs.push((
+                    Visit,
+                    w as f64 * 7.0 + (i as f64 + 0.5) * 7.0 / (n as f64 + 1.0),
+                    0.0,
+                ));
             }
         }
         member(&evs)
@@ -135,7 +149,10 @@ mod tests {
         for i in 0..2000 {
             let rate = 0.5 + 5.0 * (i as f64 / 2000.0);
             let m = visitor(17, |_| rate, &mut rng);
-            if matches!(evaluate(&m, day(17.0 * 7.0), &Config::default()), Verdict::Fire(_)) {
+            if matches!(
+                evaluate(&m, day(17.0 * 7.0), &Config::default()),
+                Verdict::Fire(_)
+            ) {
                 fired += 1;
             }
         }
@@ -145,6 +162,9 @@ mod tests {
     #[test]
     fn rare_visitors_are_not_judged() {
         let m = visitor(17, |w| if w < 13 { 0.5 } else { 0.0 }, &mut Lcg(2));
-        assert_eq!(evaluate(&m, day(17.0 * 7.0), &Config::default()), Verdict::Hold);
+        assert_eq!(
+            evaluate(&m, day(17.0 * 7.0), &Config::default()),
+            Verdict::Hold
+        );
     }
 }

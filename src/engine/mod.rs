@@ -27,8 +27,8 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::alert::score::risk_score;
 use crate::alert::{self, Alert, AlertConfig};
 use crate::detect::{
-    checkin_lapse, open_rate_drop, purchase_gap, spend_decline, stage_change, visit_decline, DetectConfig,
-    Evidence, Finding, Severity, Signal, Verdict,
+    checkin_lapse, open_rate_drop, purchase_gap, spend_decline, stage_change, visit_decline,
+    DetectConfig, Evidence, Finding, Severity, Signal, Verdict,
 };
 use crate::event::{EventKind, Rejection, Validator, DAY_MS};
 use crate::state::keys::{
@@ -39,8 +39,8 @@ use crate::state::member::{OpenAlert, Stage, NEVER};
 use crate::state::window::{week_of, week_start_ms};
 use crate::state::{Batch, MemberState, Store, StoreError, Table};
 use crate::telemetry::events::{
-    DuplicateAbsorbed, EventConsumed, EventRejected, MemberAlerted, MemberReactivated, StateCommitted,
-    TimersFired,
+    DuplicateAbsorbed, EventConsumed, EventRejected, MemberAlerted, MemberReactivated,
+    StateCommitted, TimersFired,
 };
 use crate::telemetry::Metrics;
 
@@ -189,8 +189,15 @@ impl<S: Store> Engine<S> {
     /// changes of the partition are dropped here.
     pub fn revoke(&mut self, partition: u32) {
         self.parts.remove(&partition);
-        let (from, to) = (partition_prefix(partition).to_vec(), partition_end(partition));
-        let keys: Vec<_> = self.overlay.range(from..to).map(|(k, _)| k.clone()).collect();
+        let (from, to) = (
+            partition_prefix(partition).to_vec(),
+            partition_end(partition),
+        );
+        let keys: Vec<_> = self
+            .overlay
+            .range(from..to)
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in keys {
             self.overlay.remove(&k);
         }
@@ -198,7 +205,12 @@ impl<S: Store> Engine<S> {
     }
 
     /// Processes one input message of `partition`.
-    pub fn process(&mut self, partition: u32, payload: &[u8], wall_now_ms: i64) -> Result<Outcome, EngineError> {
+    pub fn process(
+        &mut self,
+        partition: u32,
+        payload: &[u8],
+        wall_now_ms: i64,
+    ) -> Result<Outcome, EngineError> {
         let e = match self.cfg.validator.parse(payload, wall_now_ms) {
             Ok(e) => e,
             Err(r) => {
@@ -282,7 +294,11 @@ impl<S: Store> Engine<S> {
                 }
             }
             if part.max_ts_dirty {
-                batch.put(Table::Meta, meta_key(p, META_MAX_TS), part.max_ts.to_le_bytes().to_vec());
+                batch.put(
+                    Table::Meta,
+                    meta_key(p, META_MAX_TS),
+                    part.max_ts.to_le_bytes().to_vec(),
+                );
                 part.max_ts_dirty = false;
             }
         }
@@ -317,28 +333,51 @@ impl<S: Store> Engine<S> {
     }
 
     /// The member's state as the engine sees it now (committed or not).
-    pub fn member(&self, partition: u32, member_id: &str) -> Result<Option<MemberState>, EngineError> {
-        if let Some(cm) = self.parts.get(&partition).and_then(|p| p.members.get(member_id)) {
+    pub fn member(
+        &self,
+        partition: u32,
+        member_id: &str,
+    ) -> Result<Option<MemberState>, EngineError> {
+        if let Some(cm) = self
+            .parts
+            .get(&partition)
+            .and_then(|p| p.members.get(member_id))
+        {
             return Ok(Some(cm.state.clone()));
         }
         self.load(partition, member_id)
     }
 
     fn load(&self, partition: u32, member_id: &str) -> Result<Option<MemberState>, EngineError> {
-        match self.store.get(Table::Members, &member_key(partition, member_id))? {
+        match self
+            .store
+            .get(Table::Members, &member_key(partition, member_id))?
+        {
             None => Ok(None),
-            Some(bytes) => MemberState::decode(&bytes).map(Some).map_err(|e| EngineError::Corrupt {
-                partition,
-                member: member_id.to_string(),
-                reason: e.to_string(),
-            }),
+            Some(bytes) => {
+                MemberState::decode(&bytes)
+                    .map(Some)
+                    .map_err(|e| EngineError::Corrupt {
+                        partition,
+                        member: member_id.to_string(),
+                        reason: e.to_string(),
+                    })
+            }
         }
     }
 
     /// Takes a member out of the batch cache (loading or creating it); give
     /// it back with [`Self::checkin`].
-    fn checkout(&mut self, partition: u32, member_id: &str, ts_ms: i64) -> Result<(Box<str>, Cached), EngineError> {
-        let part = self.parts.get_mut(&partition).expect("partition assigned before use");
+    fn checkout(
+        &mut self,
+        partition: u32,
+        member_id: &str,
+        ts_ms: i64,
+    ) -> Result<(Box<str>, Cached), EngineError> {
+        let part = self
+            .parts
+            .get_mut(&partition)
+            .expect("partition assigned before use");
         if let Some(entry) = part.members.remove_entry(member_id) {
             return Ok(entry);
         }
@@ -349,7 +388,13 @@ impl<S: Store> Engine<S> {
                 MemberState::new(ts_ms)
             }
         };
-        Ok((member_id.into(), Cached { state, dirty: false }))
+        Ok((
+            member_id.into(),
+            Cached {
+                state,
+                dirty: false,
+            },
+        ))
     }
 
     fn checkin(&mut self, partition: u32, key: Box<str>, cm: Cached) {
@@ -359,7 +404,10 @@ impl<S: Store> Engine<S> {
     }
 
     fn observe(&mut self, partition: u32, ts_ms: i64) {
-        let part = self.parts.get_mut(&partition).expect("partition assigned before use");
+        let part = self
+            .parts
+            .get_mut(&partition)
+            .expect("partition assigned before use");
         if ts_ms <= part.max_ts {
             return;
         }
@@ -408,7 +456,8 @@ impl<S: Store> Engine<S> {
                         self.overlay.insert(key, false);
                         continue;
                     };
-                    let exists = self.parts[&p].members.contains_key(member) || self.load(p, member)?.is_some();
+                    let exists = self.parts[&p].members.contains_key(member)
+                        || self.load(p, member)?.is_some();
                     if !exists {
                         self.overlay.insert(key, false);
                         continue;
@@ -438,10 +487,19 @@ impl<S: Store> Engine<S> {
     }
 
     /// Timer keys in `[from, to)`, merging the store with uncommitted changes.
-    fn due_timer_keys(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, EngineError> {
+    fn due_timer_keys(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, EngineError> {
         let stored = self.store.scan(Table::Timers, from, to, limit)?;
         let full = stored.len() == limit;
-        let upper: Option<Vec<u8>> = if full { stored.last().map(|(k, _)| k.clone()) } else { None };
+        let upper: Option<Vec<u8>> = if full {
+            stored.last().map(|(k, _)| k.clone())
+        } else {
+            None
+        };
         let mut keys: Vec<Vec<u8>> = stored
             .into_iter()
             .map(|(k, _)| k)
@@ -475,7 +533,11 @@ impl<S: Store> Engine<S> {
         };
         let end = partition_end(partition);
         let mut best = i64::MAX;
-        if let Some((k, _)) = self.overlay.range(from.clone()..end.clone()).find(|(_, put)| **put) {
+        if let Some((k, _)) = self
+            .overlay
+            .range(from.clone()..end.clone())
+            .find(|(_, put)| **put)
+        {
             best = split_timer_key(k).map_or(best, |t| t.1);
         }
         for _ in 0..8 {
@@ -483,7 +545,10 @@ impl<S: Store> Engine<S> {
             let Some((last, _)) = chunk.last() else {
                 return Ok(best);
             };
-            if let Some((k, _)) = chunk.iter().find(|(k, _)| self.overlay.get(k) != Some(&false)) {
+            if let Some((k, _)) = chunk
+                .iter()
+                .find(|(k, _)| self.overlay.get(k) != Some(&false))
+            {
                 let due = split_timer_key(k).map_or(best, |t| t.1);
                 return Ok(best.min(due));
             }
@@ -496,7 +561,8 @@ impl<S: Store> Engine<S> {
     }
 
     fn on_timer(&mut self, partition: u32, member_id: &str, m: &mut MemberState, due: i64) {
-        self.overlay.insert(timer_key(partition, due, member_id), false);
+        self.overlay
+            .insert(timer_key(partition, due, member_id), false);
         m.timer_due_ms = NEVER;
         self.evaluate(partition, member_id, m, due, None);
         self.reschedule(partition, member_id, m, due);
@@ -514,11 +580,26 @@ impl<S: Store> Engine<S> {
     ) {
         let d = &self.cfg.detect;
         let verdicts = [
-            (Signal::PurchaseGap, purchase_gap::evaluate(m, now, &d.purchase_gap)),
-            (Signal::OpenRateDrop, open_rate_drop::evaluate(m, now, &d.open_rate_drop)),
-            (Signal::VisitDecline, visit_decline::evaluate(m, now, &d.visit_decline)),
-            (Signal::CheckinLapse, checkin_lapse::evaluate(m, now, &d.checkin_lapse)),
-            (Signal::SpendDecline, spend_decline::evaluate(m, now, &d.spend_decline)),
+            (
+                Signal::PurchaseGap,
+                purchase_gap::evaluate(m, now, &d.purchase_gap),
+            ),
+            (
+                Signal::OpenRateDrop,
+                open_rate_drop::evaluate(m, now, &d.open_rate_drop),
+            ),
+            (
+                Signal::VisitDecline,
+                visit_decline::evaluate(m, now, &d.visit_decline),
+            ),
+            (
+                Signal::CheckinLapse,
+                checkin_lapse::evaluate(m, now, &d.checkin_lapse),
+            ),
+            (
+                Signal::SpendDecline,
+                spend_decline::evaluate(m, now, &d.spend_decline),
+            ),
         ];
         self.findings.clear();
         for (signal, verdict) in verdicts {
@@ -534,7 +615,9 @@ impl<S: Store> Engine<S> {
                 _ => {}
             }
         }
-        let cooling = m.episodes[..Signal::StageChange as usize].iter().any(|e| e.open);
+        let cooling = m.episodes[..Signal::StageChange as usize]
+            .iter()
+            .any(|e| e.open);
         let life = &self.cfg.lifecycle;
         let (old, new) = (m.stage, stage_change::stage_at(m, now, cooling, life));
         if new != old {
@@ -555,7 +638,11 @@ impl<S: Store> Engine<S> {
         }
 
         let holdout = self.cfg.alerts.is_holdout(member_id);
-        let segment = self.cfg.alerts.segments.classify(m, now, &self.cfg.detect.purchase_gap);
+        let segment = self
+            .cfg
+            .alerts
+            .segments
+            .classify(m, now, &self.cfg.detect.purchase_gap);
         let risk = risk_score(m, now, m.stage, &self.cfg.detect.purchase_gap, life);
         if let Some((answered, ts)) = returning {
             let days_to_return = (ts - answered.detected_ms) as f64 / DAY_MS as f64;
@@ -576,12 +663,20 @@ impl<S: Store> Engine<S> {
                 stage: m.stage,
                 segment,
                 evidence: Evidence::default()
-                    .text("answers_alert_id", alert::alert_id(member_id, answered.signal, answered.seq))
+                    .text(
+                        "answers_alert_id",
+                        alert::alert_id(member_id, answered.signal, answered.seq),
+                    )
                     .text("answers_signal", answered.signal.as_str())
                     .num("days_to_return", days_to_return)
                     .flag("within_horizon", within)
                     .num("horizon_days", self.cfg.alerts.reactivation_horizon_days),
-                recommended_action: self.cfg.alerts.playbook.action(segment, Signal::Reactivated).to_string(),
+                recommended_action: self
+                    .cfg
+                    .alerts
+                    .playbook
+                    .action(segment, Signal::Reactivated)
+                    .to_string(),
                 holdout,
                 detected_ms: ts,
             };
@@ -596,7 +691,11 @@ impl<S: Store> Engine<S> {
                     seq,
                     detected_ms: f.since_ms,
                 });
-                MemberAlerted { signal: *signal, holdout }.emit(&self.metrics);
+                MemberAlerted {
+                    signal: *signal,
+                    holdout,
+                }
+                .emit(&self.metrics);
             }
             let alert = Alert {
                 alert_id: alert::alert_id(member_id, *signal, seq),
@@ -607,7 +706,12 @@ impl<S: Store> Engine<S> {
                 stage: m.stage,
                 segment,
                 evidence: f.evidence.clone(),
-                recommended_action: self.cfg.alerts.playbook.action(segment, *signal).to_string(),
+                recommended_action: self
+                    .cfg
+                    .alerts
+                    .playbook
+                    .action(segment, *signal)
+                    .to_string(),
                 holdout,
                 detected_ms: f.since_ms,
             };
@@ -639,7 +743,9 @@ impl<S: Store> Engine<S> {
             consider(checkin_lapse::due_ms(m, &d.checkin_lapse));
         }
         consider(stage_change::due_ms(m, now, &self.cfg.lifecycle));
-        if !m.episodes[Signal::VisitDecline as usize].open && visit_decline::worth_reviewing(m, &d.visit_decline) {
+        if !m.episodes[Signal::VisitDecline as usize].open
+            && visit_decline::worth_reviewing(m, &d.visit_decline)
+        {
             // Complete-week windows: a member who stops visiting altogether
             // is looked at again as each week closes.
             consider(Some(week_start_ms(week_of(now) + 1)));
@@ -649,10 +755,12 @@ impl<S: Store> Engine<S> {
             return;
         }
         if m.timer_due_ms != NEVER {
-            self.overlay.insert(timer_key(partition, m.timer_due_ms, member_id), false);
+            self.overlay
+                .insert(timer_key(partition, m.timer_due_ms, member_id), false);
         }
         if due != NEVER {
-            self.overlay.insert(timer_key(partition, due, member_id), true);
+            self.overlay
+                .insert(timer_key(partition, due, member_id), true);
             if let Some(part) = self.parts.get_mut(&partition) {
                 part.next_due = part.next_due.min(due);
             }

@@ -11,7 +11,9 @@ fn engine(store: Arc<MemoryStore>) -> Engine<Arc<MemoryStore>> {
 }
 
 fn line(id: &str, member: &str, kind: &str, ts: i64, amount: Option<f64>) -> Vec<u8> {
-    let amount = amount.map(|a| format!(",\"amount\":{a}")).unwrap_or_default();
+    let amount = amount
+        .map(|a| format!(",\"amount\":{a}"))
+        .unwrap_or_default();
     format!("{{\"event_id\":\"{id}\",\"member_id\":\"{member}\",\"type\":\"{kind}\",\"ts\":{ts}{amount}}}").into_bytes()
 }
 
@@ -20,7 +22,13 @@ const WALL: i64 = 4_000_000_000_000;
 /// A weekly buyer: purchases on days 0, 7, ..., 7*(n-1).
 fn weekly_buyer(e: &mut Engine<Arc<MemoryStore>>, member: &str, n: usize) {
     for i in 0..n {
-        let l = line(&format!("{member}-p{i}"), member, "purchase", day(i as f64 * 7.0), Some(20.0));
+        let l = line(
+            &format!("{member}-p{i}"),
+            member,
+            "purchase",
+            day(i as f64 * 7.0),
+            Some(20.0),
+        );
         assert_eq!(e.process(0, &l, WALL).unwrap(), Outcome::Accepted);
     }
 }
@@ -77,13 +85,20 @@ fn one_alert_per_episode_and_rearms_after_recovery() {
     let first = e.take_alerts();
     assert_eq!(signals(&first), ["purchase_gap"]);
     // The member buys again: reactivated, and the episode re-arms.
-    e.process(0, &line("p-back", "m1", "purchase", day(61.0), Some(20.0)), WALL).unwrap();
+    e.process(
+        0,
+        &line("p-back", "m1", "purchase", day(61.0), Some(20.0)),
+        WALL,
+    )
+    .unwrap();
     let back = e.take_alerts();
     assert_eq!(signals(&back), ["reactivated"]);
     assert_eq!(back[0].alert.evidence.get_num("days_to_return"), Some(19.0));
     assert_eq!(
         back[0].alert.evidence.get("answers_alert_id"),
-        Some(&crate::detect::EvidenceValue::Text(first[0].alert.alert_id.clone()))
+        Some(&crate::detect::EvidenceValue::Text(
+            first[0].alert.alert_id.clone()
+        ))
     );
     // Silent again: a second episode, with a different alert id.
     e.advance_clock_to(day(120.0)).unwrap();
@@ -111,7 +126,13 @@ fn a_duplicate_event_leaves_state_unchanged() {
 fn rejected_events_change_nothing() {
     let store = Arc::new(MemoryStore::new());
     let mut e = engine(store.clone());
-    let out = e.process(0, br#"{"event_id":"x","member_id":"m1","type":"visit","ts":"soon"}"#, WALL).unwrap();
+    let out = e
+        .process(
+            0,
+            br#"{"event_id":"x","member_id":"m1","type":"visit","ts":"soon"}"#,
+            WALL,
+        )
+        .unwrap();
     assert!(matches!(out, Outcome::Rejected(r) if r.reason == crate::event::RejectReason::BadTs));
     e.commit(Batch::default()).unwrap();
     assert_eq!(store.len(Table::Members), 0);
@@ -122,8 +143,10 @@ fn rejected_events_change_nothing() {
 fn late_events_land_in_their_own_week() {
     let store = Arc::new(MemoryStore::new());
     let mut e = engine(store);
-    e.process(0, &line("v1", "m1", "visit", day(30.0), None), WALL).unwrap();
-    e.process(0, &line("v0", "m1", "visit", day(2.0), None), WALL).unwrap();
+    e.process(0, &line("v1", "m1", "visit", day(30.0), None), WALL)
+        .unwrap();
+    e.process(0, &line("v0", "m1", "visit", day(2.0), None), WALL)
+        .unwrap();
     let m = e.member(0, "m1").unwrap().unwrap();
     assert_eq!(m.visits.count(week_of(day(2.0))), 1);
     assert_eq!(m.visits.count(week_of(day(30.0))), 1);
@@ -140,8 +163,26 @@ fn results_do_not_depend_on_batch_boundaries() {
         let mut d = m as f64 * 0.1;
         let mut i = 0;
         while d < stop {
-            lines.push((day(d), line(&format!("e{m}-{i}"), &format!("m{m}"), "purchase", day(d), Some(10.0 + m as f64))));
-            lines.push((day(d + 0.5), line(&format!("v{m}-{i}"), &format!("m{m}"), "visit", day(d + 0.5), None)));
+            lines.push((
+                day(d),
+                line(
+                    &format!("e{m}-{i}"),
+                    &format!("m{m}"),
+                    "purchase",
+                    day(d),
+                    Some(10.0 + m as f64),
+                ),
+            ));
+            lines.push((
+                day(d + 0.5),
+                line(
+                    &format!("v{m}-{i}"),
+                    &format!("m{m}"),
+                    "visit",
+                    day(d + 0.5),
+                    None,
+                ),
+            ));
             d += gap;
             i += 1;
         }
@@ -153,12 +194,20 @@ fn results_do_not_depend_on_batch_boundaries() {
         for (i, (_, l)) in lines.iter().enumerate() {
             e.process(0, l, WALL).unwrap();
             if (i + 1) % batch == 0 {
-                ids.extend(e.take_alerts().into_iter().map(|a| (a.alert.alert_id, a.alert.detected_ms)));
+                ids.extend(
+                    e.take_alerts()
+                        .into_iter()
+                        .map(|a| (a.alert.alert_id, a.alert.detected_ms)),
+                );
                 e.commit(Batch::default()).unwrap();
             }
         }
         e.advance_clock_to(day(200.0)).unwrap();
-        ids.extend(e.take_alerts().into_iter().map(|a| (a.alert.alert_id, a.alert.detected_ms)));
+        ids.extend(
+            e.take_alerts()
+                .into_iter()
+                .map(|a| (a.alert.alert_id, a.alert.detected_ms)),
+        );
         ids
     };
     let one = run(1);
@@ -171,7 +220,8 @@ fn results_do_not_depend_on_batch_boundaries() {
 fn stage_change_fires_on_a_quiet_stream() {
     let store = Arc::new(MemoryStore::new());
     let mut e = engine(store);
-    e.process(0, &line("p1", "m1", "purchase", day(0.0), Some(5.0)), WALL).unwrap();
+    e.process(0, &line("p1", "m1", "purchase", day(0.0), Some(5.0)), WALL)
+        .unwrap();
     e.advance_clock_to(day(200.0)).unwrap();
     let alerts = e.take_alerts();
     assert_eq!(signals(&alerts), ["stage_change", "stage_change"]);
@@ -179,7 +229,10 @@ fn stage_change_fires_on_a_quiet_stream() {
         Some(crate::detect::EvidenceValue::Text(t)) => t.clone(),
         _ => String::new(),
     };
-    assert_eq!((to(&alerts[0]).as_str(), to(&alerts[1]).as_str()), ("silent", "churned"));
+    assert_eq!(
+        (to(&alerts[0]).as_str(), to(&alerts[1]).as_str()),
+        ("silent", "churned")
+    );
     assert_eq!(alerts[1].alert.severity, Severity::Critical);
     assert!(alerts[1].alert.risk_score >= 85.0);
 }

@@ -206,7 +206,10 @@ impl Validator {
             ));
         }
         let text = std::str::from_utf8(payload).map_err(|e| {
-            Rejection::new(RejectReason::InvalidUtf8, format!("payload is not utf-8: {e}"))
+            Rejection::new(
+                RejectReason::InvalidUtf8,
+                format!("payload is not utf-8: {e}"),
+            )
         })?;
         let raw = raw::parse(text)?;
         self.validate(raw, wall_now_ms)
@@ -265,7 +268,10 @@ impl Validator {
         }
         let categories = match &raw.categories {
             None => 0,
-            Some(Field::Array { len, all_strings: true }) => (*len).min(u16::MAX as usize) as u16,
+            Some(Field::Array {
+                len,
+                all_strings: true,
+            }) => (*len).min(u16::MAX as usize) as u16,
             Some(other) => return Err(wrong_type("categories", "an array of strings", other)),
         };
         Ok(Event {
@@ -273,7 +279,11 @@ impl Validator {
             member_id,
             kind,
             ts_ms,
-            amount: if kind == EventKind::Purchase { amount } else { 0.0 },
+            amount: if kind == EventKind::Purchase {
+                amount
+            } else {
+                0.0
+            },
             categories,
         })
     }

@@ -12,8 +12,12 @@ fn reason(s: &str) -> RejectReason {
 
 #[test]
 fn accepts_rfc3339_and_epoch_millis_timestamps() {
-    let a = parse(r#"{"event_id":"e1","member_id":"m1","type":"visit","ts":"2026-03-01T20:00:00+08:00"}"#).unwrap();
-    let b = parse(r#"{"event_id":"e1","member_id":"m1","type":"visit","ts":1772366400000}"#).unwrap();
+    let a = parse(
+        r#"{"event_id":"e1","member_id":"m1","type":"visit","ts":"2026-03-01T20:00:00+08:00"}"#,
+    )
+    .unwrap();
+    let b =
+        parse(r#"{"event_id":"e1","member_id":"m1","type":"visit","ts":1772366400000}"#).unwrap();
     assert_eq!(a.ts_ms, 1_772_366_400_000);
     assert_eq!(a.ts_ms, b.ts_ms);
     assert_eq!(a.kind, EventKind::Visit);
@@ -34,21 +38,29 @@ fn borrows_ids_from_the_payload_when_unescaped() {
 
 #[test]
 fn rejects_oversize_events() {
-    let v = Validator { max_event_bytes: 10, ..Validator::default() };
+    let v = Validator {
+        max_event_bytes: 10,
+        ..Validator::default()
+    };
     let r = v.parse(br#"{"event_id":"e1"}"#, NOW).unwrap_err();
     assert_eq!(r.reason, RejectReason::Oversize);
 }
 
 #[test]
 fn rejects_invalid_utf8() {
-    let r = Validator::default().parse(b"{\"event_id\":\"\xff\"}", NOW).unwrap_err();
+    let r = Validator::default()
+        .parse(b"{\"event_id\":\"\xff\"}", NOW)
+        .unwrap_err();
     assert_eq!(r.reason, RejectReason::InvalidUtf8);
 }
 
 #[test]
 fn rejects_invalid_json() {
     assert_eq!(reason(r#"{"event_id":"e1","#), RejectReason::InvalidJson);
-    assert_eq!(reason(r#"{"event_id":"e1"} trailing"#), RejectReason::InvalidJson);
+    assert_eq!(
+        reason(r#"{"event_id":"e1"} trailing"#),
+        RejectReason::InvalidJson
+    );
 }
 
 #[test]
@@ -66,12 +78,18 @@ fn rejects_missing_required_fields_naming_them() {
         assert_eq!(r.reason, RejectReason::MissingField);
         assert!(r.detail.contains(field), "{r}");
     }
-    assert_eq!(reason(r#"{"event_id":null,"member_id":"m1","type":"visit","ts":1}"#), RejectReason::MissingField);
+    assert_eq!(
+        reason(r#"{"event_id":null,"member_id":"m1","type":"visit","ts":1}"#),
+        RejectReason::MissingField
+    );
 }
 
 #[test]
 fn rejects_empty_and_overlong_ids() {
-    assert_eq!(reason(r#"{"event_id":"","member_id":"m1","type":"visit","ts":1}"#), RejectReason::EmptyField);
+    assert_eq!(
+        reason(r#"{"event_id":"","member_id":"m1","type":"visit","ts":1}"#),
+        RejectReason::EmptyField
+    );
     let long = "x".repeat(129);
     let s = format!(r#"{{"event_id":"e","member_id":"{long}","type":"visit","ts":1}}"#);
     assert_eq!(reason(&s), RejectReason::FieldTooLong);
@@ -83,14 +101,38 @@ fn rejects_empty_and_overlong_ids() {
 #[test]
 fn rejects_wrong_types_naming_the_field() {
     let cases = [
-        (r#"{"event_id":7,"member_id":"m1","type":"visit","ts":1}"#, "event_id"),
-        (r#"{"event_id":"e","member_id":["m"],"type":"visit","ts":1}"#, "member_id"),
-        (r#"{"event_id":"e","member_id":"m","type":3,"ts":1}"#, "type"),
-        (r#"{"event_id":"e","member_id":"m","type":"visit","ts":true}"#, "ts"),
-        (r#"{"event_id":"e","member_id":"m","type":"purchase","ts":1,"amount":"9.99"}"#, "amount"),
-        (r#"{"event_id":"e","member_id":"m","type":"purchase","ts":1,"amount":1,"categories":[1]}"#, "categories"),
-        (r#"{"event_id":"e","member_id":"m","type":"visit","ts":1,"channel":5}"#, "channel"),
-        (r#"{"event_id":"e","member_id":"m","type":"check_in","ts":1,"points":"ten"}"#, "points"),
+        (
+            r#"{"event_id":7,"member_id":"m1","type":"visit","ts":1}"#,
+            "event_id",
+        ),
+        (
+            r#"{"event_id":"e","member_id":["m"],"type":"visit","ts":1}"#,
+            "member_id",
+        ),
+        (
+            r#"{"event_id":"e","member_id":"m","type":3,"ts":1}"#,
+            "type",
+        ),
+        (
+            r#"{"event_id":"e","member_id":"m","type":"visit","ts":true}"#,
+            "ts",
+        ),
+        (
+            r#"{"event_id":"e","member_id":"m","type":"purchase","ts":1,"amount":"9.99"}"#,
+            "amount",
+        ),
+        (
+            r#"{"event_id":"e","member_id":"m","type":"purchase","ts":1,"amount":1,"categories":[1]}"#,
+            "categories",
+        ),
+        (
+            r#"{"event_id":"e","member_id":"m","type":"visit","ts":1,"channel":5}"#,
+            "channel",
+        ),
+        (
+            r#"{"event_id":"e","member_id":"m","type":"check_in","ts":1,"points":"ten"}"#,
+            "points",
+        ),
     ];
     for (s, field) in cases {
         let r = parse(s).map(|_| ()).unwrap_err();
@@ -101,36 +143,70 @@ fn rejects_wrong_types_naming_the_field() {
 
 #[test]
 fn rejects_unknown_event_type() {
-    assert_eq!(reason(r#"{"event_id":"e","member_id":"m","type":"refund","ts":1}"#), RejectReason::UnknownType);
+    assert_eq!(
+        reason(r#"{"event_id":"e","member_id":"m","type":"refund","ts":1}"#),
+        RejectReason::UnknownType
+    );
 }
 
 #[test]
 fn rejects_unparsable_timestamps() {
-    for ts in [r#""2026-03-01""#, r#""2026-03-01T12:00:00""#, r#""yesterday""#, "-5", "1.5e3"] {
+    for ts in [
+        r#""2026-03-01""#,
+        r#""2026-03-01T12:00:00""#,
+        r#""yesterday""#,
+        "-5",
+        "1.5e3",
+    ] {
         let s = format!(r#"{{"event_id":"e","member_id":"m","type":"visit","ts":{ts}}}"#);
         let r = parse(&s).map(|_| ()).unwrap_err();
-        assert!(matches!(r.reason, RejectReason::BadTs | RejectReason::WrongType), "{ts}: {r}");
+        assert!(
+            matches!(r.reason, RejectReason::BadTs | RejectReason::WrongType),
+            "{ts}: {r}"
+        );
     }
-    assert_eq!(reason(r#"{"event_id":"e","member_id":"m","type":"visit","ts":"not a time"}"#), RejectReason::BadTs);
+    assert_eq!(
+        reason(r#"{"event_id":"e","member_id":"m","type":"visit","ts":"not a time"}"#),
+        RejectReason::BadTs
+    );
 }
 
 #[test]
 fn rejects_timestamps_beyond_the_future_skew() {
-    let ok = format!(r#"{{"event_id":"e","member_id":"m","type":"visit","ts":{}}}"#, NOW + DAY_MS - 1);
+    let ok = format!(
+        r#"{{"event_id":"e","member_id":"m","type":"visit","ts":{}}}"#,
+        NOW + DAY_MS - 1
+    );
     assert!(parse(&ok).is_ok());
-    let bad = format!(r#"{{"event_id":"e","member_id":"m","type":"visit","ts":{}}}"#, NOW + DAY_MS + 1);
+    let bad = format!(
+        r#"{{"event_id":"e","member_id":"m","type":"visit","ts":{}}}"#,
+        NOW + DAY_MS + 1
+    );
     assert_eq!(reason(&bad), RejectReason::FutureTs);
 }
 
 #[test]
 fn rejects_negative_or_missing_purchase_amount() {
-    assert_eq!(reason(r#"{"event_id":"e","member_id":"m","type":"purchase","ts":1,"amount":-1}"#), RejectReason::NegativeAmount);
-    assert_eq!(reason(r#"{"event_id":"e","member_id":"m","type":"purchase","ts":1}"#), RejectReason::MissingAmount);
-    assert!(parse(r#"{"event_id":"e","member_id":"m","type":"purchase","ts":1,"amount":0}"#).is_ok());
+    assert_eq!(
+        reason(r#"{"event_id":"e","member_id":"m","type":"purchase","ts":1,"amount":-1}"#),
+        RejectReason::NegativeAmount
+    );
+    assert_eq!(
+        reason(r#"{"event_id":"e","member_id":"m","type":"purchase","ts":1}"#),
+        RejectReason::MissingAmount
+    );
+    assert!(
+        parse(r#"{"event_id":"e","member_id":"m","type":"purchase","ts":1,"amount":0}"#).is_ok()
+    );
 }
 
 #[test]
 fn rejection_messages_are_lowercase_and_carry_the_reason_label() {
-    let r = parse(r#"{"member_id":"m","type":"visit","ts":1}"#).map(|_| ()).unwrap_err();
-    assert_eq!(r.to_string(), "missing_field: missing required field `event_id`");
+    let r = parse(r#"{"member_id":"m","type":"visit","ts":1}"#)
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(
+        r.to_string(),
+        "missing_field: missing required field `event_id`"
+    );
 }

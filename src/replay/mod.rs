@@ -34,7 +34,10 @@ pub enum ReplayError {
     #[error("reading the input failed at line {line}: {source}")]
     Read { line: u64, source: io::Error },
     #[error("writing {what} failed: {source}")]
-    Write { what: &'static str, source: io::Error },
+    Write {
+        what: &'static str,
+        source: io::Error,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -102,7 +105,10 @@ pub fn default_dlq_path(output: &str) -> PathBuf {
 
 fn open_output(path: &str, what: &'static str) -> Result<Box<dyn Write>, ReplayError> {
     if path == "-" {
-        return Ok(Box::new(BufWriter::with_capacity(1 << 16, io::stdout().lock())));
+        return Ok(Box::new(BufWriter::with_capacity(
+            1 << 16,
+            io::stdout().lock(),
+        )));
     }
     let f = File::create(path).map_err(|source| ReplayError::Open {
         what,
@@ -112,7 +118,11 @@ fn open_output(path: &str, what: &'static str) -> Result<Box<dyn Write>, ReplayE
     Ok(Box::new(BufWriter::with_capacity(1 << 16, f)))
 }
 
-pub fn run(opts: &ReplayOptions, cfg: &Config, metrics: Arc<Metrics>) -> Result<ReplaySummary, ReplayError> {
+pub fn run(
+    opts: &ReplayOptions,
+    cfg: &Config,
+    metrics: Arc<Metrics>,
+) -> Result<ReplaySummary, ReplayError> {
     let started = Instant::now();
     let input: Box<dyn BufRead> = if opts.input == "-" {
         Box::new(BufReader::with_capacity(1 << 20, io::stdin().lock()))
@@ -125,7 +135,10 @@ pub fn run(opts: &ReplayOptions, cfg: &Config, metrics: Arc<Metrics>) -> Result<
         Box::new(BufReader::with_capacity(1 << 20, f))
     };
     let mut out = open_output(&opts.output, "output")?;
-    let dlq_path = opts.dlq.clone().unwrap_or_else(|| default_dlq_path(&opts.output));
+    let dlq_path = opts
+        .dlq
+        .clone()
+        .unwrap_or_else(|| default_dlq_path(&opts.output));
     let mut dlq = open_output(&dlq_path.to_string_lossy(), "dead-letter file")?;
 
     // Keep the temporary directory alive until the end of the run.
@@ -158,10 +171,12 @@ pub fn run(opts: &ReplayOptions, cfg: &Config, metrics: Arc<Metrics>) -> Result<
     let mut json = Vec::with_capacity(1 << 16);
     loop {
         line.clear();
-        let n = input.read_until(b'\n', &mut line).map_err(|source| ReplayError::Read {
-            line: summary.lines + 1,
-            source,
-        })?;
+        let n = input
+            .read_until(b'\n', &mut line)
+            .map_err(|source| ReplayError::Read {
+                line: summary.lines + 1,
+                source,
+            })?;
         if n == 0 {
             break;
         }
@@ -182,18 +197,35 @@ pub fn run(opts: &ReplayOptions, cfg: &Config, metrics: Arc<Metrics>) -> Result<
         }
         in_batch += 1;
         if in_batch >= BATCH_LINES {
-            finish_batch(&mut engine, &mut out, &mut dlq, &mut json, &mut summary, &metrics)?;
+            finish_batch(
+                &mut engine,
+                &mut out,
+                &mut dlq,
+                &mut json,
+                &mut summary,
+                &metrics,
+            )?;
             in_batch = 0;
             if let Some(p) = &progress {
                 p.set_position(summary.lines);
-                p.set_message(format!("{} rejected, {} alerts", summary.rejected, summary.alerts));
+                p.set_message(format!(
+                    "{} rejected, {} alerts",
+                    summary.rejected, summary.alerts
+                ));
             }
         }
     }
     if let Some(until) = opts.until_ms {
         engine.advance_clock_to(until)?;
     }
-    finish_batch(&mut engine, &mut out, &mut dlq, &mut json, &mut summary, &metrics)?;
+    finish_batch(
+        &mut engine,
+        &mut out,
+        &mut dlq,
+        &mut json,
+        &mut summary,
+        &metrics,
+    )?;
     if let Some(p) = progress {
         p.finish_and_clear();
     }
@@ -219,7 +251,10 @@ fn finish_batch(
         a.write_json(json, emitted);
         json.push(b'\n');
         summary.alerts += 1;
-        *summary.alerts_by_signal.entry(a.signal.as_str()).or_default() += 1;
+        *summary
+            .alerts_by_signal
+            .entry(a.signal.as_str())
+            .or_default() += 1;
         AlertPublished {
             signal: a.signal,
             severity: a.severity,
@@ -234,7 +269,12 @@ fn finish_batch(
     Ok(())
 }
 
-fn write_dead_letter(dlq: &mut Box<dyn Write>, line: u64, error: &str, payload: &[u8]) -> Result<(), ReplayError> {
+fn write_dead_letter(
+    dlq: &mut Box<dyn Write>,
+    line: u64,
+    error: &str,
+    payload: &[u8],
+) -> Result<(), ReplayError> {
     let rec = serde_json::json!({
         "line": line,
         "error": error,
@@ -264,8 +304,10 @@ fn progress_bar(wanted: bool) -> Option<indicatif::ProgressBar> {
     }
     let p = indicatif::ProgressBar::new_spinner();
     p.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {pos} lines ({per_sec}) {msg} [{elapsed}]")
-            .expect("valid template"),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {pos} lines ({per_sec}) {msg} [{elapsed}]",
+        )
+        .expect("valid template"),
     );
     p.enable_steady_tick(Duration::from_millis(200));
     Some(p)

@@ -198,8 +198,13 @@ impl Journey<'_> {
                 2 => json.replace("\"member_id\"", "\"memberid\""),
                 _ => json.replace("\"ts\":", "\"ts\":\"yesterday\",\"t\":"),
             };
-            self.out.push(SimEvent { ts_ms, member: self.member, json: bad });
-            return;
+            // Bad lines come in addition to the real event, so invalid input
+            // does not also change the members' journeys.
+            self.out.push(SimEvent {
+                ts_ms,
+                member: self.member,
+                json: bad,
+            });
         }
         if r < self.opts.bad_ratio + self.opts.duplicate_ratio {
             self.out.push(SimEvent {
@@ -208,7 +213,11 @@ impl Journey<'_> {
                 json: json.clone(),
             });
         }
-        self.out.push(SimEvent { ts_ms, member: self.member, json });
+        self.out.push(SimEvent {
+            ts_ms,
+            member: self.member,
+            json,
+        });
     }
 
     fn day(&self, d: f64) -> i64 {
@@ -301,7 +310,7 @@ fn member_events(i: usize, opts: &SimOptions, out: &mut Vec<SimEvent>) {
             j.emails(2, start, end, |_| open_rate);
         }
         Population::LowFrequency => {
-            let g = j.rng.random_range(55.0..75.0);
+            let g = j.rng.random_range(50.0..70.0);
             j.purchases(g, start, end, |_| mean * 2.0);
             j.stream(EventKind::Visit, 0.3, start, end);
             j.emails(1, start, end, |_| open_rate * 0.5);
@@ -328,13 +337,15 @@ fn member_events(i: usize, opts: &SimOptions, out: &mut Vec<SimEvent>) {
             j.purchases(gap, start, end, |_| mean);
             j.stream(EventKind::Visit, visits, start, end);
             let cut = end - 56.0;
-            j.emails(3, start, end, |d| if d < cut { open_rate.max(0.5) } else { 0.03 });
+            let engaged = j.rng.random_range(0.6..0.9);
+            j.emails(3, start, end, |d| if d < cut { engaged } else { 0.02 });
         }
         Population::VisitDecline => {
             j.purchases(gap, start, end, |_| mean);
-            let cut = end - 42.0;
-            j.stream(EventKind::Visit, 4.0, start, cut);
-            j.stream(EventKind::Visit, 0.25, cut, end);
+            let cut = end - 49.0;
+            let before = j.rng.random_range(3.0..6.0);
+            j.stream(EventKind::Visit, before, start, cut);
+            j.stream(EventKind::Visit, 0.2, cut, end);
             j.emails(2, start, end, |_| open_rate);
         }
         Population::CheckinLapse => {
@@ -343,8 +354,14 @@ fn member_events(i: usize, opts: &SimOptions, out: &mut Vec<SimEvent>) {
             j.purchases(gap, start, end, |_| mean);
         }
         Population::SpendDecline => {
-            let cut = end - gap * 3.5;
-            j.purchases(gap, start, end, |d| if d < cut { mean * 2.0 } else { mean * 0.35 });
+            let cut = end - gap * 4.2;
+            j.purchases(gap, start, end, |d| {
+                if d < cut {
+                    mean * 2.0
+                } else {
+                    mean * 0.35
+                }
+            });
             j.stream(EventKind::Visit, visits, start, end);
         }
         Population::GoneSilent => {
@@ -390,7 +407,9 @@ mod tests {
         assert_eq!(a, generate(&opts));
         assert!(a.windows(2).all(|w| w[0].ts_ms <= w[1].ts_ms));
         assert!(a.iter().all(|e| e.ts_ms <= opts.end_ms));
-        assert!(Population::ALL.iter().all(|p| (0..50).any(|i| population_of(i) == *p)));
+        assert!(Population::ALL
+            .iter()
+            .all(|p| (0..50).any(|i| population_of(i) == *p)));
     }
 
     #[test]
@@ -404,7 +423,10 @@ mod tests {
         };
         let v = crate::event::Validator::default();
         let evs = generate(&opts);
-        let bad = evs.iter().filter(|e| v.parse(e.json.as_bytes(), opts.end_ms).is_err()).count();
+        let bad = evs
+            .iter()
+            .filter(|e| v.parse(e.json.as_bytes(), opts.end_ms).is_err())
+            .count();
         assert!(bad > 0 && bad < evs.len() / 5, "{bad}");
     }
 }

@@ -18,7 +18,10 @@ pub fn member_key(partition: u32, member_id: &str) -> Vec<u8> {
 /// Splits a member key into partition and member id.
 pub fn split_member_key(key: &[u8]) -> Option<(u32, &str)> {
     let (p, id) = key.split_at_checked(4)?;
-    Some((u32::from_be_bytes(p.try_into().ok()?), std::str::from_utf8(id).ok()?))
+    Some((
+        u32::from_be_bytes(p.try_into().ok()?),
+        std::str::from_utf8(id).ok()?,
+    ))
 }
 
 /// Maps an i64 to bytes that sort like the number (sign bit flipped).
@@ -104,7 +107,10 @@ mod tests {
         ];
         keys.sort();
         let parsed: Vec<_> = keys.iter().map(|k| split_timer_key(k).unwrap()).collect();
-        assert_eq!(parsed, [(0, -3, "z"), (0, 10, "a"), (0, 10, "b"), (1, 5, "a")]);
+        assert_eq!(
+            parsed,
+            [(0, -3, "z"), (0, 10, "a"), (0, 10, "b"), (1, 5, "a")]
+        );
     }
 
     #[test]

@@ -4,11 +4,13 @@
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 
-use super::{Batch, Store, StoreError, Table};
+use super::{Batch, KeyValues, Store, StoreError, Table};
+
+type Tables = BTreeMap<(Table, Vec<u8>), Vec<u8>>;
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    tables: RwLock<BTreeMap<(Table, Vec<u8>), Vec<u8>>>,
+    tables: RwLock<Tables>,
 }
 
 impl MemoryStore {
@@ -27,7 +29,10 @@ impl MemoryStore {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tables.read().expect("memory store lock poisoned").is_empty()
+        self.tables
+            .read()
+            .expect("memory store lock poisoned")
+            .is_empty()
     }
 }
 
@@ -43,7 +48,7 @@ impl Store for MemoryStore {
         from: &[u8],
         to: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<KeyValues, StoreError> {
         let t = self.tables.read().expect("memory store lock poisoned");
         Ok(t.range((table, from.to_vec())..(table, to.to_vec()))
             .take(limit)

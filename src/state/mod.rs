@@ -82,10 +82,18 @@ pub struct Op {
 
 impl Batch {
     pub fn put(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>) {
-        self.ops.push(Op { table, key, value: Some(value) });
+        self.ops.push(Op {
+            table,
+            key,
+            value: Some(value),
+        });
     }
     pub fn delete(&mut self, table: Table, key: Vec<u8>) {
-        self.ops.push(Op { table, key, value: None });
+        self.ops.push(Op {
+            table,
+            key,
+            value: None,
+        });
     }
     pub fn len(&self) -> usize {
         self.ops.len()
@@ -107,6 +115,9 @@ pub struct StoreStats {
     pub write_stalled: bool,
 }
 
+/// Key–value pairs returned by a scan, in key order.
+pub type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The small interface between the engine and its storage.
 pub trait Store: Send + Sync {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
@@ -118,7 +129,7 @@ pub trait Store: Send + Sync {
         from: &[u8],
         to: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    ) -> Result<KeyValues, StoreError>;
 
     /// Applies the batch atomically and durably (to the write-ahead log).
     fn write(&self, batch: Batch) -> Result<(), StoreError>;
@@ -138,7 +149,7 @@ impl<S: Store + ?Sized> Store for Box<S> {
         from: &[u8],
         to: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<KeyValues, StoreError> {
         (**self).scan(table, from, to, limit)
     }
     fn write(&self, batch: Batch) -> Result<(), StoreError> {
@@ -159,7 +170,7 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
         from: &[u8],
         to: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<KeyValues, StoreError> {
         (**self).scan(table, from, to, limit)
     }
     fn write(&self, batch: Batch) -> Result<(), StoreError> {

@@ -9,7 +9,7 @@ use rocksdb::{
     ReadOptions, WriteBatch, WriteBufferManager, WriteOptions, DB,
 };
 
-use super::{Batch, Store, StoreError, StoreStats, Table};
+use super::{Batch, KeyValues, Store, StoreError, StoreStats, Table};
 
 /// Memory budget and durability knobs, from `[state]` in the config.
 #[derive(Debug, Clone)]
@@ -78,10 +78,11 @@ impl RocksStore {
             }
             ColumnFamilyDescriptor::new(t.name(), o)
         });
-        let db = DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|source| StoreError::Open {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let db =
+            DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(tuning.sync_wal);
         Ok(RocksStore {
@@ -116,14 +117,18 @@ impl RocksStore {
 
     pub fn compact(&self) {
         for t in Table::ALL {
-            self.db.compact_range_cf(self.cf(t), None::<&[u8]>, None::<&[u8]>);
+            self.db
+                .compact_range_cf(self.cf(t), None::<&[u8]>, None::<&[u8]>);
         }
     }
 }
 
 impl Store for RocksStore {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get_pinned_cf(self.cf(table), key)?.map(|v| v.to_vec()))
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(table), key)?
+            .map(|v| v.to_vec()))
     }
 
     fn scan(
@@ -132,7 +137,7 @@ impl Store for RocksStore {
         from: &[u8],
         to: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<KeyValues, StoreError> {
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(to.to_vec());
         let mut it = self.db.raw_iterator_cf_opt(self.cf(table), ro);
@@ -162,7 +167,12 @@ impl Store for RocksStore {
     }
 
     fn stats(&self) -> StoreStats {
-        let sum = |p| Table::ALL.iter().map(|t| self.int_property(*t, p)).sum::<u64>();
+        let sum = |p| {
+            Table::ALL
+                .iter()
+                .map(|t| self.int_property(*t, p))
+                .sum::<u64>()
+        };
         StoreStats {
             live_sst_bytes: sum(properties::LIVE_SST_FILES_SIZE),
             block_cache_usage_bytes: self.cache.get_usage() as u64,

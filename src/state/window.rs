@@ -84,8 +84,16 @@ pub const BITMAP_DAYS: i32 = 128;
 impl DayBitmap {
     pub fn set(&mut self, day: i32) {
         if self.bits == 0 || day > self.last_day {
-            let shift = if self.bits == 0 { BITMAP_DAYS } else { day - self.last_day };
-            self.bits = if shift >= BITMAP_DAYS { 0 } else { self.bits << shift };
+            let shift = if self.bits == 0 {
+                BITMAP_DAYS
+            } else {
+                day - self.last_day
+            };
+            self.bits = if shift >= BITMAP_DAYS {
+                0
+            } else {
+                self.bits << shift
+            };
             self.last_day = day;
         }
         let idx = self.last_day - day;

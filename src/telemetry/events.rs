@@ -25,7 +25,12 @@ pub struct EventRejected<'a> {
 impl EventRejected<'_> {
     pub fn emit(&self, m: &Metrics) {
         m.rejected(self.reason).inc();
-        tracing::debug!(reason = self.reason.as_str(), detail = self.detail, source = self.source, "event rejected");
+        tracing::debug!(
+            reason = self.reason.as_str(),
+            detail = self.detail,
+            source = self.source,
+            "event rejected"
+        );
     }
 }
 
@@ -98,11 +103,18 @@ pub struct StateCommitted {
 impl StateCommitted {
     pub fn emit(&self, m: &Metrics) {
         m.commits.inc();
-        m.commit_duration.with_label_values(&["rocksdb"]).observe(self.seconds);
+        m.commit_duration
+            .with_label_values(&["rocksdb"])
+            .observe(self.seconds);
         if self.clock_ms > 0 {
             m.stream_clock_seconds.set(self.clock_ms / 1000);
-            m.stream_clock_lag_seconds.set((self.wall_ms - self.clock_ms) / 1000);
+            m.stream_clock_lag_seconds
+                .set((self.wall_ms - self.clock_ms) / 1000);
         }
-        tracing::trace!(members = self.members, seconds = self.seconds, "state committed");
+        tracing::trace!(
+            members = self.members,
+            seconds = self.seconds,
+            "state committed"
+        );
     }
 }

@@ -5,7 +5,9 @@ use tracing_subscriber::EnvFilter;
 
 pub fn init(level: &str, json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // A second init (tests, embedded use) keeps the first subscriber.
     let _ = if json {
         builder.json().try_init()

@@ -69,7 +69,8 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCoun
 }
 
 fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("valid metric");
     r.register(Box::new(h.clone())).expect("unique metric");
     h
 }
@@ -83,9 +84,24 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
-        let consumed = counter_vec(&r, "churnwatch_events_consumed_total", "Valid events processed, by event type.", &["type"]);
-        let rejected = counter_vec(&r, "churnwatch_events_rejected_total", "Events rejected to the dead-letter output, by reason.", &["reason"]);
-        let alerts_published = counter_vec(&r, "churnwatch_alerts_published_total", "Alerts published, by signal and severity.", &["signal", "severity"]);
+        let consumed = counter_vec(
+            &r,
+            "churnwatch_events_consumed_total",
+            "Valid events processed, by event type.",
+            &["type"],
+        );
+        let rejected = counter_vec(
+            &r,
+            "churnwatch_events_rejected_total",
+            "Events rejected to the dead-letter output, by reason.",
+            &["reason"],
+        );
+        let alerts_published = counter_vec(
+            &r,
+            "churnwatch_alerts_published_total",
+            "Alerts published, by signal and severity.",
+            &["signal", "severity"],
+        );
         let alerted_members = counter_vec(
             &r,
             "churnwatch_alerted_members_total",
@@ -98,33 +114,67 @@ impl Metrics {
             "Alerted members who came back within the reactivation horizon, by the signal of their first alert and holdout.",
             &["signal", "holdout"],
         );
-        let lat_buckets = vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+        let lat_buckets = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
         let consumer_lag = IntGaugeVec::new(
-            Opts::new("churnwatch_consumer_lag", "Messages between the committed position and the partition's high watermark."),
+            Opts::new(
+                "churnwatch_consumer_lag",
+                "Messages between the committed position and the partition's high watermark.",
+            ),
             &["topic", "partition"],
         )
         .expect("valid metric");
-        r.register(Box::new(consumer_lag.clone())).expect("unique metric");
+        r.register(Box::new(consumer_lag.clone()))
+            .expect("unique metric");
         let commit_duration = HistogramVec::new(
-            HistogramOpts::new("churnwatch_commit_duration_seconds", "Time to write one state batch to RocksDB.")
-                .buckets(lat_buckets.clone()),
+            HistogramOpts::new(
+                "churnwatch_commit_duration_seconds",
+                "Time to write one state batch to RocksDB.",
+            )
+            .buckets(lat_buckets.clone()),
             &["store"],
         )
         .expect("valid metric");
-        r.register(Box::new(commit_duration.clone())).expect("unique metric");
-        let rebalances = counter_vec(&r, "churnwatch_rebalances_total", "Partition assignment changes, by kind.", &["kind"]);
-        let build = IntGaugeVec::new(Opts::new("churnwatch_build_info", "Build information; always 1."), &["version"]).expect("valid metric");
+        r.register(Box::new(commit_duration.clone()))
+            .expect("unique metric");
+        let rebalances = counter_vec(
+            &r,
+            "churnwatch_rebalances_total",
+            "Partition assignment changes, by kind.",
+            &["kind"],
+        );
+        let build = IntGaugeVec::new(
+            Opts::new("churnwatch_build_info", "Build information; always 1."),
+            &["version"],
+        )
+        .expect("valid metric");
         r.register(Box::new(build.clone())).expect("unique metric");
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
 
         let m = Metrics {
-            events_consumed: EventKind::ALL.iter().map(|k| consumed.with_label_values(&[k.as_str()])).collect(),
-            events_rejected: RejectReason::ALL.iter().map(|k| rejected.with_label_values(&[k.as_str()])).collect(),
-            events_duplicate: counter(&r, "churnwatch_events_duplicate_total", "Events whose event_id the member had already sent; absorbed without effect."),
+            events_consumed: EventKind::ALL
+                .iter()
+                .map(|k| consumed.with_label_values(&[k.as_str()]))
+                .collect(),
+            events_rejected: RejectReason::ALL
+                .iter()
+                .map(|k| rejected.with_label_values(&[k.as_str()]))
+                .collect(),
+            events_duplicate: counter(
+                &r,
+                "churnwatch_events_duplicate_total",
+                "Events whose event_id the member had already sent; absorbed without effect.",
+            ),
             alerts_published,
             alerted_members,
             reactivations,
-            processing_latency: histogram(&r, "churnwatch_processing_latency_seconds", "From an event's receipt to its state being committed.", lat_buckets.clone()),
+            processing_latency: histogram(
+                &r,
+                "churnwatch_processing_latency_seconds",
+                "From an event's receipt to its state being committed.",
+                lat_buckets.clone(),
+            ),
             event_to_alert_latency: histogram(
                 &r,
                 "churnwatch_event_to_alert_latency_seconds",
@@ -132,25 +182,89 @@ impl Metrics {
                 lat_buckets,
             ),
             consumer_lag,
-            stream_clock_seconds: gauge(&r, "churnwatch_stream_clock_seconds", "The event-time stream clock (watermark), epoch seconds."),
-            stream_clock_lag_seconds: gauge(&r, "churnwatch_stream_clock_lag_seconds", "Wall clock minus the stream clock, seconds."),
-            timers_pending: gauge(&r, "churnwatch_timers_pending", "Member timers waiting in the timer index (estimate)."),
-            timers_fired: counter(&r, "churnwatch_timers_fired_total", "Member timers fired by the stream clock."),
-            outbox_depth: gauge(&r, "churnwatch_outbox_depth", "Alerts stored but not yet acknowledged by the broker."),
-            members_tracked: gauge(&r, "churnwatch_members_tracked", "Members with state in the store (estimate)."),
-            state_live_sst_bytes: gauge(&r, "churnwatch_state_live_sst_bytes", "RocksDB live SST file bytes."),
-            state_block_cache_usage_bytes: gauge(&r, "churnwatch_state_block_cache_usage_bytes", "RocksDB shared block cache usage."),
-            state_pending_compaction_bytes: gauge(&r, "churnwatch_state_pending_compaction_bytes", "RocksDB estimated pending compaction bytes."),
-            state_memtable_bytes: gauge(&r, "churnwatch_state_memtable_bytes", "RocksDB memtable bytes."),
-            state_write_stalls: counter(&r, "churnwatch_state_write_stalls_total", "Commits that found RocksDB stalling writes."),
-            commits: counter(&r, "churnwatch_commits_total", "State batches committed (state, timers, offsets and outbox in one write)."),
+            stream_clock_seconds: gauge(
+                &r,
+                "churnwatch_stream_clock_seconds",
+                "The event-time stream clock (watermark), epoch seconds.",
+            ),
+            stream_clock_lag_seconds: gauge(
+                &r,
+                "churnwatch_stream_clock_lag_seconds",
+                "Wall clock minus the stream clock, seconds.",
+            ),
+            timers_pending: gauge(
+                &r,
+                "churnwatch_timers_pending",
+                "Member timers waiting in the timer index (estimate).",
+            ),
+            timers_fired: counter(
+                &r,
+                "churnwatch_timers_fired_total",
+                "Member timers fired by the stream clock.",
+            ),
+            outbox_depth: gauge(
+                &r,
+                "churnwatch_outbox_depth",
+                "Alerts stored but not yet acknowledged by the broker.",
+            ),
+            members_tracked: gauge(
+                &r,
+                "churnwatch_members_tracked",
+                "Members with state in the store (estimate).",
+            ),
+            state_live_sst_bytes: gauge(
+                &r,
+                "churnwatch_state_live_sst_bytes",
+                "RocksDB live SST file bytes.",
+            ),
+            state_block_cache_usage_bytes: gauge(
+                &r,
+                "churnwatch_state_block_cache_usage_bytes",
+                "RocksDB shared block cache usage.",
+            ),
+            state_pending_compaction_bytes: gauge(
+                &r,
+                "churnwatch_state_pending_compaction_bytes",
+                "RocksDB estimated pending compaction bytes.",
+            ),
+            state_memtable_bytes: gauge(
+                &r,
+                "churnwatch_state_memtable_bytes",
+                "RocksDB memtable bytes.",
+            ),
+            state_write_stalls: counter(
+                &r,
+                "churnwatch_state_write_stalls_total",
+                "Commits that found RocksDB stalling writes.",
+            ),
+            commits: counter(
+                &r,
+                "churnwatch_commits_total",
+                "State batches committed (state, timers, offsets and outbox in one write).",
+            ),
             commit_duration,
             rebalances,
-            partitions_assigned: gauge(&r, "churnwatch_partitions_assigned", "Input partitions currently assigned."),
+            partitions_assigned: gauge(
+                &r,
+                "churnwatch_partitions_assigned",
+                "Input partitions currently assigned.",
+            ),
             ready: gauge(&r, "churnwatch_ready", "1 when /readyz answers ready."),
-            broker_errors: counter(&r, "churnwatch_broker_errors_total", "Kafka client errors (connection, produce, consume)."),
-            restore_records: counter(&r, "churnwatch_restore_records_total", "State records restored."),
-            dlq_published: counter(&r, "churnwatch_dlq_published_total", "Rejected events written to the dead-letter output."),
+            broker_errors: counter(
+                &r,
+                "churnwatch_broker_errors_total",
+                "Kafka client errors (connection, produce, consume).",
+            ),
+            restore_records: counter(
+                &r,
+                "churnwatch_restore_records_total",
+                "State records restored.",
+            ),
+            dlq_published: counter(
+                &r,
+                "churnwatch_dlq_published_total",
+                "Rejected events written to the dead-letter output.",
+            ),
             registry: r,
         };
         // Make every closed label set visible from the start, so dashboards
@@ -161,7 +275,8 @@ impl Metrics {
                 m.reactivations.with_label_values(&[s.as_str(), h]);
             }
             for sev in [Severity::Info, Severity::Warning, Severity::Critical] {
-                m.alerts_published.with_label_values(&[s.as_str(), sev.as_str()]);
+                m.alerts_published
+                    .with_label_values(&[s.as_str(), sev.as_str()]);
             }
         }
         for k in ["assign", "revoke"] {
@@ -175,7 +290,10 @@ impl Metrics {
     }
 
     pub fn rejected(&self, reason: RejectReason) -> &IntCounter {
-        &self.events_rejected[RejectReason::ALL.iter().position(|r| *r == reason).unwrap_or(0)]
+        &self.events_rejected[RejectReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0)]
     }
 
     pub fn rejected_total(&self) -> u64 {
@@ -187,22 +305,32 @@ impl Metrics {
     }
 
     pub fn alert_published(&self, signal: Signal, severity: Severity) {
-        self.alerts_published.with_label_values(&[signal.as_str(), severity.as_str()]).inc();
+        self.alerts_published
+            .with_label_values(&[signal.as_str(), severity.as_str()])
+            .inc();
     }
 
     pub fn alerts_published_by_signal(&self, signal: Signal) -> u64 {
         [Severity::Info, Severity::Warning, Severity::Critical]
             .iter()
-            .map(|s| self.alerts_published.with_label_values(&[signal.as_str(), s.as_str()]).get())
+            .map(|s| {
+                self.alerts_published
+                    .with_label_values(&[signal.as_str(), s.as_str()])
+                    .get()
+            })
             .sum()
     }
 
     pub fn alerted_member(&self, signal: Signal, holdout: bool) {
-        self.alerted_members.with_label_values(&[signal.as_str(), bool_label(holdout)]).inc();
+        self.alerted_members
+            .with_label_values(&[signal.as_str(), bool_label(holdout)])
+            .inc();
     }
 
     pub fn reactivation(&self, signal: Signal, holdout: bool) {
-        self.reactivations.with_label_values(&[signal.as_str(), bool_label(holdout)]).inc();
+        self.reactivations
+            .with_label_values(&[signal.as_str(), bool_label(holdout)])
+            .inc();
     }
 
     pub fn rebalance(&self, kind: &'static str) {
@@ -220,8 +348,10 @@ impl Metrics {
 
     pub fn update_store(&self, s: &crate::state::StoreStats) {
         self.state_live_sst_bytes.set(s.live_sst_bytes as i64);
-        self.state_block_cache_usage_bytes.set(s.block_cache_usage_bytes as i64);
-        self.state_pending_compaction_bytes.set(s.pending_compaction_bytes as i64);
+        self.state_block_cache_usage_bytes
+            .set(s.block_cache_usage_bytes as i64);
+        self.state_pending_compaction_bytes
+            .set(s.pending_compaction_bytes as i64);
         self.state_memtable_bytes.set(s.memtable_bytes as i64);
         if s.write_stalled {
             self.state_write_stalls.inc();
