@@ -56,10 +56,22 @@ impl Default for Config {
     }
 }
 
-/// Whether the member has visits in the windows this detector looks at, so a
-/// silent member still deserves a weekly look.
-pub fn worth_reviewing(m: &MemberState, cfg: &Config) -> bool {
-    cfg.enabled && !m.visits.is_empty()
+/// The first week boundary after `now_ms` at which the member's visits
+/// would count as a decline if they made no further visit, or `None` if
+/// staying away would never trigger it (too little baseline). Windows are
+/// complete weeks, so the condition can only become true as a week closes;
+/// any new visit reschedules, which keeps this exact rather than a weekly
+/// poll of every member.
+pub fn due_ms(m: &MemberState, now_ms: i64, cfg: &Config) -> Option<i64> {
+    if !cfg.enabled || m.visits.is_empty() {
+        return None;
+    }
+    let this_week = week_of(now_ms);
+    // Past recent + baseline weeks both windows are empty: nothing can fire.
+    let horizon = (cfg.recent_weeks + cfg.baseline_weeks) as i32 + 1;
+    (1..=horizon)
+        .map(|k| week_start_ms(this_week + k))
+        .find(|&t| matches!(evaluate(m, t, cfg), Verdict::Fire(_)))
 }
 
 pub fn evaluate(m: &MemberState, now_ms: i64, cfg: &Config) -> Verdict {
@@ -157,6 +169,24 @@ mod tests {
             }
         }
         assert!(fired <= 4, "{fired} of 2000 steady visitors flagged");
+    }
+
+    #[test]
+    fn schedules_the_first_week_a_silent_visitor_would_count_as_declined() {
+        let cfg = Config::default();
+        let m = visitor(14, |_| 4.0, &mut Lcg(5));
+        let now = m.last_event_ms;
+        let due = due_ms(&m, now, &cfg).expect("a steady visitor who stops must be due");
+        assert!(matches!(evaluate(&m, due, &cfg), Verdict::Fire(_)));
+        assert!(due > now);
+        let week_before = week_start_ms(week_of(due) - 1);
+        assert!(week_before <= now || !matches!(evaluate(&m, week_before, &cfg), Verdict::Fire(_)));
+    }
+
+    #[test]
+    fn never_schedules_a_member_too_rare_to_judge() {
+        let m = visitor(14, |_| 0.5, &mut Lcg(3));
+        assert_eq!(due_ms(&m, m.last_event_ms, &Config::default()), None);
     }
 
     #[test]

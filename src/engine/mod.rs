@@ -36,7 +36,6 @@ use crate::state::keys::{
     GLOBAL_PARTITION,
 };
 use crate::state::member::{OpenAlert, Stage, NEVER};
-use crate::state::window::{week_of, week_start_ms};
 use crate::state::{Batch, MemberState, Store, StoreError, Table};
 use crate::telemetry::events::{
     DuplicateAbsorbed, EventConsumed, EventRejected, MemberAlerted, MemberReactivated,
@@ -121,6 +120,9 @@ pub struct Engine<S: Store> {
     parts: BTreeMap<u32, Partition>,
     /// Timer index changes since the last commit: `true` put, `false` delete.
     overlay: BTreeMap<Vec<u8>, bool>,
+    /// The smallest timer key scheduled at or before the clock while a firing
+    /// pass runs: the pass may already have moved past it.
+    refire: Option<Vec<u8>>,
     clock_ms: i64,
     clock_dirty: bool,
     raised: Vec<RaisedAlert>,
@@ -137,6 +139,7 @@ impl<S: Store> Engine<S> {
             metrics,
             parts: BTreeMap::new(),
             overlay: BTreeMap::new(),
+            refire: None,
             clock_ms,
             clock_dirty: false,
             raised: Vec::new(),
@@ -237,8 +240,10 @@ impl<S: Store> Engine<S> {
         self.stats.events += 1;
         EventConsumed { kind: e.kind }.emit(&self.metrics);
 
+        // Other members' timers fire once per batch (`fire_due_timers`), not
+        // here: a pass per event costs an iterator per event. The member's
+        // own pending timer still fires before its event is applied.
         self.observe(partition, e.ts_ms);
-        self.fire_due()?;
 
         let (key, mut cm) = self.checkout(partition, &e.member_id, e.ts_ms)?;
         let m = &mut cm.state;
@@ -271,6 +276,13 @@ impl<S: Store> Engine<S> {
             self.clock_ms = to_ms;
             self.clock_dirty = true;
         }
+        self.fire_due()
+    }
+
+    /// Fires every timer due by the stream clock. Call once per batch, before
+    /// [`Engine::take_alerts`]: a timer then fires at most one batch after
+    /// the clock passed it, and its alert still carries the due time.
+    pub fn fire_due_timers(&mut self) -> Result<u64, EngineError> {
         self.fire_due()
     }
 
@@ -397,6 +409,30 @@ impl<S: Store> Engine<S> {
         ))
     }
 
+    /// Like [`Self::checkout`], but `None` for a member without state.
+    fn checkout_existing(
+        &mut self,
+        partition: u32,
+        member_id: &str,
+    ) -> Result<Option<(Box<str>, Cached)>, EngineError> {
+        let part = self
+            .parts
+            .get_mut(&partition)
+            .expect("partition assigned before use");
+        if let Some(entry) = part.members.remove_entry(member_id) {
+            return Ok(Some(entry));
+        }
+        Ok(self.load(partition, member_id)?.map(|state| {
+            (
+                member_id.into(),
+                Cached {
+                    state,
+                    dirty: false,
+                },
+            )
+        }))
+    }
+
     fn checkin(&mut self, partition: u32, key: Box<str>, cm: Cached) {
         if let Some(part) = self.parts.get_mut(&partition) {
             part.members.insert(key, cm);
@@ -441,8 +477,16 @@ impl<S: Store> Engine<S> {
             .collect();
         let mut fired = 0;
         for p in due_parts {
-            let mut cursor = partition_prefix(p).to_vec();
+            // Everything before the partition's lower bound has fired and is
+            // only tombstones now: seeking past them keeps this pass cheap.
+            let from_due = self.parts[&p].next_due;
+            let mut cursor = if from_due == NEVER {
+                partition_prefix(p).to_vec()
+            } else {
+                timer_bound(p, from_due.saturating_sub(1))
+            };
             let end = timer_bound(p, clock);
+            self.refire = None;
             loop {
                 let keys = self.due_timer_keys(&cursor, &end, 512)?;
                 if keys.is_empty() {
@@ -456,13 +500,10 @@ impl<S: Store> Engine<S> {
                         self.overlay.insert(key, false);
                         continue;
                     };
-                    let exists = self.parts[&p].members.contains_key(member)
-                        || self.load(p, member)?.is_some();
-                    if !exists {
+                    let Some((mkey, mut cm)) = self.checkout_existing(p, member)? else {
                         self.overlay.insert(key, false);
                         continue;
-                    }
-                    let (mkey, mut cm) = self.checkout(p, member, due)?;
+                    };
                     if cm.state.timer_due_ms == due {
                         self.on_timer(p, &mkey, &mut cm.state, due);
                         cm.dirty = true;
@@ -472,6 +513,11 @@ impl<S: Store> Engine<S> {
                         self.overlay.insert(key, false);
                     }
                     self.checkin(p, mkey, cm);
+                }
+                // A fired timer can reschedule its member to a moment that has
+                // also passed; go back for it rather than leave it behind.
+                if let Some(r) = self.refire.take().filter(|r| *r < cursor) {
+                    cursor = r;
                 }
             }
             let next = self.peek_next_due(p, clock)?;
@@ -743,12 +789,8 @@ impl<S: Store> Engine<S> {
             consider(checkin_lapse::due_ms(m, &d.checkin_lapse));
         }
         consider(stage_change::due_ms(m, now, &self.cfg.lifecycle));
-        if !m.episodes[Signal::VisitDecline as usize].open
-            && visit_decline::worth_reviewing(m, &d.visit_decline)
-        {
-            // Complete-week windows: a member who stops visiting altogether
-            // is looked at again as each week closes.
-            consider(Some(week_start_ms(week_of(now) + 1)));
+        if !m.episodes[Signal::VisitDecline as usize].open {
+            consider(visit_decline::due_ms(m, now, &d.visit_decline));
         }
         let due = if due == i64::MAX { NEVER } else { due };
         if due == m.timer_due_ms {
@@ -759,8 +801,11 @@ impl<S: Store> Engine<S> {
                 .insert(timer_key(partition, m.timer_due_ms, member_id), false);
         }
         if due != NEVER {
-            self.overlay
-                .insert(timer_key(partition, due, member_id), true);
+            let key = timer_key(partition, due, member_id);
+            if due <= self.clock_ms && self.refire.as_ref().is_none_or(|r| key < *r) {
+                self.refire = Some(key.clone());
+            }
+            self.overlay.insert(key, true);
             if let Some(part) = self.parts.get_mut(&partition) {
                 part.next_due = part.next_due.min(due);
             }

@@ -69,15 +69,20 @@ pub fn read_json_lines(path: &Path) -> Vec<serde_json::Value> {
 }
 
 /// Alerts without `emitted_at`, the one field allowed to differ between runs.
+/// Alerts without `emitted_at`, ordered by `alert_id`: timers of different
+/// members fire at batch ends, so only each member's own alerts keep a fixed
+/// order across runs with different batch boundaries.
 pub fn comparable(alerts: &[serde_json::Value]) -> Vec<serde_json::Value> {
-    alerts
+    let mut out: Vec<serde_json::Value> = alerts
         .iter()
         .map(|a| {
             let mut a = a.clone();
             a.as_object_mut().unwrap().remove("emitted_at");
             a
         })
-        .collect()
+        .collect();
+    out.sort_by(|a, b| a["alert_id"].as_str().cmp(&b["alert_id"].as_str()));
+    out
 }
 
 /// 2026-11-01T00:00:00Z: a fixed end for simulated histories.
