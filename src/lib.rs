@@ -17,6 +17,7 @@ pub mod config;
 pub mod detect;
 pub mod engine;
 pub mod event;
+pub mod pipeline;
 pub mod replay;
 pub mod simulate;
 pub mod state;

@@ -11,7 +11,8 @@ use churnwatch::config::Config;
 use churnwatch::event::parse_rfc3339_ms;
 use churnwatch::replay::{self, ReplayOptions};
 use churnwatch::simulate::{self, SimOptions};
-use churnwatch::telemetry::{logging, Metrics};
+use churnwatch::pipeline;
+use churnwatch::telemetry::{http, logging, Metrics};
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +27,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the Kafka pipeline: consume member events, keep state in RocksDB,
+    /// publish alerts, serve /metrics, /healthz and /readyz.
+    Run {
+        /// Config file (SPEC §8); `kafka.brokers` is required here or in
+        /// CHURNWATCH_KAFKA_BROKERS.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Replay newline-delimited JSON events through the engine offline.
     Replay {
         /// Input NDJSON file, `-` for stdin.
@@ -73,8 +82,17 @@ enum Command {
         #[arg(long, default_value_t = 0.0)]
         duplicate_ratio: f64,
         /// Write NDJSON here (`-` for stdout).
-        #[arg(long)]
-        output: String,
+        #[arg(long, required_unless_present = "brokers")]
+        output: Option<String>,
+        /// Produce to Kafka at these bootstrap servers instead of a file.
+        #[arg(long, conflicts_with = "output")]
+        brokers: Option<String>,
+        /// Topic to produce to (with --brokers).
+        #[arg(long, default_value = "member-events")]
+        topic: String,
+        /// Events per second when producing (0: as fast as possible).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
     },
 }
 
@@ -96,6 +114,25 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run { config } => {
+            let cfg = match load_config(config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if let Err(e) = cfg.require_brokers() {
+                eprintln!("churnwatch: {e}");
+                return ExitCode::from(2);
+            }
+            logging::init(&cfg.log.level, cfg.log.json);
+            match run_pipeline(&cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "churnwatch run failed");
+                    eprintln!("churnwatch run: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Replay {
             input,
             output,
@@ -139,14 +176,20 @@ fn main() -> ExitCode {
             bad_ratio,
             duplicate_ratio,
             output,
+            brokers,
+            topic,
+            rate,
         } => match run_simulate(
-            members,
-            days,
-            end,
-            seed,
-            bad_ratio,
-            duplicate_ratio,
-            &output,
+            SimOptions {
+                members,
+                days,
+                end_ms: end.unwrap_or_else(|| chrono::Utc::now().timestamp_millis()),
+                seed,
+                bad_ratio,
+                duplicate_ratio,
+            },
+            output.as_deref(),
+            brokers.as_deref().map(|b| (b, topic.as_str(), rate)),
         ) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -157,24 +200,51 @@ fn main() -> ExitCode {
     }
 }
 
+fn run_pipeline(cfg: &Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let metrics = Arc::new(Metrics::new());
+    let control = pipeline::Control::default();
+    rt.block_on(http::serve(
+        &cfg.http.listen,
+        metrics.clone(),
+        control.ready.clone(),
+    ))
+    .with_context(|| format!("http.listen: cannot listen on {}", cfg.http.listen))?;
+    let shutdown = control.shutdown.clone();
+    rt.spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down: finishing the batch and draining the outbox");
+        shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    pipeline::run(cfg, metrics, control, rt.handle())?;
+    Ok(())
+}
+
 fn run_simulate(
-    members: usize,
-    days: u32,
-    end: Option<i64>,
-    seed: u64,
-    bad_ratio: f64,
-    duplicate_ratio: f64,
-    output: &str,
+    opts: SimOptions,
+    output: Option<&str>,
+    kafka: Option<(&str, &str, u64)>,
 ) -> anyhow::Result<()> {
-    let opts = SimOptions {
-        members,
-        days,
-        end_ms: end.unwrap_or_else(|| chrono::Utc::now().timestamp_millis()),
-        seed,
-        bad_ratio,
-        duplicate_ratio,
-    };
     let events = simulate::generate(&opts);
+    let members = opts.members;
+    if let Some((brokers, topic, rate)) = kafka {
+        simulate::produce(&events, brokers, topic, rate)?;
+        eprintln!(
+            "produced {} events for {members} members to {topic} at {brokers}",
+            events.len()
+        );
+        return Ok(());
+    }
+    let output = output.unwrap_or("-");
     if output == "-" {
         simulate::write_ndjson(&events, &mut std::io::stdout().lock())?;
     } else {

@@ -170,6 +170,14 @@ pub struct PipelineConfig {
     pub shutdown_grace_ms: u64,
     /// librdkafka `max.poll.interval.ms`.
     pub max_poll_interval_ms: u64,
+    /// Create the input, alert and dead-letter topics at start-up when they
+    /// do not exist (needs the ACL to create topics).
+    pub create_topics: bool,
+    /// Partitions for topics churnwatch creates.
+    pub topic_partitions: i32,
+    /// Alerts and dead letters waiting for the broker before consumption
+    /// pauses (a broker outage must not grow the outbox without bound).
+    pub outbox_max: usize,
 }
 
 impl Default for PipelineConfig {
@@ -179,6 +187,9 @@ impl Default for PipelineConfig {
             batch_max_wait_ms: 100,
             shutdown_grace_ms: 20_000,
             max_poll_interval_ms: 300_000,
+            create_topics: true,
+            topic_partitions: 6,
+            outbox_max: 100_000,
         }
     }
 }
@@ -461,6 +472,24 @@ impl Config {
             return Err(ConfigError::invalid(
                 "pipeline.batch_max_messages",
                 "must be at least 1",
+            ));
+        }
+        if self.pipeline.topic_partitions < 1 {
+            return Err(ConfigError::invalid(
+                "pipeline.topic_partitions",
+                "must be at least 1",
+            ));
+        }
+        if self.pipeline.outbox_max == 0 {
+            return Err(ConfigError::invalid(
+                "pipeline.outbox_max",
+                "must be at least 1",
+            ));
+        }
+        if self.kafka.input_topics.is_empty() {
+            return Err(ConfigError::invalid(
+                "kafka.input_topics",
+                "must name at least one topic",
             ));
         }
         Ok(())

@@ -430,3 +430,77 @@ mod tests {
         assert!(bad > 0 && bad < evs.len() / 5, "{bad}");
     }
 }
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error("kafka producer: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("{undelivered} of {total} events were not acknowledged by the broker")]
+    Undelivered { undelivered: u64, total: u64 },
+}
+
+/// Produces the events to `topic`, keyed by member id (invalid lines keep
+/// their member's key), at `rate` events per second (0: unthrottled), and
+/// waits until the broker has acknowledged every one.
+pub fn produce(
+    events: &[SimEvent],
+    brokers: &str,
+    topic: &str,
+    rate: u64,
+) -> Result<(), ProduceError> {
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    use rdkafka::producer::{DeliveryResult, ProducerContext};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    struct Count(Arc<AtomicU64>);
+    impl rdkafka::ClientContext for Count {}
+    impl ProducerContext for Count {
+        type DeliveryOpaque = ();
+        fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+            if r.is_err() {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    let failed = Arc::new(AtomicU64::new(0));
+    let producer: ThreadedProducer<Count> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "200000")
+        .create_with_context(Count(failed.clone()))?;
+    let started = std::time::Instant::now();
+    for (i, e) in events.iter().enumerate() {
+        if rate > 0 {
+            let due = std::time::Duration::from_secs_f64(i as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let key = member_id(e.member as usize);
+        let mut rec = BaseRecord::to(topic).key(key.as_bytes()).payload(e.json.as_bytes());
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ), r)) => {
+                    rec = r;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+    producer.flush(std::time::Duration::from_secs(120))?;
+    let undelivered = failed.load(Ordering::Relaxed) + producer.in_flight_count() as u64;
+    if undelivered > 0 {
+        return Err(ProduceError::Undelivered {
+            undelivered,
+            total: events.len() as u64,
+        });
+    }
+    Ok(())
+}

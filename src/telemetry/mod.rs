@@ -8,6 +8,7 @@
 //! an event costs an atomic add, not a label lookup.
 
 pub mod events;
+pub mod http;
 pub mod logging;
 
 use prometheus::{

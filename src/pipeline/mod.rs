@@ -1,0 +1,510 @@
+//! `churnwatch run`: the Kafka pipeline around the engine.
+//!
+//! # Delivery guarantee
+//!
+//! **Effectively once for state, at least once for alerts and dead letters,
+//! with stable ids.** Each batch of input messages ends in one RocksDB write
+//! batch holding the changed member state, timers, the next input offset of
+//! every partition in the batch, and the batch's alerts and dead letters in
+//! an outbox. After a crash the engine resumes from the offsets in RocksDB,
+//! so every event changes state exactly once, whatever Kafka's committed
+//! offsets say (those are committed only for lag monitoring). Outbox records
+//! are published by an idempotent producer and deleted only once the broker
+//! has acknowledged them; a crash between acknowledgement and deletion
+//! publishes a record again, with the same `alert_id` (dead letters: same
+//! source topic/partition/offset headers), so subscribers can deduplicate.
+//!
+//! # Limits
+//!
+//! - Engine partition = Kafka partition number. With several input topics
+//!   a member's events must be co-partitioned (same key, same partition
+//!   count), as the default partitioner does for topics of equal size.
+//! - Alert order is guaranteed per member (key = member id, one producer),
+//!   not across members.
+//! - During a broker outage the outbox grows up to `pipeline.outbox_max`,
+//!   then consumption pauses; nothing is dropped. If the pause outlasts
+//!   `max.poll.interval.ms` the consumer leaves the group and rejoins later.
+//! - A rebalance waits for the engine to commit what it has consumed; with
+//!   the default 5,000-message batches that is well under a second.
+//! - Kafka redelivery after a rebalance race is absorbed: messages below the
+//!   offset stored with the state are skipped, and duplicate `event_id`s
+//!   change nothing.
+
+pub mod outbox;
+pub mod sink;
+pub mod source;
+pub mod topics;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
+
+use crate::config::Config;
+use crate::engine::{Engine, EngineError, Outcome};
+use crate::state::keys::{meta_key, GLOBAL_PARTITION};
+use crate::state::{Batch, RocksStore, RocksTuning, Store, StoreError, Table};
+use crate::telemetry::events::AlertPublished;
+use crate::telemetry::Metrics;
+use outbox::OutboxRecord;
+use sink::Sink;
+use source::{SourceMsg, SourceOptions, TopicPartition};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("kafka client: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("state store: {0}")]
+    Store(#[from] StoreError),
+    #[error("engine: {0}")]
+    Engine(#[from] EngineError),
+    #[error("cannot create state directory {path}: {source}")]
+    StateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("creating topics: {0}")]
+    Topics(String),
+    #[error("corrupt outbox entry {seq}: {reason}")]
+    Outbox { seq: u64, reason: String },
+}
+
+/// Shared flags between the pipeline, the HTTP endpoints and signal handling.
+#[derive(Clone, Default)]
+pub struct Control {
+    /// Set to stop: the pipeline finishes its batch, drains the outbox
+    /// (up to `pipeline.shutdown_grace_ms`) and returns.
+    pub shutdown: Arc<AtomicBool>,
+    /// Partitions assigned, store open, and the last batch committed recently.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// librdkafka settings common to every client, then the pass-through ones.
+pub fn client_config(cfg: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka.brokers);
+    for (k, v) in &cfg.kafka.client {
+        c.set(k, v);
+    }
+    c
+}
+
+fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
+    meta_key(GLOBAL_PARTITION, &format!("offset/{topic}/{partition}"))
+}
+
+fn read_offset(store: &RocksStore, tp: &TopicPartition) -> Result<Option<i64>, StoreError> {
+    Ok(store
+        .get(Table::Meta, &offset_key(&tp.0, tp.1))?
+        .and_then(|v| v.try_into().ok().map(i64::from_le_bytes)))
+}
+
+/// Runs until `control.shutdown` is set. Blocks the calling thread; `rt`
+/// serves the admin calls made at start-up.
+pub fn run(
+    cfg: &Config,
+    metrics: Arc<Metrics>,
+    control: Control,
+    rt: &tokio::runtime::Handle,
+) -> Result<(), PipelineError> {
+    cfg.require_brokers()
+        .map_err(|e| PipelineError::Topics(e.to_string()))?;
+    if cfg.pipeline.create_topics {
+        rt.block_on(topics::ensure(cfg))
+            .map_err(PipelineError::Topics)?;
+    }
+    let tuning = RocksTuning {
+        block_cache_bytes: cfg.state.block_cache_mb << 20,
+        write_buffer_bytes: cfg.state.write_buffer_mb << 20,
+        sync_wal: cfg.state.sync_wal,
+    };
+    std::fs::create_dir_all(&cfg.state.dir).map_err(|source| PipelineError::StateDir {
+        path: cfg.state.dir.display().to_string(),
+        source,
+    })?;
+    let store = RocksStore::open(&cfg.state.dir, &tuning)?;
+    let engine = Engine::new(store, cfg.engine(), metrics.clone())?;
+
+    let sink = Sink::new(
+        client_config(cfg),
+        &cfg.kafka.alert_topic,
+        &cfg.kafka.dlq_topic,
+    )?;
+    let mut consumer_cfg = client_config(cfg);
+    consumer_cfg
+        .set("group.id", &cfg.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set(
+            "max.poll.interval.ms",
+            cfg.pipeline.max_poll_interval_ms.to_string(),
+        );
+    // Pass-through settings win over the defaults above.
+    for (k, v) in &cfg.kafka.client {
+        consumer_cfg.set(k, v);
+    }
+    let (source, rx) = source::start(
+        consumer_cfg,
+        &cfg.kafka.input_topics,
+        SourceOptions {
+            batch_max_messages: cfg.pipeline.batch_max_messages,
+            batch_max_wait: Duration::from_millis(cfg.pipeline.batch_max_wait_ms),
+        },
+        control.shutdown.clone(),
+    )?;
+
+    let mut driver = Driver::new(cfg, engine, sink, metrics, control.clone())?;
+    tracing::info!(
+        brokers = %cfg.kafka.brokers,
+        topics = ?cfg.kafka.input_topics,
+        state = %cfg.state.dir.display(),
+        outbox = driver.outbox.len(),
+        "pipeline started"
+    );
+    let tick = Duration::from_millis(200);
+    let result = loop {
+        if control.shutdown.load(Ordering::Relaxed) {
+            break Ok(());
+        }
+        if driver.outbox.len() >= driver.outbox_max {
+            // Backpressure: let the broker catch up before reading more.
+            if let Err(e) = driver.tick() {
+                break Err(e);
+            }
+            std::thread::sleep(tick);
+            continue;
+        }
+        let step = match rx.recv_timeout(tick) {
+            Ok(msg) => driver.handle(msg, &source.consumer),
+            Err(RecvTimeoutError::Timeout) => Ok(()),
+            Err(RecvTimeoutError::Disconnected) => break Ok(()),
+        };
+        if let Err(e) = step.and_then(|()| driver.tick()) {
+            break Err(e);
+        }
+    };
+    // Drain what the source already handed over, then finish publishing.
+    while let Ok(msg) = rx.try_recv() {
+        driver.handle(msg, &source.consumer)?;
+    }
+    driver.shutdown(Duration::from_millis(cfg.pipeline.shutdown_grace_ms))?;
+    control.ready.store(false, Ordering::Relaxed);
+    drop(rx);
+    let _ = source.thread.join();
+    result
+}
+
+/// The engine side of the pipeline: owns the engine, the outbox and the
+/// offsets, and is the only writer of the store.
+struct Driver {
+    engine: Engine<RocksStore>,
+    sink: Sink,
+    metrics: Arc<Metrics>,
+    control: Control,
+    /// Outbox records not yet acknowledged, by sequence.
+    outbox: BTreeMap<u64, OutboxRecord>,
+    outbox_max: usize,
+    next_seq: u64,
+    /// Records written to `outbox` but not yet to the store.
+    pending_puts: Vec<u64>,
+    /// Acknowledged records to delete in the next commit.
+    delivered: Vec<u64>,
+    /// Next offset to read per assigned input partition.
+    offsets: BTreeMap<TopicPartition, i64>,
+    assigned: BTreeSet<TopicPartition>,
+    last_message: Instant,
+    last_commit: Instant,
+    last_stats: Instant,
+    last_error_log: Option<Instant>,
+    json: Vec<u8>,
+}
+
+impl Driver {
+    fn new(
+        cfg: &Config,
+        engine: Engine<RocksStore>,
+        sink: Sink,
+        metrics: Arc<Metrics>,
+        control: Control,
+    ) -> Result<Self, PipelineError> {
+        // Whatever a previous run committed but never got acknowledged is
+        // published again first.
+        let mut outbox = BTreeMap::new();
+        let mut from = outbox::key(0);
+        let end = outbox::key(u64::MAX);
+        loop {
+            let chunk = engine.store().scan(Table::Outbox, &from, &end, 10_000)?;
+            let Some((last, _)) = chunk.last() else { break };
+            from = last.clone();
+            from.push(0);
+            for (k, v) in chunk {
+                let seq = outbox::seq_of(&k).unwrap_or_default();
+                let rec = OutboxRecord::decode(&v).map_err(|e| PipelineError::Outbox {
+                    seq,
+                    reason: e.to_string(),
+                })?;
+                outbox.insert(seq, rec);
+            }
+        }
+        metrics.restore_records.inc_by(outbox.len() as u64);
+        let next_seq = outbox.keys().next_back().map_or(0, |s| s + 1);
+        Ok(Driver {
+            engine,
+            sink,
+            metrics,
+            control,
+            outbox,
+            outbox_max: cfg.pipeline.outbox_max,
+            next_seq,
+            pending_puts: Vec::new(),
+            delivered: Vec::new(),
+            offsets: BTreeMap::new(),
+            assigned: BTreeSet::new(),
+            last_message: Instant::now(),
+            last_commit: Instant::now(),
+            last_stats: Instant::now() - Duration::from_secs(60),
+            last_error_log: None,
+            json: Vec::with_capacity(4096),
+        })
+    }
+
+    fn handle(
+        &mut self,
+        msg: SourceMsg,
+        consumer: &rdkafka::consumer::BaseConsumer<source::SourceContext>,
+    ) -> Result<(), PipelineError> {
+        match msg {
+            SourceMsg::Batch(messages) => self.batch(messages, consumer),
+            SourceMsg::Assigned(parts, reply) => {
+                let mut answer = Vec::with_capacity(parts.len());
+                for tp in parts {
+                    let next = read_offset(self.engine.store(), &tp)?;
+                    self.engine.assign(tp.1 as u32)?;
+                    if let Some(n) = next {
+                        self.offsets.insert(tp.clone(), n);
+                    }
+                    self.assigned.insert(tp);
+                    answer.push(next);
+                }
+                self.metrics.rebalance("assign");
+                self.metrics
+                    .partitions_assigned
+                    .set(self.assigned.len() as i64);
+                tracing::info!(partitions = ?self.assigned, "partitions assigned");
+                let _ = reply.send(answer);
+                Ok(())
+            }
+            SourceMsg::Revoked(parts, ack) => {
+                // Everything consumed is committed at the end of each batch;
+                // commit once more for pending outbox deletions, then let go.
+                self.commit(Batch::default())?;
+                for tp in &parts {
+                    self.assigned.remove(tp);
+                    self.offsets.remove(tp);
+                }
+                let still: BTreeSet<i32> = self.assigned.iter().map(|tp| tp.1).collect();
+                for (_, p) in &parts {
+                    if !still.contains(p) {
+                        self.engine.revoke(*p as u32);
+                    }
+                }
+                self.metrics.rebalance("revoke");
+                self.metrics
+                    .partitions_assigned
+                    .set(self.assigned.len() as i64);
+                tracing::info!(revoked = ?parts, "partitions revoked");
+                let _ = ack.send(());
+                Ok(())
+            }
+            SourceMsg::Error(e) => {
+                self.metrics.broker_errors.inc();
+                // A broker outage reports the same error many times a second.
+                if self
+                    .last_error_log
+                    .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+                {
+                    tracing::warn!(error = %e, "kafka consumer error (retrying)");
+                    self.last_error_log = Some(Instant::now());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn batch(
+        &mut self,
+        messages: Vec<rdkafka::message::OwnedMessage>,
+        consumer: &rdkafka::consumer::BaseConsumer<source::SourceContext>,
+    ) -> Result<(), PipelineError> {
+        let started = Instant::now();
+        let wall = chrono::Utc::now().timestamp_millis();
+        let mut offsets = Batch::default();
+        let mut moved: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+        for m in &messages {
+            let tp = (m.topic().to_string(), m.partition());
+            if self.offsets.get(&tp).is_some_and(|next| m.offset() < *next) {
+                continue; // already in the state (redelivered after a rebalance race)
+            }
+            let payload = m.payload().unwrap_or_default();
+            if let Outcome::Rejected(r) = self.engine.process(m.partition() as u32, payload, wall)? {
+                self.push(OutboxRecord::DeadLetter {
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: payload.to_vec(),
+                    error: r.to_string(),
+                    topic: tp.0.clone(),
+                    partition: tp.1,
+                    offset: m.offset(),
+                });
+            }
+            moved.insert(tp.clone(), m.offset() + 1);
+            self.offsets.insert(tp, m.offset() + 1);
+        }
+        self.last_message = Instant::now();
+        for (tp, next) in &moved {
+            offsets.put(Table::Meta, offset_key(&tp.0, tp.1), next.to_le_bytes().to_vec());
+        }
+        self.collect_alerts()?;
+        self.commit(offsets)?;
+        self.metrics
+            .processing_latency
+            .observe(started.elapsed().as_secs_f64());
+        // Kafka's committed offsets only feed lag monitoring: the truth is in
+        // RocksDB, so an async commit that fails costs nothing.
+        if !moved.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (tp, next) in &moved {
+                let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(*next));
+            }
+            let _ = consumer.commit(&tpl, CommitMode::Async);
+        }
+        self.publish();
+        Ok(())
+    }
+
+    fn push(&mut self, rec: OutboxRecord) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.outbox.insert(seq, rec);
+        self.pending_puts.push(seq);
+    }
+
+    /// Fires due timers and moves the engine's alerts into the outbox.
+    fn collect_alerts(&mut self) -> Result<(), PipelineError> {
+        self.engine.fire_due_timers()?;
+        let emitted = chrono::Utc::now().timestamp_millis();
+        for raised in self.engine.take_alerts() {
+            let a = raised.alert;
+            self.json.clear();
+            a.write_json(&mut self.json, emitted);
+            AlertPublished {
+                signal: a.signal,
+                severity: a.severity,
+            }
+            .emit(&self.metrics);
+            let rec = OutboxRecord::Alert {
+                member_id: a.member_id.to_string(),
+                json: self.json.clone(),
+            };
+            self.push(rec);
+        }
+        Ok(())
+    }
+
+    /// One atomic write: engine state, `extra` (offsets), new outbox
+    /// records, and deletions of delivered ones.
+    fn commit(&mut self, mut extra: Batch) -> Result<(), PipelineError> {
+        for seq in self.pending_puts.drain(..) {
+            if let Some(rec) = self.outbox.get(&seq) {
+                extra.put(Table::Outbox, outbox::key(seq), rec.encode());
+            }
+        }
+        for seq in self.delivered.drain(..) {
+            extra.delete(Table::Outbox, outbox::key(seq));
+        }
+        self.engine.commit(extra)?;
+        self.last_commit = Instant::now();
+        self.metrics.outbox_depth.set(self.outbox.len() as i64);
+        Ok(())
+    }
+
+    /// Hands every committed, not yet in-flight outbox record to the producer.
+    fn publish(&mut self) {
+        for (seq, rec) in &self.outbox {
+            if self.sink.is_in_flight(*seq) {
+                continue;
+            }
+            if !self.sink.send(*seq, rec) {
+                break;
+            }
+            if matches!(rec, OutboxRecord::DeadLetter { .. }) {
+                self.metrics.dlq_published.inc();
+            }
+        }
+    }
+
+    /// Periodic work: acknowledgements, retries, idle clock, gauges.
+    fn tick(&mut self) -> Result<(), PipelineError> {
+        let (ok, failed) = self.sink.drain_acks();
+        for seq in ok {
+            self.outbox.remove(&seq);
+            self.delivered.push(seq);
+        }
+        let clock = self.engine.config().clock.clone();
+        let idle = self.last_message.elapsed().as_millis() as i64 >= clock.idle_after_ms;
+        if clock.idle_advance && idle && !self.assigned.is_empty() {
+            // A quiet stream still has a clock: absence is the signal.
+            let to = chrono::Utc::now().timestamp_millis() - clock.allowed_lateness_ms;
+            if self.engine.clock_ms().is_some_and(|c| to > c) {
+                self.engine.advance_clock_to(to)?;
+            }
+        }
+        self.collect_alerts()?;
+        let due = !self.pending_puts.is_empty()
+            || (!self.delivered.is_empty() && self.last_commit.elapsed() > Duration::from_secs(1));
+        if due {
+            self.commit(Batch::default())?;
+        }
+        if !failed.is_empty() || self.sink.in_flight() < self.outbox.len() {
+            self.publish();
+        }
+        if self.last_stats.elapsed() > Duration::from_secs(5) {
+            self.last_stats = Instant::now();
+            self.metrics.update_store(&self.engine.store().stats());
+        }
+        let ready = !self.assigned.is_empty()
+            && self.last_commit.elapsed() < Duration::from_secs(60);
+        self.control.ready.store(ready, Ordering::Relaxed);
+        self.metrics.ready.set(ready as i64);
+        Ok(())
+    }
+
+    fn shutdown(&mut self, grace: Duration) -> Result<(), PipelineError> {
+        self.collect_alerts()?;
+        self.commit(Batch::default())?;
+        self.publish();
+        let deadline = Instant::now() + grace;
+        while !self.outbox.is_empty() && Instant::now() < deadline {
+            self.sink.flush(Duration::from_millis(200));
+            let (ok, _) = self.sink.drain_acks();
+            for seq in ok {
+                self.outbox.remove(&seq);
+                self.delivered.push(seq);
+            }
+            self.publish();
+        }
+        self.commit(Batch::default())?;
+        tracing::info!(
+            undelivered = self.outbox.len(),
+            "pipeline stopped; undelivered records stay in the outbox for the next start"
+        );
+        Ok(())
+    }
+}

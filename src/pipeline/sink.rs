@@ -1,0 +1,158 @@
+//! The Kafka sink: publishes outbox records with an idempotent producer and
+//! reports which ones the broker acknowledged, so the engine can delete them
+//! from the outbox in its next commit.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer,
+};
+use rdkafka::ClientContext;
+
+use super::outbox::OutboxRecord;
+
+/// The broker's answer for one outbox record.
+pub struct Delivery {
+    pub seq: u64,
+    pub ok: bool,
+}
+
+pub struct SinkContext {
+    acks: Sender<Delivery>,
+}
+
+impl ClientContext for SinkContext {}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = Box<u64>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: Box<u64>) {
+        if let Err((e, _)) = result {
+            tracing::warn!(error = %e, "alert or dead letter not delivered; it stays in the outbox");
+        }
+        let _ = self.acks.send(Delivery {
+            seq: *seq,
+            ok: result.is_ok(),
+        });
+    }
+}
+
+pub struct Sink {
+    producer: ThreadedProducer<SinkContext>,
+    pub acks: Receiver<Delivery>,
+    alert_topic: String,
+    dlq_topic: String,
+    /// Records handed to the producer and not yet answered, with when.
+    in_flight: BTreeMap<u64, Instant>,
+}
+
+impl Sink {
+    pub fn new(
+        mut client: rdkafka::ClientConfig,
+        alert_topic: &str,
+        dlq_topic: &str,
+    ) -> Result<Self, KafkaError> {
+        let (tx, rx) = channel();
+        client
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "20")
+            .set("compression.type", "lz4");
+        let producer = client.create_with_context(SinkContext { acks: tx })?;
+        Ok(Sink {
+            producer,
+            acks: rx,
+            alert_topic: alert_topic.to_string(),
+            dlq_topic: dlq_topic.to_string(),
+            in_flight: BTreeMap::new(),
+        })
+    }
+
+    pub fn is_in_flight(&self, seq: u64) -> bool {
+        self.in_flight.contains_key(&seq)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Hands one record to the producer. `false` when its local queue is
+    /// full: try again after acknowledgements come back.
+    pub fn send(&mut self, seq: u64, record: &OutboxRecord) -> bool {
+        let r = match record {
+            OutboxRecord::Alert { member_id, json } => self.producer.send(
+                BaseRecord::with_opaque_to(&self.alert_topic, Box::new(seq))
+                    .key(member_id.as_bytes())
+                    .payload(json.as_slice()),
+            ),
+            OutboxRecord::DeadLetter {
+                key,
+                payload,
+                error,
+                topic,
+                partition,
+                offset,
+            } => {
+                let partition = partition.to_string();
+                let offset = offset.to_string();
+                let headers = OwnedHeaders::new()
+                    .insert(Header {
+                        key: "churnwatch.error",
+                        value: Some(error.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: "churnwatch.source.topic",
+                        value: Some(topic.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: "churnwatch.source.partition",
+                        value: Some(partition.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: "churnwatch.source.offset",
+                        value: Some(offset.as_bytes()),
+                    });
+                let mut rec = BaseRecord::with_opaque_to(&self.dlq_topic, Box::new(seq))
+                    .payload(payload.as_slice())
+                    .headers(headers);
+                if let Some(k) = key {
+                    rec = rec.key(k.as_slice());
+                }
+                self.producer.send(rec)
+            }
+        };
+        match r {
+            Ok(()) => {
+                self.in_flight.insert(seq, Instant::now());
+                true
+            }
+            Err((e, _)) => {
+                tracing::debug!(error = %e, "producer queue full; retrying later");
+                false
+            }
+        }
+    }
+
+    /// Collects the broker's answers so far: acknowledged sequence numbers
+    /// (to delete) and failed ones (to send again).
+    pub fn drain_acks(&mut self) -> (Vec<u64>, Vec<u64>) {
+        let (mut ok, mut failed) = (Vec::new(), Vec::new());
+        while let Ok(d) = self.acks.try_recv() {
+            self.in_flight.remove(&d.seq);
+            if d.ok {
+                ok.push(d.seq);
+            } else {
+                failed.push(d.seq);
+            }
+        }
+        (ok, failed)
+    }
+
+    /// Waits up to `timeout` for everything in flight to be answered.
+    pub fn flush(&self, timeout: Duration) {
+        let _ = self.producer.flush(timeout);
+    }
+}

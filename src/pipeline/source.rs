@@ -1,0 +1,203 @@
+//! The Kafka source: one thread polls the consumer and hands the engine
+//! batches, assignments and revocations as messages, in consumption order.
+//!
+//! Offsets come from RocksDB, not from Kafka: on assignment the engine
+//! answers with the next offset it has state for, and the partition is
+//! assigned at exactly that offset. On revocation the callback blocks until
+//! the engine has committed everything consumed so far, so the next owner
+//! starts where this one's state ends.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::ClientContext;
+
+/// A topic partition of the input.
+pub type TopicPartition = (String, i32);
+
+/// What the source tells the engine.
+pub enum SourceMsg {
+    /// Messages in consumption order (per partition in offset order).
+    Batch(Vec<OwnedMessage>),
+    /// Newly assigned partitions; reply with the next offset to read for
+    /// each (`None`: no state yet, start from `auto.offset.reset`).
+    Assigned(Vec<TopicPartition>, SyncSender<Vec<Option<i64>>>),
+    /// Partitions being taken away; reply once their state is committed.
+    Revoked(Vec<TopicPartition>, SyncSender<()>),
+    /// The consumer reported an error (broker down, etc.); it keeps retrying.
+    Error(KafkaError),
+}
+
+pub struct SourceContext {
+    to_engine: SyncSender<SourceMsg>,
+    shutdown: Arc<AtomicBool>,
+}
+
+impl ClientContext for SourceContext {}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+impl SourceContext {
+    /// Asks the engine and waits. If the engine is gone (shutting down),
+    /// `None`: the caller falls back to a plain assignment.
+    fn ask<T>(&self, make: impl FnOnce(SyncSender<T>) -> SourceMsg) -> Option<T> {
+        let (tx, rx) = sync_channel(1);
+        self.to_engine.send(make(tx)).ok()?;
+        rx.recv().ok()
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let parts = partitions(tpl);
+                if !self.shutdown.load(Ordering::Relaxed) {
+                    if let Some(offsets) =
+                        self.ask(|tx| SourceMsg::Assigned(parts.clone(), tx))
+                    {
+                        for ((topic, partition), next) in parts.iter().zip(offsets) {
+                            if let Some(next) = next {
+                                let _ = tpl.set_partition_offset(
+                                    topic,
+                                    *partition,
+                                    Offset::Offset(next),
+                                );
+                            }
+                        }
+                    }
+                }
+                let r = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "assigning partitions failed");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let parts = partitions(tpl);
+                // Everything already handed over is ahead of this message in
+                // the channel, so the engine commits it before acking.
+                let _ = self.ask(|tx| SourceMsg::Revoked(parts, tx));
+                let r = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "unassigning partitions failed");
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+/// The consumer and the thread polling it.
+pub struct Source {
+    pub consumer: Arc<BaseConsumer<SourceContext>>,
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+pub struct SourceOptions {
+    pub batch_max_messages: usize,
+    pub batch_max_wait: Duration,
+}
+
+/// Starts polling on a dedicated thread; messages go to the returned
+/// receiver. Polling stops when `shutdown` is set (the channel then closes).
+pub fn start(
+    client: rdkafka::ClientConfig,
+    topics: &[String],
+    opts: SourceOptions,
+    shutdown: Arc<AtomicBool>,
+) -> Result<(Source, Receiver<SourceMsg>), KafkaError> {
+    // A small bound: the source never runs more than a few batches ahead of
+    // the engine, so memory stays bounded and revocations stay prompt.
+    let (tx, rx) = sync_channel(4);
+    let ctx = SourceContext {
+        to_engine: tx.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let consumer: BaseConsumer<SourceContext> = client.create_with_context(ctx)?;
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topic_refs)?;
+    let consumer = Arc::new(consumer);
+    let polled = consumer.clone();
+    let thread = std::thread::Builder::new()
+        .name("kafka-source".into())
+        .spawn(move || poll_loop(&polled, tx, opts, &shutdown))
+        .expect("spawn source thread");
+    Ok((Source { consumer, thread }, rx))
+}
+
+fn poll_loop(
+    consumer: &BaseConsumer<SourceContext>,
+    tx: SyncSender<SourceMsg>,
+    opts: SourceOptions,
+    shutdown: &AtomicBool,
+) {
+    let mut batch = Vec::with_capacity(opts.batch_max_messages);
+    let mut started = Instant::now();
+    while !shutdown.load(Ordering::Relaxed) {
+        let wait = if batch.is_empty() {
+            Duration::from_millis(100)
+        } else {
+            opts.batch_max_wait.saturating_sub(started.elapsed())
+        };
+        match consumer.poll(wait) {
+            Some(Ok(m)) => {
+                if batch.is_empty() {
+                    started = Instant::now();
+                }
+                batch.push(m.detach());
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) => {
+                if tx.send(SourceMsg::Error(e)).is_err() {
+                    return;
+                }
+            }
+            None => {}
+        }
+        let full = batch.len() >= opts.batch_max_messages;
+        let due = !batch.is_empty() && started.elapsed() >= opts.batch_max_wait;
+        if (full || due) && tx.send(SourceMsg::Batch(std::mem::take(&mut batch))).is_err() {
+            return;
+        }
+        if batch.capacity() == 0 {
+            batch.reserve(opts.batch_max_messages);
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(SourceMsg::Batch(batch));
+    }
+}
+
+/// Topic, partition and offset of a message, for logs and dead letters.
+pub fn origin(m: &OwnedMessage) -> (String, i32, i64) {
+    (m.topic().to_string(), m.partition(), m.offset())
+}
