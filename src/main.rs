@@ -9,9 +9,9 @@ use clap::{Parser, Subcommand};
 
 use churnwatch::config::Config;
 use churnwatch::event::parse_rfc3339_ms;
+use churnwatch::pipeline;
 use churnwatch::replay::{self, ReplayOptions};
 use churnwatch::simulate::{self, SimOptions};
-use churnwatch::pipeline;
 use churnwatch::telemetry::{http, logging, Metrics};
 
 #[derive(Parser)]

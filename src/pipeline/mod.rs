@@ -143,6 +143,7 @@ pub fn run(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
+        .set("statistics.interval.ms", "5000")
         .set(
             "max.poll.interval.ms",
             cfg.pipeline.max_poll_interval_ms.to_string(),
@@ -159,6 +160,7 @@ pub fn run(
             batch_max_wait: Duration::from_millis(cfg.pipeline.batch_max_wait_ms),
         },
         control.shutdown.clone(),
+        metrics.clone(),
     )?;
 
     let mut driver = Driver::new(cfg, engine, sink, metrics, control.clone())?;
@@ -354,7 +356,9 @@ impl Driver {
                 continue; // already in the state (redelivered after a rebalance race)
             }
             let payload = m.payload().unwrap_or_default();
-            if let Outcome::Rejected(r) = self.engine.process(m.partition() as u32, payload, wall)? {
+            if let Outcome::Rejected(r) =
+                self.engine.process(m.partition() as u32, payload, wall)?
+            {
                 self.push(OutboxRecord::DeadLetter {
                     key: m.key().map(<[u8]>::to_vec),
                     payload: payload.to_vec(),
@@ -369,7 +373,11 @@ impl Driver {
         }
         self.last_message = Instant::now();
         for (tp, next) in &moved {
-            offsets.put(Table::Meta, offset_key(&tp.0, tp.1), next.to_le_bytes().to_vec());
+            offsets.put(
+                Table::Meta,
+                offset_key(&tp.0, tp.1),
+                next.to_le_bytes().to_vec(),
+            );
         }
         self.collect_alerts()?;
         self.commit(offsets)?;
@@ -479,8 +487,8 @@ impl Driver {
             self.last_stats = Instant::now();
             self.metrics.update_store(&self.engine.store().stats());
         }
-        let ready = !self.assigned.is_empty()
-            && self.last_commit.elapsed() < Duration::from_secs(60);
+        let ready =
+            !self.assigned.is_empty() && self.last_commit.elapsed() < Duration::from_secs(60);
         self.control.ready.store(ready, Ordering::Relaxed);
         self.metrics.ready.set(ready as i64);
         Ok(())

@@ -15,9 +15,12 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
+
+use crate::telemetry::Metrics;
 
 /// A topic partition of the input.
 pub type TopicPartition = (String, i32);
@@ -38,9 +41,27 @@ pub enum SourceMsg {
 pub struct SourceContext {
     to_engine: SyncSender<SourceMsg>,
     shutdown: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
 }
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    /// librdkafka's periodic statistics carry each partition's lag without a
+    /// blocking watermark request. (On tansu the high watermark, and so the
+    /// lag, can be off by one batch; see BROKER.md.)
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            for (id, p) in &t.partitions {
+                if *id < 0 || p.consumer_lag < 0 {
+                    continue;
+                }
+                self.metrics
+                    .consumer_lag
+                    .with_label_values(&[topic.as_str(), &id.to_string()])
+                    .set(p.consumer_lag);
+            }
+        }
+    }
+}
 
 fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
     tpl.elements()
@@ -66,14 +87,15 @@ impl ConsumerContext for SourceContext {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let parts = partitions(tpl);
                 if !self.shutdown.load(Ordering::Relaxed) {
-                    if let Some(offsets) =
-                        self.ask(|tx| SourceMsg::Assigned(parts.clone(), tx))
-                    {
+                    if let Some(offsets) = self.ask(|tx| SourceMsg::Assigned(parts.clone(), tx)) {
                         for ((topic, partition), next) in parts.iter().zip(offsets) {
                             if let Some(next) = next {
                                 let _ = tpl.set_partition_offset(
@@ -134,6 +156,7 @@ pub fn start(
     topics: &[String],
     opts: SourceOptions,
     shutdown: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
 ) -> Result<(Source, Receiver<SourceMsg>), KafkaError> {
     // A small bound: the source never runs more than a few batches ahead of
     // the engine, so memory stays bounded and revocations stay prompt.
@@ -141,6 +164,7 @@ pub fn start(
     let ctx = SourceContext {
         to_engine: tx.clone(),
         shutdown: shutdown.clone(),
+        metrics,
     };
     let consumer: BaseConsumer<SourceContext> = client.create_with_context(ctx)?;
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -177,7 +201,8 @@ fn poll_loop(
             }
             Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) => {
-                if tx.send(SourceMsg::Error(e)).is_err() {
+                let sent = tx.send(SourceMsg::Error(e));
+                if sent.is_err() {
                     return;
                 }
             }
@@ -185,7 +210,11 @@ fn poll_loop(
         }
         let full = batch.len() >= opts.batch_max_messages;
         let due = !batch.is_empty() && started.elapsed() >= opts.batch_max_wait;
-        if (full || due) && tx.send(SourceMsg::Batch(std::mem::take(&mut batch))).is_err() {
+        if (full || due)
+            && tx
+                .send(SourceMsg::Batch(std::mem::take(&mut batch)))
+                .is_err()
+        {
             return;
         }
         if batch.capacity() == 0 {

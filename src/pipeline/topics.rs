@@ -20,7 +20,13 @@ pub async fn ensure(cfg: &Config) -> Result<(), String> {
     names.dedup();
     let topics: Vec<NewTopic<'_>> = names
         .iter()
-        .map(|n| NewTopic::new(n, cfg.pipeline.topic_partitions, TopicReplication::Fixed(-1)))
+        .map(|n| {
+            NewTopic::new(
+                n,
+                cfg.pipeline.topic_partitions,
+                TopicReplication::Fixed(-1),
+            )
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
     let results = admin

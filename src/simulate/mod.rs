@@ -480,13 +480,18 @@ pub fn produce(
             }
         }
         let key = member_id(e.member as usize);
-        let mut rec = BaseRecord::to(topic).key(key.as_bytes()).payload(e.json.as_bytes());
+        let mut rec = BaseRecord::to(topic)
+            .key(key.as_bytes())
+            .payload(e.json.as_bytes());
         loop {
             match producer.send(rec) {
                 Ok(()) => break,
-                Err((rdkafka::error::KafkaError::MessageProduction(
-                    rdkafka::types::RDKafkaErrorCode::QueueFull,
-                ), r)) => {
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    r,
+                )) => {
                     rec = r;
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
