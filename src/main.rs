@@ -61,6 +61,22 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Print the records of a topic as lines (alerts, dead letters), for a
+    /// quick look without other Kafka tools.
+    Peek {
+        /// Bootstrap servers.
+        #[arg(long, env = "CHURNWATCH_KAFKA_BROKERS")]
+        brokers: String,
+        /// Topic to read from the beginning.
+        #[arg(long, default_value = "churn-alerts")]
+        topic: String,
+        /// Stop after this many records.
+        #[arg(long, default_value_t = 10)]
+        max: usize,
+        /// Stop after this many seconds without a new record.
+        #[arg(long, default_value_t = 5)]
+        idle_secs: u64,
+    },
     /// Generate synthetic member journeys as NDJSON.
     Simulate {
         /// Members to simulate.
@@ -114,6 +130,18 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Peek {
+            brokers,
+            topic,
+            max,
+            idle_secs,
+        } => match peek(&brokers, &topic, max, idle_secs) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("churnwatch peek: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run { config } => {
             let cfg = match load_config(config.as_ref()) {
                 Ok(c) => c,
@@ -198,6 +226,45 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn peek(brokers: &str, topic: &str, max: usize, idle_secs: u64) -> anyhow::Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    use std::io::Write;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "churnwatch-peek")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let md = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(10))?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    let mut out = std::io::stdout().lock();
+    let mut seen = 0;
+    let mut last = std::time::Instant::now();
+    while seen < max && last.elapsed().as_secs() < idle_secs {
+        let Some(m) = consumer.poll(std::time::Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m?;
+        last = std::time::Instant::now();
+        seen += 1;
+        if let Some(h) = m.headers() {
+            for h in h.iter().filter(|h| h.key.starts_with("churnwatch.")) {
+                let v = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                write!(out, "[{}={}] ", h.key, v)?;
+            }
+        }
+        out.write_all(m.payload().unwrap_or_default())?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
 }
 
 fn run_pipeline(cfg: &Config) -> anyhow::Result<()> {

@@ -86,13 +86,31 @@ pub struct Control {
 }
 
 /// librdkafka settings common to every client, then the pass-through ones.
+/// Consumer-only properties are left out of the producer and admin clients,
+/// where librdkafka would warn about each one.
 pub fn client_config(cfg: &Config) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.kafka.brokers);
     for (k, v) in &cfg.kafka.client {
-        c.set(k, v);
+        if !is_consumer_only(k) {
+            c.set(k, v);
+        }
     }
     c
+}
+
+fn is_consumer_only(key: &str) -> bool {
+    const PREFIXES: [&str; 8] = [
+        "group.",
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "partition.assignment.strategy",
+        "auto.offset.reset",
+        "fetch.",
+        "isolation.level",
+        "max.poll.interval.ms",
+    ];
+    PREFIXES.iter().any(|p| key.starts_with(p))
 }
 
 fn offset_key(topic: &str, partition: i32) -> Vec<u8> {

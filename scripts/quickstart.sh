@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The main job on a fresh machine, no manual steps: builds churnwatch, starts
+# a local Kafka-protocol broker (tansu), runs `churnwatch run` against it,
+# streams simulated member journeys into `member-events`, and shows the
+# alerts and metrics. churnwatch then keeps running in the foreground
+# (Ctrl-C stops it and the broker). QUICKSTART_EXIT=1 exits after the demo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+members="${QUICKSTART_MEMBERS:-2000}"
+
+bash scripts/ensure-tansu.sh
+cargo build --release --locked
+cw=target/release/churnwatch
+bash scripts/broker.sh start 9092 .tansu
+
+pid=""
+cleanup() {
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" || true; fi
+  bash scripts/broker.sh stop .tansu
+}
+trap cleanup EXIT INT TERM
+
+"$cw" run --config config/quickstart.toml &
+pid=$!
+for _ in $(seq 1 300); do
+  if curl -fs http://127.0.0.1:9464/readyz >/dev/null 2>&1; then break; fi
+  kill -0 "$pid" || { echo "churnwatch run exited" >&2; exit 1; }
+  sleep 0.2
+done
+curl -fs http://127.0.0.1:9464/readyz
+
+echo "== producing simulated journeys for $members members (1% bad lines)"
+"$cw" simulate --members "$members" --bad-ratio 0.01 --duplicate-ratio 0.01 --brokers 127.0.0.1:9092
+
+echo "== waiting for the pipeline to catch up"
+sleep 5
+echo "== a few alerts from churn-alerts"
+"$cw" peek --brokers 127.0.0.1:9092 --topic churn-alerts --max 5
+echo "== a few dead letters from member-events-dlq"
+"$cw" peek --brokers 127.0.0.1:9092 --topic member-events-dlq --max 3
+echo "== metrics (http://127.0.0.1:9464/metrics)"
+curl -fs http://127.0.0.1:9464/metrics \
+  | grep -E '^churnwatch_(alerts_published_total|events_rejected_total|events_consumed_total|outbox_depth|partitions_assigned)' \
+  | grep -v ' 0$' || true
+
+if [ "${QUICKSTART_EXIT:-0}" = 1 ]; then exit 0; fi
+echo "== churnwatch is running (Ctrl-C to stop); dashboard and alert rules: deploy/"
+wait "$pid"
