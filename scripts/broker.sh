@@ -2,6 +2,7 @@
 # A local Kafka-protocol broker (tansu) for the quickstart and manual runs.
 #   scripts/broker.sh start [PORT] [DIR]   start in the background (default 9092, .tansu)
 #   scripts/broker.sh stop [DIR]
+#   scripts/broker.sh status [DIR]
 # Messages and committed offsets persist in DIR/tansu.db across restarts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,5 +33,12 @@ case "$cmd" in
   stop)
     dir="${2:-.tansu}"
     if [ -f "$dir/pid" ]; then kill "$(cat "$dir/pid")" 2>/dev/null || true; rm -f "$dir/pid"; fi ;;
-  *) echo "usage: $0 start [PORT] [DIR] | stop [DIR]" >&2; exit 2 ;;
+  status)
+    dir="${2:-.tansu}"
+    if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
+      echo "running (pid $(cat "$dir/pid"))"
+    else
+      echo "not running"; exit 3
+    fi ;;
+  *) echo "usage: $0 start [PORT] [DIR] | stop [DIR] | status [DIR]" >&2; exit 2 ;;
 esac

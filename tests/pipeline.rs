@@ -324,3 +324,194 @@ fn a_crash_loses_nothing_and_repeats_only_identical_alerts() {
         dead.len()
     );
 }
+
+/// Produces NDJSON lines to partition-by-key `topic`, keyed by `member_id`
+/// when the line has one.
+fn produce_lines(broker: &Broker, topic: &str, lines: &[&str]) {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "120000")
+        .create()
+        .unwrap();
+    for l in lines {
+        let key = serde_json::from_str::<serde_json::Value>(l)
+            .ok()
+            .and_then(|v| v["member_id"].as_str().map(str::to_string));
+        let mut rec = BaseRecord::to(topic).payload(*l);
+        if let Some(k) = &key {
+            rec = rec.key(k.as_str());
+        }
+        let mut rec = Some(rec);
+        while let Some(r) = rec.take() {
+            if let Err((_, r)) = p.send(r) {
+                rec = Some(r);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    p.flush(Duration::from_secs(120)).unwrap();
+}
+
+fn metric(port: u16, name: &str) -> f64 {
+    let (_, m) = http_get(port, "/metrics");
+    m.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn a_broker_outage_mid_stream_is_waited_out_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (want, bad) = expected(dir.path());
+    let text = std::fs::read_to_string(dir.path().join("events.ndjson")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+
+    let mut broker = Broker::start();
+    let port = common::broker::free_port();
+    let cfg = config(dir.path(), &broker, port);
+    let mut run = start_run(&cfg);
+    wait_ready(port);
+    produce_lines(&broker, "member-events", first);
+
+    broker.stop();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(port, "/readyz").0 == 200 {
+        assert!(
+            Instant::now() < deadline,
+            "/readyz stayed ready with the broker down"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "churnwatch exited during the outage"
+    );
+    broker.restart();
+    produce_lines(&broker, "member-events", second);
+
+    let got = read_topic(&broker, "churn-alerts", usize::MAX, Duration::from_secs(25));
+    let dead = read_topic(
+        &broker,
+        "member-events-dlq",
+        usize::MAX,
+        Duration::from_secs(5),
+    );
+    wait_ready(port);
+    terminate(&run);
+    assert!(run.wait().unwrap().success());
+
+    let distinct: BTreeMap<String, serde_json::Value> = comparable(&alerts_of(&got))
+        .into_iter()
+        .map(|a| (a["alert_id"].as_str().unwrap().to_string(), a))
+        .collect();
+    assert_eq!(
+        distinct.into_values().collect::<Vec<_>>(),
+        comparable(&want)
+    );
+    let origins: BTreeSet<String> = dead
+        .iter()
+        .map(|m| header(m, "churnwatch.source.offset").unwrap().to_string())
+        .collect();
+    assert_eq!(origins.len(), bad);
+}
+
+#[test]
+fn two_instances_split_the_partitions_and_together_emit_one_instances_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.ndjson");
+    churnwatch(&sim_args(&["--output", input.to_str().unwrap()]));
+    let broker = Broker::start();
+
+    // Two partitions, two instances with their own state; the clock follows
+    // the wall clock once input is idle, so both fire every timer due before
+    // now - 1 h, as a single replay with `--until` does.
+    let mut runs = Vec::new();
+    let mut ports = Vec::new();
+    for name in ["a", "b"] {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let port = common::broker::free_port();
+        let cfg = config(&d, &broker, port);
+        let text = std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace(
+                "idle_advance = false",
+                "idle_advance = true\nidle_after_ms = 2000",
+            )
+            .replace("topic_partitions = 1", "topic_partitions = 2");
+        std::fs::write(&cfg, text).unwrap();
+        runs.push(start_run(&cfg));
+        ports.push(port);
+        wait_ready(port);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ports
+        .iter()
+        .any(|p| metric(*p, "churnwatch_partitions_assigned") != 1.0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the group never split the partitions"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let started = chrono::Utc::now();
+    let text = std::fs::read_to_string(&input).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    produce_lines(&broker, "member-events", &lines);
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", "test-reader")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..2 {
+        tpl.add_partition_offset("churn-alerts", p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut got = Vec::new();
+    let mut last = Instant::now();
+    while last.elapsed() < Duration::from_secs(12) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            got.push(m.detach());
+            last = Instant::now();
+        }
+    }
+    for r in &runs {
+        terminate(r);
+    }
+    for mut r in runs {
+        assert!(r.wait().unwrap().success());
+    }
+
+    // Replay up to a moment both pipelines' clocks had certainly passed.
+    let horizon = started - chrono::Duration::hours(1) - chrono::Duration::minutes(1);
+    let until = horizon.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let out = dir.path().join("replay.ndjson");
+    churnwatch(&[
+        "replay",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--until",
+        &until,
+        "-q",
+    ]);
+    let before = |alerts: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
+        alerts
+            .into_iter()
+            .filter(|a| a["detected_at"].as_str().unwrap() < until.as_str())
+            .collect()
+    };
+    let want = before(comparable(&read_json_lines(&out)));
+    let got = before(comparable(&alerts_of(&got)));
+    assert!(want.len() > 50, "only {} alerts", want.len());
+    assert_eq!(got, want);
+}

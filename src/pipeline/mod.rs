@@ -244,6 +244,7 @@ struct Driver {
     last_commit: Instant,
     last_stats: Instant,
     last_error_log: Option<Instant>,
+    last_error: Option<Instant>,
     json: Vec<u8>,
 }
 
@@ -292,6 +293,7 @@ impl Driver {
             last_commit: Instant::now(),
             last_stats: Instant::now() - Duration::from_secs(60),
             last_error_log: None,
+            last_error: None,
             json: Vec::with_capacity(4096),
         })
     }
@@ -346,6 +348,7 @@ impl Driver {
             }
             SourceMsg::Error(e) => {
                 self.metrics.broker_errors.inc();
+                self.last_error = Some(Instant::now());
                 // A broker outage reports the same error many times a second.
                 if self
                     .last_error_log
@@ -505,8 +508,14 @@ impl Driver {
             self.last_stats = Instant::now();
             self.metrics.update_store(&self.engine.store().stats());
         }
-        let ready =
-            !self.assigned.is_empty() && self.last_commit.elapsed() < Duration::from_secs(60);
+        // Not ready while the broker is failing and nothing has arrived
+        // since: the process is alive, but not doing its job.
+        let broker_down = self
+            .last_error
+            .is_some_and(|e| e.elapsed() < Duration::from_secs(10) && e > self.last_message);
+        let ready = !self.assigned.is_empty()
+            && !broker_down
+            && self.last_commit.elapsed() < Duration::from_secs(60);
         self.control.ready.store(ready, Ordering::Relaxed);
         self.metrics.ready.set(ready as i64);
         Ok(())

@@ -8,8 +8,36 @@ use std::time::{Duration, Instant};
 
 pub struct Broker {
     pub addr: String,
+    port: u16,
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+fn spawn(dir: &std::path::Path, port: u16) -> Child {
+    let url = format!("tcp://127.0.0.1:{port}");
+    Command::new(tansu())
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "sqlite://tansu.db",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tansu")
+}
+
+fn wait_listening(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "tansu did not listen on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The tansu binary: `$TANSU`, then `PATH`, then `~/.cargo/bin`.
@@ -47,33 +75,27 @@ impl Broker {
     pub fn start() -> Broker {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(tansu())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "sqlite://tansu.db",
-            ])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tansu");
+        let child = spawn(dir.path(), port);
         let addr = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {addr}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_listening(&addr);
         Broker {
             addr,
+            port,
             child,
-            _dir: dir,
+            dir,
         }
+    }
+
+    /// Kills the broker (an outage); its data stays on disk.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.child = spawn(self.dir.path(), self.port);
+        wait_listening(&self.addr);
     }
 }
 
