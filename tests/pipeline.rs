@@ -234,6 +234,7 @@ fn publishes_what_replay_derives_and_dead_letters_every_bad_message() {
     check_alerts(&alerts_file, &dlq_file);
 
     assert_eq!(health, 200);
+    promtool_accepts(&metrics);
     for name in [
         "churnwatch_events_consumed_total{type=\"purchase\"}",
         "churnwatch_events_rejected_total",
@@ -243,6 +244,32 @@ fn publishes_what_replay_derives_and_dead_letters_every_bad_message() {
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
     }
+}
+
+/// The scrape body (after the HTTP headers) passes `promtool check metrics`
+/// (Debian's `prometheus` package; `.ci/run` installs it).
+fn promtool_accepts(response: &str) {
+    let body = response.split("\r\n\r\n").nth(1).expect("http body");
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool on PATH (apt-get install prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Sends SIGTERM (graceful stop) through the `kill` command.

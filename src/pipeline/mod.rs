@@ -235,6 +235,11 @@ struct Driver {
     next_seq: u64,
     /// Records written to `outbox` but not yet to the store.
     pending_puts: Vec<u64>,
+    /// When the batch that raised each unacknowledged alert was received,
+    /// for the event-to-alert latency (not kept across restarts).
+    received: BTreeMap<u64, Instant>,
+    /// The batch being processed was received at this moment.
+    batch_received: Option<Instant>,
     /// Acknowledged records to delete in the next commit.
     delivered: Vec<u64>,
     /// Next offset to read per assigned input partition.
@@ -286,6 +291,8 @@ impl Driver {
             outbox_max: cfg.pipeline.outbox_max,
             next_seq,
             pending_puts: Vec::new(),
+            received: BTreeMap::new(),
+            batch_received: None,
             delivered: Vec::new(),
             offsets: BTreeMap::new(),
             assigned: BTreeSet::new(),
@@ -368,6 +375,7 @@ impl Driver {
         consumer: &rdkafka::consumer::BaseConsumer<source::SourceContext>,
     ) -> Result<(), PipelineError> {
         let started = Instant::now();
+        self.batch_received = Some(started);
         let wall = chrono::Utc::now().timestamp_millis();
         let mut offsets = Batch::default();
         let mut moved: BTreeMap<TopicPartition, i64> = BTreeMap::new();
@@ -401,6 +409,7 @@ impl Driver {
             );
         }
         self.collect_alerts()?;
+        self.batch_received = None;
         self.commit(offsets)?;
         self.metrics
             .processing_latency
@@ -442,6 +451,9 @@ impl Driver {
                 member_id: a.member_id.to_string(),
                 json: self.json.clone(),
             };
+            if let Some(t) = self.batch_received {
+                self.received.insert(self.next_seq, t);
+            }
             self.push(rec);
         }
         Ok(())
@@ -479,13 +491,22 @@ impl Driver {
         }
     }
 
+    fn acknowledged(&mut self, seqs: Vec<u64>) {
+        for seq in seqs {
+            self.outbox.remove(&seq);
+            self.delivered.push(seq);
+            if let Some(t) = self.received.remove(&seq) {
+                self.metrics
+                    .event_to_alert_latency
+                    .observe(t.elapsed().as_secs_f64());
+            }
+        }
+    }
+
     /// Periodic work: acknowledgements, retries, idle clock, gauges.
     fn tick(&mut self) -> Result<(), PipelineError> {
         let (ok, failed) = self.sink.drain_acks();
-        for seq in ok {
-            self.outbox.remove(&seq);
-            self.delivered.push(seq);
-        }
+        self.acknowledged(ok);
         let clock = self.engine.config().clock.clone();
         let idle = self.last_message.elapsed().as_millis() as i64 >= clock.idle_after_ms;
         if clock.idle_advance && idle && !self.assigned.is_empty() {
@@ -529,10 +550,7 @@ impl Driver {
         while !self.outbox.is_empty() && Instant::now() < deadline {
             self.sink.flush(Duration::from_millis(200));
             let (ok, _) = self.sink.drain_acks();
-            for seq in ok {
-                self.outbox.remove(&seq);
-                self.delivered.push(seq);
-            }
+            self.acknowledged(ok);
             self.publish();
         }
         self.commit(Batch::default())?;

@@ -354,6 +354,9 @@ impl Metrics {
         self.state_pending_compaction_bytes
             .set(s.pending_compaction_bytes as i64);
         self.state_memtable_bytes.set(s.memtable_bytes as i64);
+        // RocksDB's key estimates: one member entry and at most one timer each.
+        self.members_tracked.set(s.estimated_members as i64);
+        self.timers_pending.set(s.estimated_timers as i64);
         if s.write_stalled {
             self.state_write_stalls.inc();
         }
