@@ -311,7 +311,7 @@ impl Driver {
         consumer: &rdkafka::consumer::BaseConsumer<source::SourceContext>,
     ) -> Result<(), PipelineError> {
         match msg {
-            SourceMsg::Batch(messages) => self.batch(messages, consumer),
+            SourceMsg::Batch(messages, received) => self.batch(messages, received, consumer),
             SourceMsg::Assigned(parts, reply) => {
                 let mut answer = Vec::with_capacity(parts.len());
                 for tp in parts {
@@ -372,9 +372,10 @@ impl Driver {
     fn batch(
         &mut self,
         messages: Vec<rdkafka::message::OwnedMessage>,
+        received: Instant,
         consumer: &rdkafka::consumer::BaseConsumer<source::SourceContext>,
     ) -> Result<(), PipelineError> {
-        let started = Instant::now();
+        let started = received;
         self.batch_received = Some(started);
         let wall = chrono::Utc::now().timestamp_millis();
         let mut offsets = Batch::default();

@@ -27,8 +27,9 @@ pub type TopicPartition = (String, i32);
 
 /// What the source tells the engine.
 pub enum SourceMsg {
-    /// Messages in consumption order (per partition in offset order).
-    Batch(Vec<OwnedMessage>),
+    /// Messages in consumption order (per partition in offset order), and
+    /// when the first of them was polled (latency is measured from there).
+    Batch(Vec<OwnedMessage>, Instant),
     /// Newly assigned partitions; reply with the next offset to read for
     /// each (`None`: no state yet, start from `auto.offset.reset`).
     Assigned(Vec<TopicPartition>, SyncSender<Vec<Option<i64>>>),
@@ -212,7 +213,7 @@ fn poll_loop(
         let due = !batch.is_empty() && started.elapsed() >= opts.batch_max_wait;
         if (full || due)
             && tx
-                .send(SourceMsg::Batch(std::mem::take(&mut batch)))
+                .send(SourceMsg::Batch(std::mem::take(&mut batch), started))
                 .is_err()
         {
             return;
@@ -222,7 +223,7 @@ fn poll_loop(
         }
     }
     if !batch.is_empty() {
-        let _ = tx.send(SourceMsg::Batch(batch));
+        let _ = tx.send(SourceMsg::Batch(batch, started));
     }
 }
 

@@ -1,0 +1,264 @@
+//! End-to-end pipeline benchmark against a real broker (tansu, started here).
+//!
+//! ```text
+//! cargo bench --bench pipeline -- [--events N] [--rate N] [--steady-secs S]
+//! ```
+//!
+//! 1. Produces N simulated events to a fresh input topic.
+//! 2. Raw consume: a plain rdkafka consumer with the pipeline's settings
+//!    reads all N; that rate is the ceiling.
+//! 3. Catch-up: `churnwatch::pipeline::run` (the code `churnwatch run` runs)
+//!    consumes the same N, from the first assignment until every event is
+//!    in committed state and every alert acknowledged by the broker.
+//! 4. Steady: events produced at `--rate` per second for `--steady-secs`;
+//!    reports p50/p99 of processing latency (first message of a batch
+//!    polled → state committed) and event-to-alert latency (→ alert
+//!    acknowledged by the broker), from the histograms' buckets.
+//!
+//! Needs the tansu binary (`bash scripts/ensure-tansu.sh`).
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use churnwatch::config::Config;
+use churnwatch::pipeline::{self, Control};
+use churnwatch::simulate::{self, SimOptions};
+use churnwatch::telemetry::Metrics;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+fn arg(name: &str, default: u64) -> u64 {
+    let argv: Vec<String> = std::env::args().collect();
+    argv.iter()
+        .position(|a| a == name)
+        .and_then(|i| argv.get(i + 1))
+        .map_or(default, |v| v.parse().expect("a number"))
+}
+
+fn tansu() -> PathBuf {
+    if let Ok(p) = std::env::var("TANSU") {
+        return p.into();
+    }
+    let home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cargo"));
+    home.join("bin/tansu")
+}
+
+/// Cumulative bucket counts of a histogram: (upper bound, count).
+fn buckets(metrics: &Metrics, name: &str) -> Vec<(f64, f64)> {
+    metrics
+        .registry
+        .gather()
+        .into_iter()
+        .find(|f| f.name() == name)
+        .and_then(|f| f.get_metric().first().map(|m| m.get_histogram().clone()))
+        .map(|h| {
+            h.get_bucket()
+                .iter()
+                .map(|b| (b.upper_bound(), b.cumulative_count() as f64))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `q` quantile of the observations between two bucket snapshots,
+/// interpolating linearly inside a bucket (as PromQL's histogram_quantile).
+fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> {
+    let counts: Vec<(f64, f64)> = after
+        .iter()
+        .enumerate()
+        .map(|(i, (b, c))| (*b, c - before.get(i).map_or(0.0, |x| x.1)))
+        .collect();
+    let total = counts.last()?.1;
+    if total == 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let (mut prev_bound, mut prev_count) = (0.0, 0.0);
+    for (bound, count) in counts {
+        if count >= rank {
+            let within = if count > prev_count {
+                (rank - prev_count) / (count - prev_count)
+            } else {
+                0.0
+            };
+            return Some(prev_bound + (bound - prev_bound) * within);
+        }
+        (prev_bound, prev_count) = (bound, count);
+    }
+    Some(prev_bound)
+}
+
+fn main() {
+    let events_wanted = arg("--events", 500_000);
+    let rate = arg("--rate", 10_000);
+    let steady_secs = arg("--steady-secs", 20);
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut broker = Command::new(tansu())
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "sqlite://tansu.db"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tansu (bash scripts/ensure-tansu.sh)");
+    let addr = format!("127.0.0.1:{port}");
+    while TcpStream::connect(&addr).is_err() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let mut cfg = Config::default();
+    cfg.kafka.brokers = addr.clone();
+    cfg.kafka.input_topics = vec!["bench-events".into()];
+    cfg.kafka
+        .client
+        .insert("session.timeout.ms".into(), "10000".into());
+    cfg.state.dir = dir.path().join("state");
+    cfg.time.idle_advance = false;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(pipeline::topics::ensure(&cfg)).unwrap();
+
+    // 1. Produce.
+    let per_member = 130;
+    let members = (events_wanted as usize / per_member).max(1);
+    let sim = |members, skip| {
+        let mut ev = simulate::generate(&SimOptions {
+            members,
+            days: 180,
+            end_ms: chrono::Utc::now().timestamp_millis(),
+            seed: 7,
+            bad_ratio: 0.0,
+            duplicate_ratio: 0.0,
+        });
+        ev.retain(|e| e.member as usize >= skip);
+        ev
+    };
+    let events = sim(members, 0);
+    let n = events.len() as u64;
+    let t = Instant::now();
+    simulate::produce(&events, &addr, "bench-events", 0).unwrap();
+    let produce_rate = n as f64 / t.elapsed().as_secs_f64();
+    drop(events);
+
+    // 2. Raw consume with the pipeline's client settings.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .set("group.id", "bench-raw")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..cfg.pipeline.topic_partitions {
+        tpl.add_partition_offset("bench-events", p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut got = 0u64;
+    let t = Instant::now();
+    while got < n {
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+            got += 1;
+        }
+    }
+    let raw_rate = n as f64 / t.elapsed().as_secs_f64();
+    drop(consumer);
+
+    // 3. Catch-up through the pipeline.
+    let metrics = Arc::new(Metrics::new());
+    let control = Control::default();
+    let handle = rt.handle().clone();
+    let (m2, c2, cfg2) = (metrics.clone(), control.clone(), cfg.clone());
+    let runner = std::thread::spawn(move || pipeline::run(&cfg2, m2, c2, &handle));
+    while metrics.partitions_assigned.get() == 0 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let t = Instant::now();
+    let seen = |m: &Metrics| m.consumed_total() + m.rejected_total() + m.events_duplicate.get();
+    while seen(&metrics) < n || metrics.outbox_depth.get() > 0 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pipe_rate = n as f64 / t.elapsed().as_secs_f64();
+    let alerts: u64 = metrics
+        .registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "churnwatch_alerts_published_total")
+        .flat_map(|f| {
+            f.get_metric()
+                .iter()
+                .map(|m| m.get_counter().get_value() as u64)
+                .collect::<Vec<_>>()
+        })
+        .sum();
+
+    // 4. Steady rate: fresh members, so every event does real work.
+    let fresh = sim(
+        members + (rate * steady_secs) as usize / per_member + 1,
+        members,
+    );
+    let fresh = &fresh[..fresh.len().min((rate * steady_secs) as usize)];
+    const PROC: &str = "churnwatch_processing_latency_seconds";
+    const ALERT: &str = "churnwatch_event_to_alert_latency_seconds";
+    let (proc_before, alert_before) = (buckets(&metrics, PROC), buckets(&metrics, ALERT));
+    let lat_metrics = metrics.clone();
+    let p_before = lat_metrics.processing_latency.get_sample_count();
+    simulate::produce(fresh, &addr, "bench-events", rate).unwrap();
+    let want = n + fresh.len() as u64;
+    while seen(&metrics) < want || metrics.outbox_depth.get() > 0 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    control.shutdown.store(true, Ordering::Relaxed);
+    runner.join().unwrap().unwrap();
+    let _ = broker.kill();
+    let _ = broker.wait();
+
+    println!("churnwatch pipeline benchmark (tansu on this machine, rdkafka)");
+    println!(
+        "  events                       {n} ({members} members, {} alerts)",
+        alerts
+    );
+    println!("  produce (simulate --brokers) {produce_rate:.0} events/s");
+    println!("  raw consume                  {raw_rate:.0} events/s");
+    println!(
+        "  pipeline catch-up            {pipe_rate:.0} events/s = {:.2} of raw consume",
+        pipe_rate / raw_rate
+    );
+    println!(
+        "  steady phase                 {} events at {rate}/s ({} batches)",
+        fresh.len(),
+        lat_metrics.processing_latency.get_sample_count() - p_before
+    );
+    let (proc_after, alert_after) = (buckets(&metrics, PROC), buckets(&metrics, ALERT));
+    let ms = |b: &[(f64, f64)], a: &[(f64, f64)], q| {
+        quantile(b, a, q).map_or("n/a".into(), |s| format!("{:.1} ms", s * 1000.0))
+    };
+    println!(
+        "  processing latency (steady)  p50 {}  p99 {}",
+        ms(&proc_before, &proc_after, 0.5),
+        ms(&proc_before, &proc_after, 0.99)
+    );
+    println!(
+        "  event-to-alert (steady)      p50 {}  p99 {}",
+        ms(&alert_before, &alert_after, 0.5),
+        ms(&alert_before, &alert_after, 0.99)
+    );
+}
