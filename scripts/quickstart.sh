@@ -45,5 +45,9 @@ curl -fs http://127.0.0.1:9464/metrics \
   | grep -v ' 0$' || true
 
 if [ "${QUICKSTART_EXIT:-0}" = 1 ]; then exit 0; fi
-echo "== churnwatch is running (Ctrl-C to stop); dashboard and alert rules: deploy/"
+echo "== churnwatch is running: metrics at http://127.0.0.1:9464/metrics"
+echo "== alerts as they arrive (more traffic: $cw simulate --brokers 127.0.0.1:9092 --rate 500); Ctrl-C stops everything"
+"$cw" peek --brokers 127.0.0.1:9092 --topic churn-alerts --max 1000000000 --idle-secs 1000000000 &
+peek=$!
+trap 'kill "$peek" 2>/dev/null || true; cleanup' EXIT INT TERM
 wait "$pid"
