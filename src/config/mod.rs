@@ -164,7 +164,8 @@ impl Default for InputConfig {
 pub struct PipelineConfig {
     /// Messages per engine batch (one RocksDB write per batch).
     pub batch_max_messages: usize,
-    /// A batch is committed after this long even if not full.
+    /// A batch is committed after this long even if not full: the floor of
+    /// the latency from an event's arrival to its state and alerts.
     pub batch_max_wait_ms: u64,
     /// On SIGTERM, finish the batch and drain the outbox within this time.
     pub shutdown_grace_ms: u64,
@@ -184,7 +185,7 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
             batch_max_messages: 5_000,
-            batch_max_wait_ms: 100,
+            batch_max_wait_ms: 20,
             shutdown_grace_ms: 20_000,
             max_poll_interval_ms: 300_000,
             create_topics: true,

@@ -162,6 +162,10 @@ pub fn run(
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .set("statistics.interval.ms", "5000")
+        // A fetch answers as soon as data exists on Kafka; brokers that hold
+        // it for the full wait (tansu does) would add up to 500 ms of
+        // latency with librdkafka's default.
+        .set("fetch.wait.max.ms", "50")
         .set(
             "max.poll.interval.ms",
             cfg.pipeline.max_poll_interval_ms.to_string(),

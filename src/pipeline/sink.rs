@@ -57,7 +57,8 @@ impl Sink {
         let (tx, rx) = channel();
         client
             .set("enable.idempotence", "true")
-            .set("linger.ms", "20")
+            // Alerts are few and latency-bound: a short linger.
+            .set("linger.ms", "5")
             .set("compression.type", "lz4");
         let producer = client.create_with_context(SinkContext { acks: tx })?;
         Ok(Sink {
