@@ -19,6 +19,7 @@ pub mod engine;
 pub mod event;
 pub mod pipeline;
 pub mod replay;
+pub mod risk;
 pub mod simulate;
 pub mod state;
 pub mod telemetry;

@@ -61,6 +61,24 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Fit the BG/NBD population parameters (r, alpha, a, b; weeks) from the
+    /// purchase events of an NDJSON file; other lines are ignored.
+    Fit {
+        /// Input NDJSON file, `-` for stdin.
+        #[arg(long)]
+        input: String,
+        /// End of the calibration period (RFC 3339) [default: the last
+        /// purchase day in the input]. Later purchases are ignored.
+        #[arg(long, value_parser = parse_time)]
+        calibration_end: Option<i64>,
+        /// Write the parameters here as a `[risk]` config section.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// `bgnbd` (Fader, Hardie & Lee 2005) or `mbgnbd` (Batislam et al.
+        /// 2007, allows drop-out after the first purchase).
+        #[arg(long, default_value = "bgnbd")]
+        model: String,
+    },
     /// Print the records of a topic as lines (alerts, dead letters), for a
     /// quick look without other Kafka tools.
     Peek {
@@ -130,6 +148,24 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Fit {
+            input,
+            calibration_end,
+            output,
+            model,
+        } => {
+            let Some(kind) = churnwatch::risk::bgnbd::ModelKind::parse(&model) else {
+                eprintln!("churnwatch fit: --model must be bgnbd or mbgnbd, not {model:?}");
+                return ExitCode::from(2);
+            };
+            match run_fit(&input, calibration_end, output.as_deref(), kind) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("churnwatch fit: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Peek {
             brokers,
             topic,
@@ -226,6 +262,50 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn run_fit(
+    input: &str,
+    calibration_end: Option<i64>,
+    output: Option<&std::path::Path>,
+    kind: churnwatch::risk::bgnbd::ModelKind,
+) -> anyhow::Result<()> {
+    use churnwatch::risk::fit;
+    let (customers, summary) = if input == "-" {
+        fit::summarise(std::io::stdin().lock(), calibration_end)?
+    } else {
+        let f = std::fs::File::open(input).with_context(|| format!("cannot open {input}"))?;
+        fit::summarise(std::io::BufReader::new(f), calibration_end)?
+    };
+    let report = fit::fit(kind, &customers)?;
+    let p = report.params;
+    let end = churnwatch::event::format_rfc3339_ms(
+        summary.calibration_end_day * churnwatch::event::DAY_MS,
+    );
+    println!("model = {kind}");
+    println!(
+        "members = {} ({} repeat buyers, {} purchases; {} other lines ignored); calibration end {end}",
+        summary.members, summary.repeat_buyers, summary.purchases, summary.ignored_lines
+    );
+    let se = |i: usize| {
+        report
+            .std_errors
+            .map_or(String::new(), |s| format!("  (se {:.4})", s[i]))
+    };
+    println!("r = {:.4}{}", p.r, se(0));
+    println!("alpha = {:.4}{}", p.alpha, se(1));
+    println!("a = {:.4}{}", p.a, se(2));
+    println!("b = {:.4}{}", p.b, se(3));
+    println!("log-likelihood = {:.4}", report.log_likelihood);
+    println!("iterations = {}", report.iterations);
+    if let Some(path) = output {
+        let text = format!(
+            "# Fitted by `churnwatch fit` ({} members, calibration end {end},\n# log-likelihood {:.4}); time unit weeks.\n[risk]\nmodel = \"{kind}\"\nr = {}\nalpha = {}\na = {}\nb = {}\n",
+            summary.members, report.log_likelihood, p.r, p.alpha, p.a, p.b
+        );
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn peek(brokers: &str, topic: &str, max: usize, idle_secs: u64) -> anyhow::Result<()> {

@@ -19,12 +19,16 @@ use crate::state::MemberState;
 
 const WEIGHTS: [f64; 6] = [0.35, 0.15, 0.20, 0.20, 0.15, 0.30];
 
+/// Weight of 1 − P(alive) in the blend.
+const MODEL_WEIGHT: f64 = 0.5;
+
 pub fn risk_score(
     m: &MemberState,
     now_ms: i64,
     stage: Stage,
     gap_cfg: &purchase_gap::Config,
     life: &stage_change::Config,
+    p_alive: Option<f64>,
 ) -> f64 {
     let anchor = m
         .last_purchase_ms()
@@ -49,7 +53,12 @@ pub fn risk_score(
         }
     }
     let signals = 1.0 - keep;
-    let mut score = 100.0 * (1.0 - (1.0 - recency) * (1.0 - signals));
+    // The purchase model is a third, independent piece of evidence: half
+    // its probability of the member having lapsed counts like an open
+    // signal of weight 0.5. BG/NBD's P(alive) is 1 for one-time buyers, so
+    // they are scored on recency and signals alone.
+    let model = p_alive.map_or(0.0, |p| MODEL_WEIGHT * (1.0 - p.clamp(0.0, 1.0)));
+    let mut score = 100.0 * (1.0 - (1.0 - recency) * (1.0 - signals) * (1.0 - model));
     score = match stage {
         Stage::Silent => score.max(60.0),
         Stage::Churned => score.max(85.0),
@@ -80,14 +89,33 @@ mod tests {
             purchase_gap::Config::default(),
             stage_change::Config::default(),
         );
-        let on_time = risk_score(&m, day(45.0), Stage::Active, &g, &l);
-        let late = risk_score(&m, day(80.0), Stage::Cooling, &g, &l);
+        let on_time = risk_score(&m, day(45.0), Stage::Active, &g, &l, None);
+        let late = risk_score(&m, day(80.0), Stage::Cooling, &g, &l, None);
         assert_eq!(on_time, 0.0);
         assert!(late > 80.0, "{late}");
-        let quiet = risk_score(&m, day(50.0), Stage::Active, &g, &l);
+        let quiet = risk_score(&m, day(50.0), Stage::Active, &g, &l, None);
         m.episodes[Signal::VisitDecline as usize].open = true;
-        assert!(risk_score(&m, day(50.0), Stage::Cooling, &g, &l) > quiet);
+        assert!(risk_score(&m, day(50.0), Stage::Cooling, &g, &l, None) > quiet);
         assert_eq!(weight(Signal::PurchaseGap), 0.35);
-        assert!(risk_score(&m, day(50.0), Stage::Churned, &g, &l) >= 85.0);
+        assert!(risk_score(&m, day(50.0), Stage::Churned, &g, &l, None) >= 85.0);
+    }
+
+    #[test]
+    fn a_low_p_alive_raises_the_score_and_a_certain_one_leaves_it() {
+        let m = member(
+            &(0..5)
+                .map(|i| (Purchase, i as f64 * 10.0, 20.0))
+                .collect::<Vec<_>>(),
+        );
+        let (g, l) = (
+            purchase_gap::Config::default(),
+            stage_change::Config::default(),
+        );
+        let base = risk_score(&m, day(45.0), Stage::Active, &g, &l, None);
+        assert_eq!(
+            risk_score(&m, day(45.0), Stage::Active, &g, &l, Some(1.0)),
+            base
+        );
+        assert!(risk_score(&m, day(45.0), Stage::Active, &g, &l, Some(0.1)) > base + 20.0);
     }
 }

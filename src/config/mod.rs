@@ -58,6 +58,8 @@ pub struct Config {
     pub alerts: AlertConfig,
     /// The Kafka pipeline's batching and shutdown behaviour.
     pub pipeline: PipelineConfig,
+    /// BG/NBD purchase-model parameters (`churnwatch fit --output`).
+    pub risk: crate::risk::Config,
     /// Logging.
     pub log: LogConfig,
 }
@@ -487,6 +489,22 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if self.risk.kind().is_none() {
+            return Err(ConfigError::invalid(
+                "risk.model",
+                "must be \"bgnbd\" or \"mbgnbd\"",
+            ));
+        }
+        for (key, v) in [
+            ("risk.r", self.risk.r),
+            ("risk.alpha", self.risk.alpha),
+            ("risk.a", self.risk.a),
+            ("risk.b", self.risk.b),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(ConfigError::invalid(key, "must be a positive number"));
+            }
+        }
         if self.kafka.input_topics.is_empty() {
             return Err(ConfigError::invalid(
                 "kafka.input_topics",
@@ -513,6 +531,7 @@ impl Config {
             lifecycle: self.lifecycle.clone(),
             alerts: self.alerts.clone(),
             clock: self.time.clone(),
+            risk: self.risk.clone(),
             validator: Validator {
                 max_event_bytes: self.input.max_event_bytes,
                 future_skew_ms: self.time.future_skew_ms,

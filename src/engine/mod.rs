@@ -53,6 +53,7 @@ pub struct EngineConfig {
     pub alerts: AlertConfig,
     pub clock: ClockConfig,
     pub validator: Validator,
+    pub risk: crate::risk::Config,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -689,7 +690,21 @@ impl<S: Store> Engine<S> {
             .alerts
             .segments
             .classify(m, now, &self.cfg.detect.purchase_gap);
-        let risk = risk_score(m, now, m.stage, &self.cfg.detect.purchase_gap, life);
+        let model = crate::risk::assess(m, now, &self.cfg.risk);
+        let risk = risk_score(
+            m,
+            now,
+            m.stage,
+            &self.cfg.detect.purchase_gap,
+            life,
+            model.map(|(alive, _)| alive),
+        );
+        let with_model = |e: Evidence| match model {
+            Some((alive, expected)) => e
+                .num("p_alive", (alive * 1e4).round() / 1e4)
+                .num("expected_purchases_90d", (expected * 1e3).round() / 1e3),
+            None => e,
+        };
         if let Some((answered, ts)) = returning {
             let days_to_return = (ts - answered.detected_ms) as f64 / DAY_MS as f64;
             let within = days_to_return <= self.cfg.alerts.reactivation_horizon_days;
@@ -708,7 +723,7 @@ impl<S: Store> Engine<S> {
                 risk_score: risk,
                 stage: m.stage,
                 segment,
-                evidence: Evidence::default()
+                evidence: with_model(Evidence::default())
                     .text(
                         "answers_alert_id",
                         alert::alert_id(member_id, answered.signal, answered.seq),
@@ -751,7 +766,7 @@ impl<S: Store> Engine<S> {
                 risk_score: risk,
                 stage: m.stage,
                 segment,
-                evidence: f.evidence.clone(),
+                evidence: with_model(f.evidence.clone()),
                 recommended_action: self
                     .cfg
                     .alerts

@@ -1,0 +1,126 @@
+//! Probabilistic churn risk: BG/NBD and MBG/NBD "buy till you die" models
+//! ([`bgnbd`]) and their maximum-likelihood fit ([`fit`], `churnwatch fit`).
+
+pub mod bgnbd;
+pub mod fit;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::DAY_MS;
+use crate::state::member::NEVER;
+use crate::state::MemberState;
+use bgnbd::{ModelKind, ModelParams, Rfm};
+
+/// `[risk]`: the population parameters of the purchase model (time unit
+/// weeks), as `churnwatch fit --output` writes them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Compute `p_alive` and `expected_purchases_90d` for alerts and blend
+    /// P(alive) into `risk_score`.
+    pub enabled: bool,
+    /// `bgnbd` or `mbgnbd`.
+    pub model: String,
+    /// Gamma shape of the purchase rate while alive.
+    pub r: f64,
+    /// Gamma rate (scale in weeks) of the purchase rate.
+    pub alpha: f64,
+    /// Beta `a` of the drop-out probability.
+    pub a: f64,
+    /// Beta `b` of the drop-out probability.
+    pub b: f64,
+}
+
+impl Default for Config {
+    /// The published BG/NBD fit on CDNOW (Fader, Hardie & Lee 2005), which
+    /// `churnwatch fit` reproduces; fit your own programme's data.
+    fn default() -> Self {
+        let p = ModelParams::CDNOW_BGNBD;
+        Config {
+            enabled: true,
+            model: "bgnbd".into(),
+            r: p.r,
+            alpha: p.alpha,
+            a: p.a,
+            b: p.b,
+        }
+    }
+}
+
+impl Config {
+    pub fn kind(&self) -> Option<ModelKind> {
+        ModelKind::parse(&self.model)
+    }
+
+    pub fn params(&self) -> ModelParams {
+        ModelParams {
+            r: self.r,
+            alpha: self.alpha,
+            a: self.a,
+            b: self.b,
+        }
+    }
+}
+
+/// A member's (x, t_x, T) at `now_ms` in weeks, counting purchase days as
+/// `churnwatch fit` does; `None` before the first purchase.
+pub fn member_rfm(m: &MemberState, now_ms: i64) -> Option<Rfm> {
+    if m.purchase_days == 0 || m.first_purchase_ms == NEVER {
+        return None;
+    }
+    let day = |ms: i64| ms.div_euclid(DAY_MS);
+    let first = day(m.first_purchase_ms);
+    let last = m.last_purchase_ms().map_or(first, day).max(first);
+    let now = day(now_ms).max(last);
+    let x = (m.purchase_days - 1) as f64;
+    Some(Rfm::new(
+        x,
+        if x > 0.0 {
+            (last - first) as f64 / 7.0
+        } else {
+            0.0
+        },
+        (now - first) as f64 / 7.0,
+    ))
+}
+
+/// P(alive) and the expected purchases in the next 90 days for a member.
+pub fn assess(m: &MemberState, now_ms: i64, cfg: &Config) -> Option<(f64, f64)> {
+    if !cfg.enabled {
+        return None;
+    }
+    let kind = cfg.kind()?;
+    let rfm = member_rfm(m, now_ms)?;
+    let p = cfg.params();
+    let alive = bgnbd::p_alive(kind, &p, &rfm);
+    let expected = bgnbd::expected_purchases(kind, &p, &rfm, 90.0 / 7.0);
+    (alive.is_finite() && expected.is_finite()).then_some((alive, expected))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::testkit::{day, member};
+    use crate::event::EventKind::Purchase;
+
+    #[test]
+    fn a_lapsed_regular_buyer_is_less_likely_alive_than_an_active_one() {
+        let m = member(
+            &(0..8)
+                .map(|i| (Purchase, i as f64 * 14.0, 20.0))
+                .collect::<Vec<_>>(),
+        );
+        let cfg = Config::default();
+        let (fresh, e_fresh) = assess(&m, day(7.0 * 14.0 + 7.0), &cfg).unwrap();
+        let (lapsed, e_lapsed) = assess(&m, day(7.0 * 14.0 + 200.0), &cfg).unwrap();
+        assert!(fresh > 0.8, "{fresh}");
+        assert!(lapsed < 0.3, "{lapsed}");
+        assert!(e_fresh > e_lapsed);
+    }
+
+    #[test]
+    fn members_without_purchases_are_not_assessed() {
+        let m = member(&[(crate::event::EventKind::Visit, 0.0, 0.0)]);
+        assert_eq!(assess(&m, day(10.0), &Config::default()), None);
+    }
+}
