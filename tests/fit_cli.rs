@@ -123,3 +123,82 @@ fn fit_runs_the_modified_model_too() {
     assert!(value(&stdout, "log-likelihood") >= -9582.5, "{stdout}");
     assert!(value(&stdout, "a") > 0.0 && value(&stdout, "b") > 0.0);
 }
+
+/// Mann–Whitney AUC: the probability that a randomly chosen positive scores
+/// higher than a randomly chosen negative (ties count half).
+fn auc(scores: &[(f64, bool)]) -> f64 {
+    let mut s: Vec<_> = scores.to_vec();
+    s.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (mut rank_sum, mut i) = (0.0, 0);
+    while i < s.len() {
+        let mut j = i;
+        while j < s.len() && s[j].0 == s[i].0 {
+            j += 1;
+        }
+        let mid = (i + j + 1) as f64 / 2.0; // average 1-based rank of the tie group
+        rank_sum += s[i..j].iter().filter(|x| x.1).count() as f64 * mid;
+        i = j;
+    }
+    let pos = s.iter().filter(|x| x.1).count() as f64;
+    let neg = s.len() as f64 - pos;
+    (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
+}
+
+/// Which score ranks the customers who did not buy again in the 39-week
+/// holdout (1997-10-01 … 1998-06-30) best? Prints the measurement behind the
+/// default model choice in docs/risk-model.md.
+#[test]
+fn measures_how_well_each_score_ranks_lapsed_cdnow_customers() {
+    use churnwatch::risk::bgnbd::{p_alive, ModelKind, ModelParams, Rfm};
+    use std::collections::BTreeMap;
+    let raw = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cdnow/CDNOW_sample.txt"),
+    )
+    .unwrap();
+    let day = |d: &str| {
+        let (y, m, dd) = (&d[..4], &d[4..6], &d[6..]);
+        churnwatch::event::parse_rfc3339_ms(&format!("{y}-{m}-{dd}T00:00:00Z")).unwrap()
+            / 86_400_000
+    };
+    let cal_end = day("19970930");
+    let mut cal: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    let mut came_back: BTreeMap<&str, bool> = BTreeMap::new();
+    for line in raw.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 5 {
+            continue;
+        }
+        let d = day(f[2]);
+        if d <= cal_end {
+            cal.entry(f[0]).or_default().push(d);
+        } else {
+            came_back.insert(f[0], true);
+        }
+    }
+    let bg = ModelParams::CDNOW_BGNBD;
+    let mbg = ModelParams::CDNOW_MBGNBD;
+    let (mut s_bg, mut s_mbg, mut s_rec) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, mut days) in cal {
+        days.sort_unstable();
+        days.dedup();
+        let (first, last) = (days[0], *days.last().unwrap());
+        let x = (days.len() - 1) as f64;
+        let rfm = Rfm::new(
+            x,
+            (last - first) as f64 / 7.0,
+            (cal_end - first) as f64 / 7.0,
+        );
+        let lapsed = !came_back.contains_key(id);
+        s_bg.push((1.0 - p_alive(ModelKind::BgNbd, &bg, &rfm), lapsed));
+        s_mbg.push((1.0 - p_alive(ModelKind::MbgNbd, &mbg, &rfm), lapsed));
+        s_rec.push(((cal_end - last) as f64, lapsed));
+    }
+    let (a_bg, a_mbg, a_rec) = (auc(&s_bg), auc(&s_mbg), auc(&s_rec));
+    println!(
+        "AUC for lapsed in the holdout: 1-P(alive) BG/NBD {a_bg:.3}, MBG/NBD {a_mbg:.3}, recency {a_rec:.3}"
+    );
+    // The blind spot the issue warns about: one-time buyers all get
+    // P(alive) = 1 under BG/NBD.
+    assert!(a_mbg > a_bg, "MBG/NBD {a_mbg} should beat BG/NBD {a_bg}");
+    assert!(a_rec > 0.5);
+}

@@ -32,13 +32,17 @@ pub struct Config {
 }
 
 impl Default for Config {
-    /// The published BG/NBD fit on CDNOW (Fader, Hardie & Lee 2005), which
-    /// `churnwatch fit` reproduces; fit your own programme's data.
+    /// MBG/NBD fitted on CDNOW. Chosen by measurement
+    /// (`tests/fit_cli.rs`): ranking who did not buy again in CDNOW's
+    /// 39-week holdout, 1 − P(alive) scores AUC 0.687 under MBG/NBD but
+    /// 0.316 (worse than chance) under BG/NBD, whose one-time buyers are all
+    /// "alive"; plain recency scores 0.771, and stays in the blend. Fit your
+    /// own programme's data.
     fn default() -> Self {
-        let p = ModelParams::CDNOW_BGNBD;
+        let p = ModelParams::CDNOW_MBGNBD;
         Config {
             enabled: true,
-            model: "bgnbd".into(),
+            model: "mbgnbd".into(),
             r: p.r,
             alpha: p.alpha,
             a: p.a,
