@@ -34,6 +34,10 @@ enum Command {
         /// CHURNWATCH_KAFKA_BROKERS.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Load and validate the config (with environment overrides), print
+        /// it, and exit without connecting to anything.
+        #[arg(long)]
+        check_config: bool,
     },
     /// Replay newline-delimited JSON events through the engine offline.
     Replay {
@@ -178,7 +182,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config } => {
+        Command::Run {
+            config,
+            check_config,
+        } => {
             let cfg = match load_config(config.as_ref()) {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -186,6 +193,18 @@ fn main() -> ExitCode {
             if let Err(e) = cfg.require_brokers() {
                 eprintln!("churnwatch: {e}");
                 return ExitCode::from(2);
+            }
+            if check_config {
+                println!(
+                    "config ok: brokers {}, group {}, topics {:?} -> {}, state {}, http {}",
+                    cfg.kafka.brokers,
+                    cfg.kafka.group_id,
+                    cfg.kafka.input_topics,
+                    cfg.kafka.alert_topic,
+                    cfg.state.dir.display(),
+                    cfg.http.listen
+                );
+                return ExitCode::SUCCESS;
             }
             logging::init(&cfg.log.level, cfg.log.json);
             match run_pipeline(&cfg) {

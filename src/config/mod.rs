@@ -268,6 +268,11 @@ impl Config {
         if let Some(v) = get("CHURNWATCH_LOG_LEVEL") {
             self.log.level = v;
         }
+        // Static membership needs a name unique per instance, which a shared
+        // config file cannot hold; orchestrators pass the pod name here.
+        if let Some(v) = get("CHURNWATCH_KAFKA_GROUP_INSTANCE_ID") {
+            self.kafka.client.insert("group.instance.id".to_string(), v);
+        }
     }
 
     /// Checks what types alone cannot; the first problem found is reported.
@@ -634,8 +639,10 @@ mod tests {
             "CHURNWATCH_KAFKA_BROKERS" => Some("b:2".into()),
             "CHURNWATCH_STATE_DIR" => Some("/tmp/x".into()),
             "CHURNWATCH_HTTP_LISTEN" => Some("0.0.0.0:1".into()),
+            "CHURNWATCH_KAFKA_GROUP_INSTANCE_ID" => Some("churnwatch-2".into()),
             _ => None,
         });
+        assert_eq!(cfg.kafka.client["group.instance.id"], "churnwatch-2");
         assert_eq!(cfg.kafka.brokers, "b:2");
         assert_eq!(cfg.state.dir, PathBuf::from("/tmp/x"));
         assert_eq!(cfg.http.listen, "0.0.0.0:1");

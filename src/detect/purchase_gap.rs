@@ -7,11 +7,20 @@
 //! inside it), and the floor in days keeps weekly shoppers from being flagged
 //! for a week off. A buyer who always buys every ~65 days is therefore not
 //! flagged before day 130.
+//!
+//! A second, model-based reason opens the same episode: the member's P(alive)
+//! under the purchase model (`[risk]`, see `crate::risk`) falls to
+//! `p_alive_below`. It only applies once the rhythm is trusted (`min_gaps`),
+//! because with one or two purchases the model knows too little about the
+//! member to act on alone. It fires earlier than the gap rule for members
+//! whose history says they were frequent buyers, and never for members whose
+//! gap rule has not yet had its say when P(alive) is still high.
 
 use serde::{Deserialize, Serialize};
 
 use super::{days, Evidence, Finding, Severity, Verdict};
 use crate::event::DAY_MS;
+use crate::risk;
 use crate::state::member::PURCHASE_HISTORY;
 use crate::state::MemberState;
 
@@ -35,6 +44,10 @@ pub struct Config {
     pub trend_steps: u32,
     /// Purchases closer together than this many hours count as one visit.
     pub same_visit_hours: f64,
+    /// Also overdue when the purchase model's P(alive) is at or below this
+    /// (members with at least `min_gaps` gaps; 0 turns it off). Needs
+    /// `[risk] enabled`.
+    pub p_alive_below: f64,
 }
 
 impl Default for Config {
@@ -48,6 +61,7 @@ impl Default for Config {
             trend_ratio: 1.25,
             trend_steps: 3,
             same_visit_hours: 12.0,
+            p_alive_below: 0.1,
         }
     }
 }
@@ -93,16 +107,21 @@ pub fn median_gap_days(m: &MemberState, cfg: &Config) -> Option<f64> {
     (n > 0).then(|| super::stats::median(&buf[..n]))
 }
 
-/// When, with no further purchase, the member becomes overdue.
-pub fn due_ms(m: &MemberState, cfg: &Config) -> Option<i64> {
+/// When, with no further purchase, the member becomes overdue: by the gap
+/// rule or, if sooner, by P(alive).
+pub fn due_ms(m: &MemberState, cfg: &Config, model: &risk::Config) -> Option<i64> {
     if !cfg.enabled {
         return None;
     }
     let (_, threshold, _) = rhythm(m, cfg)?;
-    Some(m.last_purchase_ms()? + (threshold * DAY_MS as f64).ceil() as i64)
+    let by_gap = m.last_purchase_ms()? + (threshold * DAY_MS as f64).ceil() as i64;
+    let by_model = (cfg.p_alive_below > 0.0)
+        .then(|| risk::p_alive_falls_to_ms(m, model, cfg.p_alive_below))
+        .flatten();
+    Some(by_model.map_or(by_gap, |t| t.min(by_gap)))
 }
 
-pub fn evaluate(m: &MemberState, now_ms: i64, cfg: &Config) -> Verdict {
+pub fn evaluate(m: &MemberState, now_ms: i64, cfg: &Config, model: &risk::Config) -> Verdict {
     if !cfg.enabled {
         return Verdict::Hold;
     }
@@ -129,6 +148,25 @@ pub fn evaluate(m: &MemberState, now_ms: i64, cfg: &Config) -> Verdict {
                 .num("gaps_observed", n as f64),
             since_ms: last + (threshold * DAY_MS as f64).ceil() as i64,
         });
+    }
+    if cfg.p_alive_below > 0.0 {
+        if let Some(alive) = risk::p_alive_at(m, now_ms, model) {
+            if alive <= cfg.p_alive_below {
+                // The alert adds `p_alive` itself (with the expected
+                // purchases), so the evidence here names the rule.
+                return Verdict::Fire(Finding {
+                    severity: Severity::Warning,
+                    evidence: Evidence::default()
+                        .text("trigger", "p_alive")
+                        .num("p_alive_threshold", cfg.p_alive_below)
+                        .num("days_since_purchase", since_last)
+                        .num("typical_gap_days", typical)
+                        .num("overdue_after_days", threshold)
+                        .num("gaps_observed", n as f64),
+                    since_ms: now_ms,
+                });
+            }
+        }
     }
     let steps = cfg.trend_steps as usize;
     if steps > 0 && n > steps {
@@ -164,18 +202,25 @@ mod tests {
     fn fires_purchase_gap_when_member_goes_silent() {
         let m = buyer(&[0.0, 14.0, 28.0, 42.0, 56.0]);
         assert_eq!(
-            evaluate(&m, day(70.0), &Config::default()),
+            evaluate(&m, day(70.0), &Config::default(), &risk::Config::default()),
             Verdict::Recover
         );
-        let Verdict::Fire(f) = evaluate(&m, day(90.0), &Config::default()) else {
+        let Verdict::Fire(f) =
+            evaluate(&m, day(90.0), &Config::default(), &risk::Config::default())
+        else {
             panic!("expected a finding");
         };
         assert_eq!(f.severity, Severity::Warning);
         assert_eq!(f.evidence.get_num("typical_gap_days"), Some(14.0));
         assert_eq!(f.evidence.get_num("overdue_after_days"), Some(28.0));
         assert_eq!(f.since_ms, day(84.0));
-        assert_eq!(due_ms(&m, &Config::default()), Some(day(84.0)));
-        let Verdict::Fire(f) = evaluate(&m, day(100.0), &Config::default()) else {
+        assert_eq!(
+            due_ms(&m, &Config::default(), &risk::Config::default()),
+            Some(day(84.0))
+        );
+        let Verdict::Fire(f) =
+            evaluate(&m, day(100.0), &Config::default(), &risk::Config::default())
+        else {
             panic!()
         };
         assert_eq!(f.severity, Severity::Critical);
@@ -185,15 +230,30 @@ mod tests {
     fn low_frequency_buyer_is_not_cooling_at_day_50() {
         let m = buyer(&[0.0, 65.0, 130.0, 195.0]);
         assert_eq!(
-            evaluate(&m, day(195.0 + 50.0), &Config::default()),
+            evaluate(
+                &m,
+                day(195.0 + 50.0),
+                &Config::default(),
+                &risk::Config::default()
+            ),
             Verdict::Recover
         );
         assert_eq!(
-            evaluate(&m, day(195.0 + 100.0), &Config::default()),
+            evaluate(
+                &m,
+                day(195.0 + 100.0),
+                &Config::default(),
+                &risk::Config::default()
+            ),
             Verdict::Recover
         );
         assert!(matches!(
-            evaluate(&m, day(195.0 + 131.0), &Config::default()),
+            evaluate(
+                &m,
+                day(195.0 + 131.0),
+                &Config::default(),
+                &risk::Config::default()
+            ),
             Verdict::Fire(_)
         ));
     }
@@ -214,7 +274,7 @@ mod tests {
             // purchase: the member is merely on schedule.
             let now = day(t + gap * 1.2);
             assert_eq!(
-                evaluate(&m, now, &Config::default()),
+                evaluate(&m, now, &Config::default(), &risk::Config::default()),
                 Verdict::Recover,
                 "gap {gap}"
             );
@@ -224,7 +284,9 @@ mod tests {
     #[test]
     fn fires_info_on_steadily_lengthening_gaps() {
         let m = buyer(&[0.0, 10.0, 20.0, 30.0, 43.0, 60.0, 82.0]);
-        let Verdict::Fire(f) = evaluate(&m, day(83.0), &Config::default()) else {
+        let Verdict::Fire(f) =
+            evaluate(&m, day(83.0), &Config::default(), &risk::Config::default())
+        else {
             panic!("expected a trend finding");
         };
         assert_eq!(f.severity, Severity::Info);
@@ -234,7 +296,13 @@ mod tests {
     #[test]
     fn needs_enough_gaps_and_counts_same_visit_orders_once() {
         let m = buyer(&[0.0, 20.0, 20.1, 40.0]);
-        assert_eq!(evaluate(&m, day(400.0), &Config::default()), Verdict::Hold);
-        assert_eq!(due_ms(&m, &Config::default()), None);
+        assert_eq!(
+            evaluate(&m, day(400.0), &Config::default(), &risk::Config::default()),
+            Verdict::Hold
+        );
+        assert_eq!(
+            due_ms(&m, &Config::default(), &risk::Config::default()),
+            None
+        );
     }
 }

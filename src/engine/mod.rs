@@ -629,7 +629,7 @@ impl<S: Store> Engine<S> {
         let verdicts = [
             (
                 Signal::PurchaseGap,
-                purchase_gap::evaluate(m, now, &d.purchase_gap),
+                purchase_gap::evaluate(m, now, &d.purchase_gap, &self.cfg.risk),
             ),
             (
                 Signal::OpenRateDrop,
@@ -798,7 +798,7 @@ impl<S: Store> Engine<S> {
             }
         };
         if !m.episodes[Signal::PurchaseGap as usize].open {
-            consider(purchase_gap::due_ms(m, &d.purchase_gap));
+            consider(purchase_gap::due_ms(m, &d.purchase_gap, &self.cfg.risk));
         }
         if !m.episodes[Signal::CheckinLapse as usize].open {
             consider(checkin_lapse::due_ms(m, &d.checkin_lapse));

@@ -244,3 +244,43 @@ fn stage_change_fires_on_a_quiet_stream() {
     assert_eq!(alerts[1].alert.severity, Severity::Critical);
     assert!(alerts[1].alert.risk_score >= 85.0);
 }
+
+#[test]
+fn low_p_alive_opens_a_purchase_gap_episode_from_the_timer_before_the_gap_rule() {
+    let mut cfg = EngineConfig::default();
+    cfg.alerts.holdout_share = 0.0;
+    // For this weekly buyer P(alive) stays above 0.78 while they keep buying
+    // and reaches 0.736 when the gap rule fires (day 42): a threshold of
+    // 0.76 lets P(alive) speak first, on day 40.
+    cfg.detect.purchase_gap.p_alive_below = 0.76;
+    let model = cfg.risk.clone();
+    let mut e = Engine::new(Arc::new(MemoryStore::new()), cfg, Arc::new(Metrics::new())).unwrap();
+    weekly_buyer(&mut e, "m1", 5);
+    e.commit(Batch::default()).unwrap();
+    let bytes = e
+        .store()
+        .get(Table::Members, &crate::state::keys::member_key(0, "m1"))
+        .unwrap()
+        .unwrap();
+    let m = MemberState::decode(&bytes).unwrap();
+    let due = crate::risk::p_alive_falls_to_ms(&m, &model, 0.76).unwrap();
+    assert!(
+        due > day(28.0) && due < day(42.0),
+        "due day {}",
+        due / DAY_MS
+    );
+    assert_eq!(e.advance_clock_to(due - 1).unwrap(), 0);
+    e.advance_clock_to(due + 1).unwrap();
+    let alerts = e.take_alerts();
+    assert_eq!(signals(&alerts), ["purchase_gap"]);
+    let ev = &alerts[0].alert.evidence;
+    assert_eq!(
+        ev.get("trigger"),
+        Some(&crate::detect::EvidenceValue::Text("p_alive".into()))
+    );
+    assert!(ev.get_num("p_alive").unwrap() <= 0.76, "{ev:?}");
+    assert_eq!(ev.get_num("p_alive_threshold"), Some(0.76));
+    // The gap rule later finds the episode already open: no second alert.
+    e.advance_clock_to(day(60.0)).unwrap();
+    assert!(e.take_alerts().is_empty());
+}

@@ -134,8 +134,38 @@ pub fn run(
     cfg.require_brokers()
         .map_err(|e| PipelineError::Topics(e.to_string()))?;
     if cfg.pipeline.create_topics {
-        rt.block_on(topics::ensure(cfg))
-            .map_err(PipelineError::Topics)?;
+        // Brokers down at start-up are an outage like any other: keep
+        // retrying (readyz stays false) until they answer or we are stopped.
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let shutdown = control.shutdown.clone();
+            let attempt = rt.block_on(async {
+                tokio::select! {
+                    r = topics::ensure(cfg) => Some(r),
+                    () = async {
+                        while !shutdown.load(Ordering::Relaxed) {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    } => None,
+                }
+            });
+            match attempt {
+                None => return Ok(()),
+                Some(Ok(())) => break,
+                Some(Err(error)) => {
+                    metrics.broker_errors.inc();
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot ensure topics; retrying");
+                }
+            }
+            let until = Instant::now() + backoff;
+            while Instant::now() < until {
+                if control.shutdown.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
     }
     let tuning = RocksTuning {
         block_cache_bytes: cfg.state.block_cache_mb << 20,

@@ -28,7 +28,11 @@ pub async fn ensure(cfg: &Config) -> Result<(), String> {
             )
         })
         .collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+    // request_timeout bounds the wait when no broker answers at all; without
+    // it the call waits forever and start-up could not be interrupted.
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(20)))
+        .request_timeout(Some(Duration::from_secs(10)));
     let results = admin
         .create_topics(&topics, &opts)
         .await

@@ -162,6 +162,31 @@ pub fn p_alive(kind: ModelKind, params: &ModelParams, rfm: &Rfm) -> f64 {
     }
 }
 
+/// The age T (weeks since the first purchase) from which P(alive | x, t_x, T)
+/// is at most `p`, if no further purchase comes. P(alive) only falls as T
+/// grows, and log-odds of drop-out are linear in ln(α+T), so this is closed
+/// form: no search. `None` for BG/NBD without repeat purchases (P(alive) is
+/// 1 forever), a `p` outside (0, 1) or invalid input.
+pub fn age_when_p_alive_falls_to(
+    kind: ModelKind,
+    params: &ModelParams,
+    rfm: &Rfm,
+    p: f64,
+) -> Option<f64> {
+    if !(p > 0.0 && p < 1.0) || !params.is_valid() || !rfm.is_valid() {
+        return None;
+    }
+    let (denominator, t_x) = match kind {
+        ModelKind::BgNbd if rfm.x == 0.0 => return None,
+        ModelKind::BgNbd => (params.b + rfm.x - 1.0, rfm.t_x),
+        ModelKind::MbgNbd => (params.b + rfm.x, if rfm.x == 0.0 { 0.0 } else { rfm.t_x }),
+    };
+    // P(alive) = 1 / (1 + e^y) <= p  <=>  y >= ln((1 - p) / p).
+    let needed = ((1.0 - p) / p).ln() - params.a.ln() + denominator.ln();
+    let t = (params.alpha + t_x) * (needed / (params.r + rfm.x)).exp() - params.alpha;
+    t.is_finite().then_some(t.max(t_x))
+}
+
 /// Conditional expected number of purchases in (T, T + horizon] given the
 /// history: E[Y(t) | x, t_x, T].
 ///

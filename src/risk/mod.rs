@@ -101,6 +101,29 @@ pub fn assess(m: &MemberState, now_ms: i64, cfg: &Config) -> Option<(f64, f64)> 
     (alive.is_finite() && expected.is_finite()).then_some((alive, expected))
 }
 
+/// P(alive) alone (no expected purchases, so no 2F1): what the
+/// `purchase_gap` detector needs on every evaluation.
+pub fn p_alive_at(m: &MemberState, now_ms: i64, cfg: &Config) -> Option<f64> {
+    if !cfg.enabled {
+        return None;
+    }
+    let alive = bgnbd::p_alive(cfg.kind()?, &cfg.params(), &member_rfm(m, now_ms)?);
+    alive.is_finite().then_some(alive)
+}
+
+/// The first moment (start of a day, as P(alive) is computed per day) at
+/// which the member's P(alive) is at most `p` if they buy nothing more.
+pub fn p_alive_falls_to_ms(m: &MemberState, cfg: &Config, p: f64) -> Option<i64> {
+    if !cfg.enabled {
+        return None;
+    }
+    let rfm = member_rfm(m, m.last_purchase_ms()?)?;
+    let weeks = bgnbd::age_when_p_alive_falls_to(cfg.kind()?, &cfg.params(), &rfm, p)?;
+    let first_day = m.first_purchase_ms.div_euclid(DAY_MS);
+    let days = (weeks * 7.0).ceil();
+    (days < 1e7).then(|| (first_day + days as i64) * DAY_MS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +143,20 @@ mod tests {
         assert!(fresh > 0.8, "{fresh}");
         assert!(lapsed < 0.3, "{lapsed}");
         assert!(e_fresh > e_lapsed);
+    }
+
+    #[test]
+    fn p_alive_falls_to_the_threshold_on_the_predicted_day() {
+        let m = member(
+            &(0..6)
+                .map(|i| (Purchase, i as f64 * 10.0, 20.0))
+                .collect::<Vec<_>>(),
+        );
+        let cfg = Config::default();
+        let due = p_alive_falls_to_ms(&m, &cfg, 0.2).unwrap();
+        assert!(p_alive_at(&m, due, &cfg).unwrap() <= 0.2);
+        assert!(p_alive_at(&m, due - DAY_MS, &cfg).unwrap() > 0.2);
+        assert!(due > m.last_purchase_ms().unwrap());
     }
 
     #[test]
