@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo bench --bench engine -- [--members N] [--events N] [--batch N] [--cache-mb N] [--dir PATH]
+//!     [--p-alive-below P] [--no-risk]
 //! ```
 //!
 //! Reports parse-only throughput, end-to-end engine throughput (parse,
@@ -26,6 +27,8 @@ struct Args {
     batch: usize,
     dir: Option<String>,
     cache_mb: Option<usize>,
+    p_alive_below: Option<f64>,
+    no_risk: bool,
 }
 
 fn args() -> Args {
@@ -35,6 +38,8 @@ fn args() -> Args {
         batch: 5_000,
         dir: None,
         cache_mb: None,
+        p_alive_below: None,
+        no_risk: false,
     };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -46,6 +51,12 @@ fn args() -> Args {
             "--batch" => a.batch = v.parse().expect("--batch N"),
             "--dir" => a.dir = Some(v),
             "--cache-mb" => a.cache_mb = Some(v.parse().expect("--cache-mb N")),
+            "--p-alive-below" => a.p_alive_below = Some(v.parse().expect("--p-alive-below P")),
+            "--no-risk" => {
+                a.no_risk = true;
+                i += 1;
+                continue;
+            }
             _ => {
                 i += 1;
                 continue;
@@ -135,6 +146,10 @@ fn main() {
     if let Some(mb) = a.cache_mb {
         cfg.state.block_cache_mb = mb;
     }
+    if let Some(p) = a.p_alive_below {
+        cfg.detect.purchase_gap.p_alive_below = p;
+    }
+    cfg.risk.enabled = !a.no_risk;
     let t0 = 1_767_225_600_000i64; // 2026-01-01
     let span = 120 * DAY_MS;
     let wall = t0 + span + DAY_MS;
@@ -265,6 +280,15 @@ fn main() {
         commit_time.as_secs_f64()
     );
     println!("  accepted / alerts      {accepted} / {alerts}");
+    println!(
+        "  purchase model         {} (p_alive_below {})",
+        if cfg.risk.enabled {
+            cfg.risk.model.as_str()
+        } else {
+            "off"
+        },
+        cfg.detect.purchase_gap.p_alive_below
+    );
     println!(
         "  encoded state          {:.0} bytes/member (key + value)",
         encoded as f64 / members.max(1) as f64
