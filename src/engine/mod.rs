@@ -38,8 +38,8 @@ use crate::state::keys::{
 use crate::state::member::{OpenAlert, Stage, NEVER};
 use crate::state::{Batch, MemberState, Store, StoreError, Table};
 use crate::telemetry::events::{
-    DuplicateAbsorbed, EventConsumed, EventRejected, MemberAlerted, MemberReactivated,
-    StateCommitted, TimersFired,
+    DuplicateAbsorbed, EventConsumed, EventRejected, MemberAlerted, MemberCreated,
+    MemberReactivated, StateCommitted, TimersFired,
 };
 use crate::telemetry::Metrics;
 
@@ -397,7 +397,7 @@ impl<S: Store> Engine<S> {
         let state = match self.load(partition, member_id)? {
             Some(m) => m,
             None => {
-                self.metrics.members_tracked.inc();
+                MemberCreated.emit(&self.metrics);
                 MemberState::new(ts_ms)
             }
         };

@@ -50,7 +50,10 @@ use crate::config::Config;
 use crate::engine::{Engine, EngineError, Outcome};
 use crate::state::keys::{meta_key, GLOBAL_PARTITION};
 use crate::state::{Batch, RocksStore, RocksTuning, Store, StoreError, Table};
-use crate::telemetry::events::AlertPublished;
+use crate::telemetry::events::{
+    AlertDelivered, AlertPublished, BatchProcessed, BrokerError, DeadLetterWritten, OutboxDepth,
+    OutboxRecovered, PartitionsChanged, Readiness,
+};
 use crate::telemetry::Metrics;
 use outbox::OutboxRecord;
 use sink::Sink;
@@ -152,10 +155,12 @@ pub fn run(
             match attempt {
                 None => return Ok(()),
                 Some(Ok(())) => break,
-                Some(Err(error)) => {
-                    metrics.broker_errors.inc();
-                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot ensure topics; retrying");
+                Some(Err(error)) => BrokerError {
+                    context: "ensuring topics",
+                    error: &error,
+                    log: true,
                 }
+                .emit(&metrics),
             }
             let until = Instant::now() + backoff;
             while Instant::now() < until {
@@ -314,7 +319,10 @@ impl Driver {
                 outbox.insert(seq, rec);
             }
         }
-        metrics.restore_records.inc_by(outbox.len() as u64);
+        OutboxRecovered {
+            records: outbox.len(),
+        }
+        .emit(&metrics);
         let next_seq = outbox.keys().next_back().map_or(0, |s| s + 1);
         Ok(Driver {
             engine,
@@ -357,11 +365,12 @@ impl Driver {
                     self.assigned.insert(tp);
                     answer.push(next);
                 }
-                self.metrics.rebalance("assign");
-                self.metrics
-                    .partitions_assigned
-                    .set(self.assigned.len() as i64);
-                tracing::info!(partitions = ?self.assigned, "partitions assigned");
+                PartitionsChanged {
+                    kind: "assign",
+                    partitions: &self.assigned,
+                    owned: self.assigned.len(),
+                }
+                .emit(&self.metrics);
                 let _ = reply.send(answer);
                 Ok(())
             }
@@ -379,25 +388,30 @@ impl Driver {
                         self.engine.revoke(*p as u32);
                     }
                 }
-                self.metrics.rebalance("revoke");
-                self.metrics
-                    .partitions_assigned
-                    .set(self.assigned.len() as i64);
-                tracing::info!(revoked = ?parts, "partitions revoked");
+                PartitionsChanged {
+                    kind: "revoke",
+                    partitions: &parts,
+                    owned: self.assigned.len(),
+                }
+                .emit(&self.metrics);
                 let _ = ack.send(());
                 Ok(())
             }
             SourceMsg::Error(e) => {
-                self.metrics.broker_errors.inc();
                 self.last_error = Some(Instant::now());
                 // A broker outage reports the same error many times a second.
-                if self
+                let log = self
                     .last_error_log
-                    .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
-                {
-                    tracing::warn!(error = %e, "kafka consumer error (retrying)");
+                    .is_none_or(|t| t.elapsed() > Duration::from_secs(10));
+                if log {
                     self.last_error_log = Some(Instant::now());
                 }
+                BrokerError {
+                    context: "consuming",
+                    error: &e,
+                    log,
+                }
+                .emit(&self.metrics);
                 Ok(())
             }
         }
@@ -446,9 +460,10 @@ impl Driver {
         self.collect_alerts()?;
         self.batch_received = None;
         self.commit(offsets)?;
-        self.metrics
-            .processing_latency
-            .observe(started.elapsed().as_secs_f64());
+        BatchProcessed {
+            seconds: started.elapsed().as_secs_f64(),
+        }
+        .emit(&self.metrics);
         // Kafka's committed offsets only feed lag monitoring: the truth is in
         // RocksDB, so an async commit that fails costs nothing.
         if !moved.is_empty() {
@@ -507,7 +522,7 @@ impl Driver {
         }
         self.engine.commit(extra)?;
         self.last_commit = Instant::now();
-        self.metrics.outbox_depth.set(self.outbox.len() as i64);
+        OutboxDepth(self.outbox.len()).emit(&self.metrics);
         Ok(())
     }
 
@@ -521,7 +536,7 @@ impl Driver {
                 break;
             }
             if matches!(rec, OutboxRecord::DeadLetter { .. }) {
-                self.metrics.dlq_published.inc();
+                DeadLetterWritten.emit(&self.metrics);
             }
         }
     }
@@ -531,9 +546,10 @@ impl Driver {
             self.outbox.remove(&seq);
             self.delivered.push(seq);
             if let Some(t) = self.received.remove(&seq) {
-                self.metrics
-                    .event_to_alert_latency
-                    .observe(t.elapsed().as_secs_f64());
+                AlertDelivered {
+                    seconds: t.elapsed().as_secs_f64(),
+                }
+                .emit(&self.metrics);
             }
         }
     }
@@ -573,7 +589,7 @@ impl Driver {
             && !broker_down
             && self.last_commit.elapsed() < Duration::from_secs(60);
         self.control.ready.store(ready, Ordering::Relaxed);
-        self.metrics.ready.set(ready as i64);
+        Readiness { ready }.emit(&self.metrics);
         Ok(())
     }
 

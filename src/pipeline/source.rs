@@ -20,6 +20,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
 
+use crate::telemetry::events::ConsumerLag;
 use crate::telemetry::Metrics;
 
 /// A topic partition of the input.
@@ -55,10 +56,12 @@ impl ClientContext for SourceContext {
                 if *id < 0 || p.consumer_lag < 0 {
                     continue;
                 }
-                self.metrics
-                    .consumer_lag
-                    .with_label_values(&[topic.as_str(), &id.to_string()])
-                    .set(p.consumer_lag);
+                ConsumerLag {
+                    topic,
+                    partition: *id,
+                    lag: p.consumer_lag,
+                }
+                .emit(&self.metrics);
             }
         }
     }

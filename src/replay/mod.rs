@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::detect::Signal;
 use crate::engine::{Engine, EngineError, Outcome};
 use crate::state::{Batch, RocksStore, StoreError};
-use crate::telemetry::events::AlertPublished;
+use crate::telemetry::events::{AlertPublished, DeadLetterWritten};
 use crate::telemetry::Metrics;
 
 /// Input lines per engine batch (one RocksDB write each).
@@ -192,7 +192,7 @@ pub fn run(
             Outcome::Rejected(r) => {
                 summary.rejected += 1;
                 write_dead_letter(&mut dlq, summary.lines, &r.to_string(), payload)?;
-                metrics.dlq_published.inc();
+                DeadLetterWritten.emit(&metrics);
             }
         }
         in_batch += 1;

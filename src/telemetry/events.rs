@@ -118,3 +118,137 @@ impl StateCommitted {
         );
     }
 }
+
+/// A Kafka client error. The pipeline retries; `log` is false for repeats
+/// inside the rate-limit window, since an outage reports the same error
+/// many times a second.
+pub struct BrokerError<'a> {
+    pub context: &'static str,
+    pub error: &'a dyn std::fmt::Display,
+    pub log: bool,
+}
+
+impl BrokerError<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.broker_errors.inc();
+        if self.log {
+            tracing::warn!(error = %self.error, context = self.context, "kafka error (retrying)");
+        }
+    }
+}
+
+/// The consumer group gave or took partitions.
+pub struct PartitionsChanged<'a, P: std::fmt::Debug> {
+    /// `assign` or `revoke`.
+    pub kind: &'static str,
+    pub partitions: &'a P,
+    /// Input partitions owned after the change.
+    pub owned: usize,
+}
+
+impl<P: std::fmt::Debug> PartitionsChanged<'_, P> {
+    pub fn emit(&self, m: &Metrics) {
+        m.rebalance(self.kind);
+        m.partitions_assigned.set(self.owned as i64);
+        tracing::info!(kind = self.kind, partitions = ?self.partitions, owned = self.owned, "partitions changed");
+    }
+}
+
+/// Unacknowledged outbox records found at start-up; they are sent again.
+pub struct OutboxRecovered {
+    pub records: usize,
+}
+
+impl OutboxRecovered {
+    pub fn emit(&self, m: &Metrics) {
+        m.restore_records.inc_by(self.records as u64);
+        m.outbox_depth.set(self.records as i64);
+        if self.records > 0 {
+            tracing::info!(
+                records = self.records,
+                "re-sending unacknowledged outbox records"
+            );
+        }
+    }
+}
+
+/// Outbox size after a commit or an acknowledgement.
+pub struct OutboxDepth(pub usize);
+
+impl OutboxDepth {
+    #[inline]
+    pub fn emit(&self, m: &Metrics) {
+        m.outbox_depth.set(self.0 as i64);
+    }
+}
+
+/// A rejected event handed to the dead-letter output (topic or file).
+pub struct DeadLetterWritten;
+
+impl DeadLetterWritten {
+    #[inline]
+    pub fn emit(&self, m: &Metrics) {
+        m.dlq_published.inc();
+    }
+}
+
+/// A batch of input is committed: time from its receipt.
+pub struct BatchProcessed {
+    pub seconds: f64,
+}
+
+impl BatchProcessed {
+    #[inline]
+    pub fn emit(&self, m: &Metrics) {
+        m.processing_latency.observe(self.seconds);
+    }
+}
+
+/// The broker acknowledged an alert: time from receipt of its triggering batch.
+pub struct AlertDelivered {
+    pub seconds: f64,
+}
+
+impl AlertDelivered {
+    #[inline]
+    pub fn emit(&self, m: &Metrics) {
+        m.event_to_alert_latency.observe(self.seconds);
+    }
+}
+
+/// Consumer lag of one partition, from librdkafka's statistics.
+pub struct ConsumerLag<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub lag: i64,
+}
+
+impl ConsumerLag<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.consumer_lag
+            .with_label_values(&[self.topic, &self.partition.to_string()])
+            .set(self.lag);
+    }
+}
+
+/// A member seen for the first time.
+pub struct MemberCreated;
+
+impl MemberCreated {
+    #[inline]
+    pub fn emit(&self, m: &Metrics) {
+        m.members_tracked.inc();
+    }
+}
+
+/// `/readyz` changed (or was re-evaluated).
+pub struct Readiness {
+    pub ready: bool,
+}
+
+impl Readiness {
+    #[inline]
+    pub fn emit(&self, m: &Metrics) {
+        m.ready.set(self.ready as i64);
+    }
+}
