@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 members="${QUICKSTART_MEMBERS:-2000}"
 
+bash scripts/ensure-deps.sh
 bash scripts/ensure-tansu.sh
 cargo build --release --locked
 cw=target/release/churnwatch

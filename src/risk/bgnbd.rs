@@ -173,7 +173,7 @@ pub fn age_when_p_alive_falls_to(
     rfm: &Rfm,
     p: f64,
 ) -> Option<f64> {
-    if !(p > 0.0 && p < 1.0) || !params.is_valid() || !rfm.is_valid() {
+    if !(p > 0.0 && p < 1.0 && params.is_valid() && rfm.is_valid()) {
         return None;
     }
     let (denominator, t_x) = match kind {
