@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant};
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
 use super::outbox::OutboxRecord;
+use crate::telemetry::events::KafkaClientLog;
 
 /// The broker's answer for one outbox record.
 pub struct Delivery {
@@ -21,9 +23,22 @@ pub struct Delivery {
 
 pub struct SinkContext {
     acks: Sender<Delivery>,
+    log: KafkaClientLog,
 }
 
-impl ClientContext for SinkContext {}
+impl ClientContext for SinkContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.log.emit(
+            (level as i32) <= (RDKafkaLogLevel::Error as i32),
+            fac,
+            message,
+        );
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.emit(true, &error.to_string(), reason);
+    }
+}
 
 impl ProducerContext for SinkContext {
     type DeliveryOpaque = Box<u64>;
@@ -60,7 +75,10 @@ impl Sink {
             // Alerts are few and latency-bound: a short linger.
             .set("linger.ms", "5")
             .set("compression.type", "lz4");
-        let producer = client.create_with_context(SinkContext { acks: tx })?;
+        let producer = client.create_with_context(SinkContext {
+            acks: tx,
+            log: KafkaClientLog::default(),
+        })?;
         Ok(Sink {
             producer,
             acks: rx,

@@ -12,6 +12,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
@@ -20,7 +21,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
 
-use crate::telemetry::events::ConsumerLag;
+use crate::telemetry::events::{ConsumerLag, KafkaClientLog};
 use crate::telemetry::Metrics;
 
 /// A topic partition of the input.
@@ -44,9 +45,22 @@ pub struct SourceContext {
     to_engine: SyncSender<SourceMsg>,
     shutdown: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
+    log: KafkaClientLog,
 }
 
 impl ClientContext for SourceContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.log.emit(
+            (level as i32) <= (RDKafkaLogLevel::Error as i32),
+            fac,
+            message,
+        );
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.emit(true, &error.to_string(), reason);
+    }
+
     /// librdkafka's periodic statistics carry each partition's lag without a
     /// blocking watermark request. (On tansu the high watermark, and so the
     /// lag, can be off by one batch; see BROKER.md.)
@@ -169,6 +183,7 @@ pub fn start(
         to_engine: tx.clone(),
         shutdown: shutdown.clone(),
         metrics,
+        log: KafkaClientLog::default(),
     };
     let consumer: BaseConsumer<SourceContext> = client.create_with_context(ctx)?;
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();

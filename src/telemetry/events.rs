@@ -252,3 +252,33 @@ impl Readiness {
         m.ready.set(self.ready as i64);
     }
 }
+
+/// librdkafka's own log lines and global errors. During a broker outage the
+/// client logs every failed connection attempt at error level, several a
+/// second; the pipeline already counts and reports the outage, so these are
+/// logged at `warn` at most once per 10 s per client, and the rest at
+/// `debug`.
+#[derive(Default)]
+pub struct KafkaClientLog {
+    last_warn_secs: std::sync::atomic::AtomicU64,
+}
+
+impl KafkaClientLog {
+    pub fn emit(&self, severe: bool, facility: &str, message: &str) {
+        use std::sync::atomic::Ordering;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last_warn_secs.load(Ordering::Relaxed);
+        if severe && now >= last + 10 {
+            self.last_warn_secs.store(now, Ordering::Relaxed);
+            tracing::warn!(
+                facility,
+                message,
+                "kafka client (repeats within 10 s at debug)"
+            );
+        } else {
+            tracing::debug!(facility, message, "kafka client");
+        }
+    }
+}
