@@ -127,6 +127,58 @@ fn wait_ready(port: u16) {
 
 /// Every record on partition 0 of `topic`, from the beginning, until `want`
 /// records arrived or the time is up.
+/// Reads `topic` from the beginning until `done` holds for what was read, then
+/// a further `settle` for late duplicates, or until `within` runs out. Waiting
+/// on the outcome rather than a fixed time keeps a slow CI machine (a consumer
+/// group rejoin after a crash takes several seconds on tansu) from failing.
+fn read_until(
+    broker: &Broker,
+    topic: &str,
+    within: Duration,
+    settle: Duration,
+    done: impl Fn(&[rdkafka::message::OwnedMessage]) -> bool,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let mut deadline = Instant::now() + within;
+    let mut settling = false;
+    while Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            out.push(m.detach());
+        }
+        if !settling && done(&out) {
+            settling = true;
+            deadline = Instant::now() + settle;
+        }
+    }
+    out
+}
+
+fn distinct_alert_ids(messages: &[rdkafka::message::OwnedMessage]) -> usize {
+    alerts_of(messages)
+        .iter()
+        .map(|a| a["alert_id"].as_str().unwrap().to_string())
+        .collect::<BTreeSet<_>>()
+        .len()
+}
+
+fn distinct_dead_letter_origins(messages: &[rdkafka::message::OwnedMessage]) -> usize {
+    messages
+        .iter()
+        .filter_map(|m| header(m, "churnwatch.source.offset"))
+        .collect::<BTreeSet<_>>()
+        .len()
+}
+
 fn read_topic(
     broker: &Broker,
     topic: &str,
@@ -314,12 +366,19 @@ fn a_crash_loses_nothing_and_repeats_only_identical_alerts() {
     producer.join().unwrap();
 
     let mut run = start_run(&cfg);
-    let got = read_topic(&broker, "churn-alerts", usize::MAX, Duration::from_secs(25));
-    let dead = read_topic(
+    let got = read_until(
+        &broker,
+        "churn-alerts",
+        Duration::from_secs(120),
+        Duration::from_secs(3),
+        |m| distinct_alert_ids(m) >= want.len(),
+    );
+    let dead = read_until(
         &broker,
         "member-events-dlq",
-        usize::MAX,
-        Duration::from_secs(5),
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        |m| distinct_dead_letter_origins(m) >= bad,
     );
     terminate(&run);
     run.wait().unwrap();
@@ -420,12 +479,19 @@ fn a_broker_outage_mid_stream_is_waited_out_and_loses_nothing() {
     broker.restart();
     produce_lines(&broker, "member-events", second);
 
-    let got = read_topic(&broker, "churn-alerts", usize::MAX, Duration::from_secs(25));
-    let dead = read_topic(
+    let got = read_until(
+        &broker,
+        "churn-alerts",
+        Duration::from_secs(120),
+        Duration::from_secs(3),
+        |m| distinct_alert_ids(m) >= want.len(),
+    );
+    let dead = read_until(
         &broker,
         "member-events-dlq",
-        usize::MAX,
-        Duration::from_secs(5),
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        |m| distinct_dead_letter_origins(m) >= bad,
     );
     wait_ready(port);
     terminate(&run);
