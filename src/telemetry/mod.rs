@@ -140,6 +140,9 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(commit_duration.clone()))
             .expect("unique metric");
+        // The only store `run` commits to; touching the child makes the
+        // family visible from the first scrape, before any commit.
+        commit_duration.with_label_values(&["rocksdb"]);
         let rebalances = counter_vec(
             &r,
             "churnwatch_rebalances_total",
@@ -207,7 +210,7 @@ impl Metrics {
             outbox_depth: gauge(
                 &r,
                 "churnwatch_outbox_depth",
-                "Alerts stored but not yet acknowledged by the broker.",
+                "Outbox records (alerts and dead letters) stored but not yet acknowledged by the broker.",
             ),
             members_tracked: gauge(
                 &r,
@@ -255,12 +258,12 @@ impl Metrics {
             broker_errors: counter(
                 &r,
                 "churnwatch_broker_errors_total",
-                "Kafka client errors (connection, produce, consume).",
+                "Kafka client errors: consume and produce errors, and librdkafka global errors such as all brokers down.",
             ),
             restore_records: counter(
                 &r,
                 "churnwatch_restore_records_total",
-                "State records restored.",
+                "Outbox records found unacknowledged at start-up and sent again.",
             ),
             dlq_published: counter(
                 &r,
