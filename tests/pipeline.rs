@@ -252,7 +252,7 @@ fn publishes_what_replay_derives_and_dead_letters_every_bad_message() {
             a["member_id"].as_str().unwrap().as_bytes()
         );
     }
-    assert_eq!(comparable(&alerts_of(&got)), comparable(&want));
+    assert_same_alerts(&comparable(&alerts_of(&got)), &comparable(&want));
 
     // Dead letters: the message unchanged, reason and origin in headers.
     assert_eq!(dead.len(), bad);
@@ -364,6 +364,12 @@ fn a_crash_loses_nothing_and_repeats_only_identical_alerts() {
     run.kill().unwrap();
     run.wait().unwrap();
     producer.join().unwrap();
+    // Restart only once the dead member's session (6 s) has expired: tansu
+    // does not rebalance when it expires a member, so an instance that
+    // joined while the dead one still held the partition would wait for an
+    // assignment forever (Apache Kafka rebalances then). Noted in the
+    // closing note; the behaviour under test is the restart, not the group.
+    std::thread::sleep(Duration::from_secs(8));
 
     let mut run = start_run(&cfg);
     let got = read_until(
@@ -393,7 +399,7 @@ fn a_crash_loses_nothing_and_repeats_only_identical_alerts() {
         }
     }
     let distinct: Vec<serde_json::Value> = by_id.into_values().collect();
-    assert_eq!(distinct, comparable(&want));
+    assert_same_alerts(&distinct, &comparable(&want));
     let origins: BTreeSet<String> = dead
         .iter()
         .map(|m| header(m, "churnwatch.source.offset").unwrap().to_string())
@@ -501,9 +507,9 @@ fn a_broker_outage_mid_stream_is_waited_out_and_loses_nothing() {
         .into_iter()
         .map(|a| (a["alert_id"].as_str().unwrap().to_string(), a))
         .collect();
-    assert_eq!(
-        distinct.into_values().collect::<Vec<_>>(),
-        comparable(&want)
+    assert_same_alerts(
+        &distinct.into_values().collect::<Vec<_>>(),
+        &comparable(&want),
     );
     let origins: BTreeSet<String> = dead
         .iter()

@@ -181,6 +181,20 @@ pub struct PipelineConfig {
     /// Alerts and dead letters waiting for the broker before consumption
     /// pauses (a broker outage must not grow the outbox without bound).
     pub outbox_max: usize,
+    /// Produce every committed member-state change to the changelog topic and
+    /// rebuild a newly assigned partition from it, so state follows its
+    /// partition between instances. Off, a partition that moves arrives with
+    /// empty member state.
+    pub changelog: bool,
+    /// The changelog topic; empty means `<kafka.group_id>-state-changelog`.
+    /// It must have as many partitions as the input topics.
+    pub changelog_topic: String,
+    /// Changelog records applied per RocksDB write batch while restoring.
+    pub restore_batch_records: usize,
+    /// A partition this instance no longer owns keeps its local state this
+    /// long (a partition that comes back then catches up from the changelog
+    /// instead of restoring from scratch); after that the state is deleted.
+    pub drop_unowned_after_ms: u64,
 }
 
 impl Default for PipelineConfig {
@@ -193,6 +207,10 @@ impl Default for PipelineConfig {
             create_topics: true,
             topic_partitions: 6,
             outbox_max: 100_000,
+            changelog: true,
+            changelog_topic: String::new(),
+            restore_batch_records: 50_000,
+            drop_unowned_after_ms: 24 * 3_600_000,
         }
     }
 }
@@ -353,6 +371,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "input.max_event_bytes",
                 "must be at least 64",
+            ));
+        }
+        if self.pipeline.restore_batch_records == 0 {
+            return Err(ConfigError::invalid(
+                "pipeline.restore_batch_records",
+                "must be positive",
             ));
         }
         if self.time.allowed_lateness_ms < 0 {
@@ -517,6 +541,16 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The changelog topic: `pipeline.changelog_topic`, or
+    /// `<kafka.group_id>-state-changelog` when that is empty.
+    pub fn changelog_topic(&self) -> String {
+        if self.pipeline.changelog_topic.is_empty() {
+            format!("{}-state-changelog", self.kafka.group_id)
+        } else {
+            self.pipeline.changelog_topic.clone()
+        }
     }
 
     /// The brokers, required by `run` and `simulate --brokers`.

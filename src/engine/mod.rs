@@ -88,6 +88,21 @@ pub struct EngineStats {
     pub commits: u64,
 }
 
+/// What a commit writes, reported to [`Engine::commit_with`]'s callback.
+#[derive(Debug)]
+pub enum Change<'a> {
+    /// A member's state after the commit, exactly as stored.
+    Member {
+        partition: u32,
+        member_id: &'a str,
+        timer_due_ms: i64,
+        state: &'a [u8],
+    },
+    /// Every member change of `partition` in this commit has been reported
+    /// (called for every assigned partition, changed or not).
+    PartitionDone { partition: u32, max_ts: i64 },
+}
+
 /// An alert raised since the last commit, with the partition it belongs to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RaisedAlert {
@@ -112,7 +127,8 @@ struct Partition {
 }
 
 const META_CLOCK: &str = "clock";
-const META_MAX_TS: &str = "max_ts";
+/// Meta key name of a partition's event-time high mark.
+pub const META_MAX_TS: &str = "max_ts";
 
 pub struct Engine<S: Store> {
     store: S,
@@ -176,6 +192,20 @@ impl<S: Store> Engine<S> {
 
     /// Starts processing `partition`, picking up its stored watermark and timers.
     pub fn assign(&mut self, partition: u32) -> Result<(), EngineError> {
+        self.assign_inner(partition, false)
+    }
+
+    /// [`Engine::assign`] for a partition that arrives from elsewhere (a
+    /// rebalance, or a restore that rewound its state): the clock is the
+    /// minimum over assigned partitions, so if this one's watermark is
+    /// behind the clock, the clock moves back to it. Otherwise its timers
+    /// would fire ahead of its own backlog, before events that in the
+    /// original run came first.
+    pub fn assign_moved(&mut self, partition: u32) -> Result<(), EngineError> {
+        self.assign_inner(partition, true)
+    }
+
+    fn assign_inner(&mut self, partition: u32, rewind_clock: bool) -> Result<(), EngineError> {
         if self.parts.contains_key(&partition) {
             return Ok(());
         }
@@ -186,6 +216,13 @@ impl<S: Store> Engine<S> {
         };
         part.next_due = self.peek_next_due(partition, NEVER)?;
         self.parts.insert(partition, part);
+        if rewind_clock && max_ts != NEVER {
+            let watermark = max_ts.saturating_sub(self.cfg.clock.allowed_lateness_ms);
+            if watermark < self.clock_ms {
+                self.clock_ms = watermark;
+                self.clock_dirty = true;
+            }
+        }
         Ok(())
     }
 
@@ -296,6 +333,17 @@ impl<S: Store> Engine<S> {
     /// store batch. Take the alerts first: the caller decides whether they go
     /// out before the commit (replay) or into `extra` as an outbox (pipeline).
     pub fn commit(&mut self, extra: Batch) -> Result<(), EngineError> {
+        self.commit_with(extra, |_, _| {})
+    }
+
+    /// [`Engine::commit`], reporting every member state it writes and the
+    /// end of each partition's changes to `on_change`, which may add its own
+    /// writes (the pipeline's changelog records) to the same atomic batch.
+    pub fn commit_with(
+        &mut self,
+        extra: Batch,
+        mut on_change: impl FnMut(Change<'_>, &mut Batch),
+    ) -> Result<(), EngineError> {
         let started = std::time::Instant::now();
         let mut batch = Batch::default();
         let mut members = 0;
@@ -303,7 +351,17 @@ impl<S: Store> Engine<S> {
             for (id, cm) in part.members.drain() {
                 if cm.dirty {
                     members += 1;
-                    batch.put(Table::Members, member_key(p, &id), cm.state.to_bytes());
+                    let state = cm.state.to_bytes();
+                    on_change(
+                        Change::Member {
+                            partition: p,
+                            member_id: &id,
+                            timer_due_ms: cm.state.timer_due_ms,
+                            state: &state,
+                        },
+                        &mut batch,
+                    );
+                    batch.put(Table::Members, member_key(p, &id), state);
                 }
             }
             if part.max_ts_dirty {
@@ -314,6 +372,13 @@ impl<S: Store> Engine<S> {
                 );
                 part.max_ts_dirty = false;
             }
+            on_change(
+                Change::PartitionDone {
+                    partition: p,
+                    max_ts: part.max_ts,
+                },
+                &mut batch,
+            );
         }
         for (k, put) in std::mem::take(&mut self.overlay) {
             if put {

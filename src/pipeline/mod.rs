@@ -30,6 +30,7 @@
 //!   offset stored with the state are skipped, and duplicate `event_id`s
 //!   change nothing.
 
+pub mod changelog;
 pub mod outbox;
 pub mod sink;
 pub mod source;
@@ -47,15 +48,18 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 
 use crate::config::Config;
-use crate::engine::{Engine, EngineError, Outcome};
-use crate::state::keys::{meta_key, GLOBAL_PARTITION};
+use crate::engine::{Change, Engine, EngineError, Outcome};
+use crate::state::keys::GLOBAL_PARTITION;
 use crate::state::{Batch, RocksStore, RocksTuning, Store, StoreError, Table};
 use crate::telemetry::events::{
-    AlertDelivered, AlertPublished, BatchProcessed, BrokerError, DeadLetterWritten, OutboxDepth,
-    OutboxRecovered, PartitionsChanged, Readiness,
+    AlertDelivered, AlertPublished, BatchProcessed, BrokerError, ChangelogWritten,
+    DeadLetterWritten, OutboxDepth, OutboxRecovered, PartitionDropped, PartitionsChanged,
+    Readiness, RestoreFinished, RestoreProgress, RestoreStarted,
 };
 use crate::telemetry::Metrics;
+use changelog::{PartitionMark, RestoreError};
 use outbox::OutboxRecord;
+use sink::Delivery;
 use sink::Sink;
 use source::{SourceMsg, SourceOptions, TopicPartition};
 
@@ -76,6 +80,11 @@ pub enum PipelineError {
     Topics(String),
     #[error("corrupt outbox entry {seq}: {reason}")]
     Outbox { seq: u64, reason: String },
+    #[error("restoring partition {partition} from the changelog: {source}")]
+    Restore {
+        partition: u32,
+        source: RestoreError,
+    },
 }
 
 /// Shared flags between the pipeline, the HTTP endpoints and signal handling.
@@ -116,14 +125,10 @@ fn is_consumer_only(key: &str) -> bool {
     PREFIXES.iter().any(|p| key.starts_with(p))
 }
 
-fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
-    meta_key(GLOBAL_PARTITION, &format!("offset/{topic}/{partition}"))
-}
+use changelog::offset_key;
 
 fn read_offset(store: &RocksStore, tp: &TopicPartition) -> Result<Option<i64>, StoreError> {
-    Ok(store
-        .get(Table::Meta, &offset_key(&tp.0, tp.1))?
-        .and_then(|v| v.try_into().ok().map(i64::from_le_bytes)))
+    changelog::read_i64(store, &offset_key(&tp.0, tp.1))
 }
 
 /// Runs until `control.shutdown` is set. Blocks the calling thread; `rt`
@@ -136,7 +141,7 @@ pub fn run(
 ) -> Result<(), PipelineError> {
     cfg.require_brokers()
         .map_err(|e| PipelineError::Topics(e.to_string()))?;
-    if cfg.pipeline.create_topics {
+    if cfg.pipeline.create_topics || cfg.pipeline.changelog {
         // Brokers down at start-up are an outage like any other: keep
         // retrying (readyz stays false) until they answer or we are stopped.
         let mut backoff = Duration::from_millis(500);
@@ -155,6 +160,7 @@ pub fn run(
             match attempt {
                 None => return Ok(()),
                 Some(Ok(())) => break,
+                Some(Err(topics::TopicsError::Fatal(e))) => return Err(PipelineError::Topics(e)),
                 Some(Err(error)) => BrokerError {
                     context: "ensuring topics",
                     error: &error,
@@ -188,6 +194,7 @@ pub fn run(
         client_config(cfg),
         &cfg.kafka.alert_topic,
         &cfg.kafka.dlq_topic,
+        &cfg.changelog_topic(),
     )?;
     let mut consumer_cfg = client_config(cfg);
     consumer_cfg
@@ -201,6 +208,9 @@ pub fn run(
         // it for the full wait (tansu does) would add up to 500 ms of
         // latency with librdkafka's default.
         .set("fetch.wait.max.ms", "50")
+        // Incremental rebalancing: a joining or leaving instance moves only
+        // the partitions that change owner; the others keep processing.
+        .set("partition.assignment.strategy", "cooperative-sticky")
         .set(
             "max.poll.interval.ms",
             cfg.pipeline.max_poll_interval_ms.to_string(),
@@ -261,6 +271,16 @@ pub fn run(
     result
 }
 
+/// Changelog settings the driver needs at run time.
+struct ChangelogSettings {
+    topic: String,
+    /// Base config of the consumer that reads the changelog on restore.
+    client: ClientConfig,
+    input_topics: Vec<String>,
+    batch_records: usize,
+    drop_unowned_after_ms: i64,
+}
+
 /// The engine side of the pipeline: owns the engine, the outbox and the
 /// offsets, and is the only writer of the store.
 struct Driver {
@@ -284,9 +304,15 @@ struct Driver {
     /// Next offset to read per assigned input partition.
     offsets: BTreeMap<TopicPartition, i64>,
     assigned: BTreeSet<TopicPartition>,
+    changelog: Option<ChangelogSettings>,
+    /// Partitions whose input offsets moved since their last changelog marker.
+    unmarked: BTreeSet<i32>,
+    /// Acknowledged changelog positions (next offset) to checkpoint.
+    checkpoints: BTreeMap<i32, i64>,
     last_message: Instant,
     last_commit: Instant,
     last_stats: Instant,
+    last_sweep: Instant,
     last_error_log: Option<Instant>,
     last_error: Option<Instant>,
     json: Vec<u8>,
@@ -301,7 +327,8 @@ impl Driver {
         control: Control,
     ) -> Result<Self, PipelineError> {
         // Whatever a previous run committed but never got acknowledged is
-        // published again first.
+        // published again first (changelog records once their partition is
+        // assigned again, see `restore`).
         let mut outbox = BTreeMap::new();
         let mut from = outbox::key(0);
         let end = outbox::key(u64::MAX);
@@ -324,6 +351,20 @@ impl Driver {
         }
         .emit(&metrics);
         let next_seq = outbox.keys().next_back().map_or(0, |s| s + 1);
+        let changelog = cfg.pipeline.changelog.then(|| {
+            let mut client = client_config(cfg);
+            client.set(
+                "group.id",
+                format!("{}-changelog-restore", cfg.kafka.group_id),
+            );
+            ChangelogSettings {
+                topic: cfg.changelog_topic(),
+                client,
+                input_topics: cfg.kafka.input_topics.clone(),
+                batch_records: cfg.pipeline.restore_batch_records,
+                drop_unowned_after_ms: cfg.pipeline.drop_unowned_after_ms as i64,
+            }
+        });
         Ok(Driver {
             engine,
             sink,
@@ -338,13 +379,22 @@ impl Driver {
             delivered: Vec::new(),
             offsets: BTreeMap::new(),
             assigned: BTreeSet::new(),
+            changelog,
+            unmarked: BTreeSet::new(),
+            checkpoints: BTreeMap::new(),
             last_message: Instant::now(),
             last_commit: Instant::now(),
             last_stats: Instant::now() - Duration::from_secs(60),
+            last_sweep: Instant::now(),
             last_error_log: None,
             last_error: None,
             json: Vec::with_capacity(4096),
         })
+    }
+
+    /// Partition numbers assigned (one number can span several input topics).
+    fn owned(&self) -> BTreeSet<i32> {
+        self.assigned.iter().map(|tp| tp.1).collect()
     }
 
     fn handle(
@@ -355,15 +405,33 @@ impl Driver {
         match msg {
             SourceMsg::Batch(messages, received) => self.batch(messages, received, consumer),
             SourceMsg::Assigned(parts, reply) => {
+                let owned = self.owned();
+                let mut restored = BTreeMap::new();
+                for p in parts.iter().map(|tp| tp.1).collect::<BTreeSet<_>>() {
+                    let ok = owned.contains(&p) || self.restore(p as u32)?;
+                    restored.insert(p, ok);
+                }
                 let mut answer = Vec::with_capacity(parts.len());
                 for tp in parts {
+                    if !restored[&tp.1] {
+                        // Stopped mid-restore: never process this partition.
+                        answer.push(None);
+                        continue;
+                    }
                     let next = read_offset(self.engine.store(), &tp)?;
-                    self.engine.assign(tp.1 as u32)?;
+                    self.engine.assign_moved(tp.1 as u32)?;
                     if let Some(n) = next {
                         self.offsets.insert(tp.clone(), n);
                     }
                     self.assigned.insert(tp);
-                    answer.push(next);
+                    answer.push(match next {
+                        Some(n) => Some(Offset::Offset(n)),
+                        // With a changelog, state without offsets is state
+                        // from nothing: the input must be read from its
+                        // start, not from where the group last committed.
+                        None if self.changelog.is_some() => Some(Offset::Beginning),
+                        None => None,
+                    });
                 }
                 PartitionsChanged {
                     kind: "assign",
@@ -376,18 +444,31 @@ impl Driver {
             }
             SourceMsg::Revoked(parts, ack) => {
                 // Everything consumed is committed at the end of each batch;
-                // commit once more for pending outbox deletions, then let go.
+                // commit once more for pending outbox deletions, publish the
+                // revoked partitions' changelog so the next owner finds it,
+                // then let go.
                 self.commit(Batch::default())?;
+                let revoked: BTreeSet<i32> = parts.iter().map(|tp| tp.1).collect();
+                self.flush_changelog(&revoked, Duration::from_secs(10))?;
                 for tp in &parts {
                     self.assigned.remove(tp);
                     self.offsets.remove(tp);
                 }
-                let still: BTreeSet<i32> = self.assigned.iter().map(|tp| tp.1).collect();
-                for (_, p) in &parts {
+                let still = self.owned();
+                let now = chrono::Utc::now().timestamp_millis();
+                let mut since = Batch::default();
+                for p in &revoked {
                     if !still.contains(p) {
                         self.engine.revoke(*p as u32);
+                        self.unmarked.remove(p);
+                        since.put(
+                            Table::Meta,
+                            changelog::unowned_since_key(*p as u32),
+                            now.to_le_bytes().to_vec(),
+                        );
                     }
                 }
+                self.commit(since)?;
                 PartitionsChanged {
                     kind: "revoke",
                     partitions: &parts,
@@ -417,6 +498,199 @@ impl Driver {
         }
     }
 
+    /// Brings the local state of a newly assigned partition up to the end of
+    /// its changelog before any of its input is processed. `false` when
+    /// stopped before the end.
+    ///
+    /// Local state that already reflects the changelog up to its checkpoint
+    /// only reads what was written after it (a partition that comes back
+    /// catches up instead of starting over). Local changes never published
+    /// (this instance crashed or lost the partition before its outbox
+    /// drained) are kept only if nobody wrote to the changelog since; if
+    /// someone did, they are stale: they are discarded with the local state
+    /// and the partition is rebuilt from the whole changelog.
+    fn restore(&mut self, p: u32) -> Result<bool, PipelineError> {
+        let Some(cl) = &self.changelog else {
+            return Ok(true);
+        };
+        let store = self.engine.store();
+        let from = changelog::read_i64(store, &changelog::checkpoint_key(p))?.unwrap_or(0);
+        let pending: Vec<u64> = self
+            .outbox
+            .iter()
+            .filter(|(_, r)| r.changelog_partition() == Some(p as i32))
+            .map(|(seq, _)| *seq)
+            .collect();
+        self.control.ready.store(false, Ordering::Relaxed);
+        Readiness { ready: false }.emit(&self.metrics);
+        RestoreStarted {
+            partition: p,
+            from,
+            pending_local: pending.len(),
+        }
+        .emit(&self.metrics);
+        let read = |from: i64| {
+            let mut seen = 0;
+            let mut last_log: Option<Instant> = None;
+            changelog::restore(
+                cl.client.clone(),
+                &cl.topic,
+                p,
+                from,
+                store,
+                &cl.input_topics,
+                cl.batch_records,
+                &self.control.shutdown,
+                |records, error| {
+                    RestoreProgress {
+                        partition: p,
+                        records: records - seen,
+                        total: records,
+                    }
+                    .emit(&self.metrics);
+                    seen = records;
+                    if let Some(error) = error {
+                        let log = last_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10));
+                        if log {
+                            last_log = Some(Instant::now());
+                        }
+                        BrokerError {
+                            context: "restoring",
+                            error,
+                            log,
+                        }
+                        .emit(&self.metrics);
+                    }
+                },
+            )
+        };
+        let mut result = read(from);
+        let mut from_scratch = false;
+        if matches!(&result, Ok(r) if r.records > 0) && !pending.is_empty() {
+            let mut drop = Batch::default();
+            for seq in &pending {
+                drop.delete(Table::Outbox, outbox::key(*seq));
+            }
+            store.write(drop)?;
+            changelog::drop_partition(store, p, &cl.input_topics)?;
+            from_scratch = true;
+            result = read(0);
+        }
+        if from_scratch {
+            for seq in &pending {
+                self.outbox.remove(seq);
+                self.received.remove(seq);
+            }
+        }
+        let r = match result {
+            Ok(r) => r,
+            Err(RestoreError::Stopped) => return Ok(false),
+            Err(source) => {
+                return Err(PipelineError::Restore {
+                    partition: p,
+                    source,
+                })
+            }
+        };
+        let mut owned = Batch::default();
+        owned.delete(Table::Meta, changelog::unowned_since_key(p));
+        self.engine.store().write(owned)?;
+        RestoreFinished {
+            partition: p,
+            records: r.records,
+            members: r.members,
+            next: r.next,
+            seconds: r.seconds,
+            from_scratch,
+        }
+        .emit(&self.metrics);
+        Ok(true)
+    }
+
+    /// Publishes until no outbox record of `parts` is left on the changelog
+    /// (alerts before them included), or `within` passes; then commits the
+    /// deletions and checkpoints.
+    fn flush_changelog(
+        &mut self,
+        parts: &BTreeSet<i32>,
+        within: Duration,
+    ) -> Result<(), PipelineError> {
+        if self.changelog.is_none() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let (ok, _) = self.sink.drain_acks();
+            self.acknowledged(ok);
+            self.publish();
+            let waiting = self
+                .outbox
+                .values()
+                .any(|r| r.changelog_partition().is_some_and(|p| parts.contains(&p)));
+            if !waiting || Instant::now() >= deadline {
+                break;
+            }
+            self.sink.flush(Duration::from_millis(100));
+        }
+        self.commit(Batch::default())
+    }
+
+    /// Deletes the local state of partitions owned elsewhere for longer than
+    /// `pipeline.drop_unowned_after_ms`, with their unpublished changelog
+    /// records (the current owner's changelog supersedes them).
+    fn sweep_unowned(&mut self) -> Result<(), PipelineError> {
+        let Some(cl) = &self.changelog else {
+            return Ok(());
+        };
+        let owned = self.owned();
+        let now = chrono::Utc::now().timestamp_millis();
+        let store = self.engine.store();
+        // Every partition with local state has its high mark in `meta`.
+        let metas = store.scan(Table::Meta, &[], &GLOBAL_PARTITION.to_be_bytes(), 1_000_000)?;
+        let local: BTreeSet<u32> = metas
+            .iter()
+            .filter(|(k, _)| k.get(4..) == Some(crate::engine::META_MAX_TS.as_bytes()))
+            .filter_map(|(k, _)| {
+                k.get(..4)
+                    .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
+            })
+            .collect();
+        let mut drop = Vec::new();
+        let mut batch = Batch::default();
+        for p in local {
+            if owned.contains(&(p as i32)) {
+                continue;
+            }
+            match changelog::read_i64(store, &changelog::unowned_since_key(p))? {
+                None => batch.put(
+                    Table::Meta,
+                    changelog::unowned_since_key(p),
+                    now.to_le_bytes().to_vec(),
+                ),
+                Some(since) if now - since >= cl.drop_unowned_after_ms => drop.push(p),
+                Some(_) => {}
+            }
+        }
+        store.write(batch)?;
+        for p in drop {
+            let stale: Vec<u64> = self
+                .outbox
+                .iter()
+                .filter(|(_, r)| r.changelog_partition() == Some(p as i32))
+                .map(|(seq, _)| *seq)
+                .collect();
+            let mut batch = Batch::default();
+            for seq in stale {
+                self.outbox.remove(&seq);
+                batch.delete(Table::Outbox, outbox::key(seq));
+            }
+            store.write(batch)?;
+            let keys = changelog::drop_partition(store, p, &cl.input_topics)?;
+            PartitionDropped { partition: p, keys }.emit(&self.metrics);
+        }
+        Ok(())
+    }
+
     fn batch(
         &mut self,
         messages: Vec<rdkafka::message::OwnedMessage>,
@@ -430,6 +704,9 @@ impl Driver {
         let mut moved: BTreeMap<TopicPartition, i64> = BTreeMap::new();
         for m in &messages {
             let tp = (m.topic().to_string(), m.partition());
+            if !self.assigned.contains(&tp) {
+                continue; // polled before a revocation, or its restore was stopped
+            }
             if self.offsets.get(&tp).is_some_and(|next| m.offset() < *next) {
                 continue; // already in the state (redelivered after a rebalance race)
             }
@@ -456,6 +733,7 @@ impl Driver {
                 offset_key(&tp.0, tp.1),
                 next.to_le_bytes().to_vec(),
             );
+            self.unmarked.insert(tp.1);
         }
         self.collect_alerts()?;
         self.batch_received = None;
@@ -510,7 +788,8 @@ impl Driver {
     }
 
     /// One atomic write: engine state, `extra` (offsets), new outbox
-    /// records, and deletions of delivered ones.
+    /// records (alerts, dead letters, and the changelog of what this commit
+    /// changes), deletions of delivered ones, and changelog checkpoints.
     fn commit(&mut self, mut extra: Batch) -> Result<(), PipelineError> {
         for seq in self.pending_puts.drain(..) {
             if let Some(rec) = self.outbox.get(&seq) {
@@ -520,15 +799,94 @@ impl Driver {
         for seq in self.delivered.drain(..) {
             extra.delete(Table::Outbox, outbox::key(seq));
         }
-        self.engine.commit(extra)?;
+        for (p, next) in std::mem::take(&mut self.checkpoints) {
+            extra.put(
+                Table::Meta,
+                changelog::checkpoint_key(p as u32),
+                next.to_le_bytes().to_vec(),
+            );
+        }
+        if self.changelog.is_some() {
+            let (outbox, next_seq, unmarked, offsets) = (
+                &mut self.outbox,
+                &mut self.next_seq,
+                &mut self.unmarked,
+                &self.offsets,
+            );
+            let mut changed = false;
+            let mut written = 0;
+            let mut push = |rec: OutboxRecord, b: &mut Batch| {
+                b.put(Table::Outbox, outbox::key(*next_seq), rec.encode());
+                outbox.insert(*next_seq, rec);
+                *next_seq += 1;
+                written += 1;
+            };
+            self.engine.commit_with(extra, |change, b| match change {
+                Change::Member {
+                    partition,
+                    member_id,
+                    timer_due_ms,
+                    state,
+                } => {
+                    changed = true;
+                    push(
+                        OutboxRecord::Changelog {
+                            partition: partition as i32,
+                            member_id: member_id.to_string(),
+                            value: Some(changelog::member_value(timer_due_ms, state)),
+                        },
+                        b,
+                    );
+                }
+                Change::PartitionDone { partition, max_ts } => {
+                    let p = partition as i32;
+                    let moved = unmarked.remove(&p);
+                    if std::mem::take(&mut changed) || moved {
+                        let mark = PartitionMark {
+                            max_ts,
+                            offsets: offsets
+                                .iter()
+                                .filter(|((_, q), _)| *q == p)
+                                .map(|((t, _), n)| (t.clone(), *n))
+                                .collect(),
+                        };
+                        push(
+                            OutboxRecord::ChangelogMark {
+                                partition: p,
+                                mark: mark.encode(),
+                            },
+                            b,
+                        );
+                    }
+                }
+            })?;
+            ChangelogWritten(written).emit(&self.metrics);
+        } else {
+            self.engine.commit(extra)?;
+        }
         self.last_commit = Instant::now();
         OutboxDepth(self.outbox.len()).emit(&self.metrics);
         Ok(())
     }
 
-    /// Hands every committed, not yet in-flight outbox record to the producer.
+    /// Hands committed, not yet in-flight outbox records to the producer, in
+    /// sequence order. A changelog record waits until every alert and dead
+    /// letter written before it is acknowledged: state published to the
+    /// changelog never runs ahead of the alerts it raised, so a new owner
+    /// that restores it cannot miss an alert the crashed one never sent. It
+    /// also waits while its partition is not assigned here: another
+    /// instance may own it now (see `restore`).
     fn publish(&mut self) {
+        let owned = self.owned();
+        let mut alerts_unacknowledged = false;
         for (seq, rec) in &self.outbox {
+            if let Some(p) = rec.changelog_partition() {
+                if alerts_unacknowledged || !owned.contains(&p) {
+                    continue;
+                }
+            } else {
+                alerts_unacknowledged = true;
+            }
             if self.sink.is_in_flight(*seq) {
                 continue;
             }
@@ -541,11 +899,15 @@ impl Driver {
         }
     }
 
-    fn acknowledged(&mut self, seqs: Vec<u64>) {
-        for seq in seqs {
-            self.outbox.remove(&seq);
-            self.delivered.push(seq);
-            if let Some(t) = self.received.remove(&seq) {
+    fn acknowledged(&mut self, deliveries: Vec<Delivery>) {
+        for d in deliveries {
+            self.outbox.remove(&d.seq);
+            self.delivered.push(d.seq);
+            if let Some((p, offset)) = d.changelog {
+                let next = self.checkpoints.entry(p).or_insert(0);
+                *next = (*next).max(offset + 1);
+            }
+            if let Some(t) = self.received.remove(&d.seq) {
                 AlertDelivered {
                     seconds: t.elapsed().as_secs_f64(),
                 }
@@ -579,6 +941,10 @@ impl Driver {
         if self.last_stats.elapsed() > Duration::from_secs(5) {
             self.last_stats = Instant::now();
             self.metrics.update_store(&self.engine.store().stats());
+        }
+        if self.last_sweep.elapsed() > Duration::from_secs(60) {
+            self.last_sweep = Instant::now();
+            self.sweep_unowned()?;
         }
         // Not ready while the broker is failing and nothing has arrived
         // since: the process is alive, but not doing its job.

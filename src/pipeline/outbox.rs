@@ -1,6 +1,6 @@
-//! The outbox: alerts and dead letters are written to RocksDB in the same
-//! batch as the state and input offsets that produced them, and deleted only
-//! once the broker has acknowledged them. A crash between commit and
+//! The outbox: alerts, dead letters and changelog records are written to
+//! RocksDB in the same batch as the state and input offsets that produced
+//! them, and deleted only once the broker has acknowledged them. A crash between commit and
 //! delivery therefore republishes (same `alert_id`) instead of losing.
 
 use crate::state::keys::{outbox_key, split_outbox_key};
@@ -20,6 +20,15 @@ pub enum OutboxRecord {
         partition: i32,
         offset: i64,
     },
+    /// A member's state after a commit, for partition `partition` of the
+    /// changelog topic (`None`: a tombstone).
+    Changelog {
+        partition: i32,
+        member_id: String,
+        value: Option<Vec<u8>>,
+    },
+    /// The end of one commit's changelog records for `partition`.
+    ChangelogMark { partition: i32, mark: Vec<u8> },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +62,8 @@ impl<'a> Reader<'a> {
 
 const ALERT: u8 = 1;
 const DEAD_LETTER: u8 = 2;
+const CHANGELOG: u8 = 3;
+const CHANGELOG_MARK: u8 = 4;
 
 impl OutboxRecord {
     pub fn encode(&self) -> Vec<u8> {
@@ -80,8 +91,34 @@ impl OutboxRecord {
                 out.extend_from_slice(&partition.to_le_bytes());
                 out.extend_from_slice(&offset.to_le_bytes());
             }
+            OutboxRecord::Changelog {
+                partition,
+                member_id,
+                value,
+            } => {
+                out.push(CHANGELOG);
+                out.extend_from_slice(&partition.to_le_bytes());
+                put_bytes(&mut out, member_id.as_bytes());
+                out.push(value.is_some() as u8);
+                put_bytes(&mut out, value.as_deref().unwrap_or_default());
+            }
+            OutboxRecord::ChangelogMark { partition, mark } => {
+                out.push(CHANGELOG_MARK);
+                out.extend_from_slice(&partition.to_le_bytes());
+                put_bytes(&mut out, mark);
+            }
         }
         out
+    }
+
+    /// The changelog partition of a changelog record, `None` for alerts and
+    /// dead letters.
+    pub fn changelog_partition(&self) -> Option<i32> {
+        match self {
+            OutboxRecord::Changelog { partition, .. }
+            | OutboxRecord::ChangelogMark { partition, .. } => Some(*partition),
+            _ => None,
+        }
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, CorruptRecord> {
@@ -103,6 +140,21 @@ impl OutboxRecord {
                     offset: i64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes")),
                 })
             }
+            CHANGELOG => {
+                let partition = i32::from_le_bytes(r.take(4)?.try_into().expect("4 bytes"));
+                let member_id = r.string()?;
+                let has_value = r.take(1)?[0] == 1;
+                let value = r.bytes()?.to_vec();
+                Ok(OutboxRecord::Changelog {
+                    partition,
+                    member_id,
+                    value: has_value.then_some(value),
+                })
+            }
+            CHANGELOG_MARK => Ok(OutboxRecord::ChangelogMark {
+                partition: i32::from_le_bytes(r.take(4)?.try_into().expect("4 bytes")),
+                mark: r.bytes()?.to_vec(),
+            }),
             _ => Err(CorruptRecord("unknown kind")),
         }
     }
@@ -136,6 +188,20 @@ mod tests {
                 topic: "member-events".into(),
                 partition: 3,
                 offset: 42,
+            },
+            OutboxRecord::Changelog {
+                partition: 2,
+                member_id: "m-2".into(),
+                value: Some(vec![1, 2, 3]),
+            },
+            OutboxRecord::Changelog {
+                partition: 2,
+                member_id: "m-3".into(),
+                value: None,
+            },
+            OutboxRecord::ChangelogMark {
+                partition: 5,
+                mark: br#"{"max_ts":1}"#.to_vec(),
             },
         ];
         for r in records {

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
+use super::changelog;
 use super::outbox::OutboxRecord;
 use crate::telemetry::events::KafkaClientLog;
 
@@ -19,11 +20,14 @@ use crate::telemetry::events::KafkaClientLog;
 pub struct Delivery {
     pub seq: u64,
     pub ok: bool,
+    /// Partition and offset, for records acknowledged on the changelog.
+    pub changelog: Option<(i32, i64)>,
 }
 
 pub struct SinkContext {
     acks: Sender<Delivery>,
     log: KafkaClientLog,
+    changelog_topic: String,
 }
 
 impl ClientContext for SinkContext {
@@ -47,9 +51,14 @@ impl ProducerContext for SinkContext {
         if let Err((e, _)) = result {
             tracing::warn!(error = %e, "alert or dead letter not delivered; it stays in the outbox");
         }
+        let changelog = match result {
+            Ok(m) if m.topic() == self.changelog_topic => Some((m.partition(), m.offset())),
+            _ => None,
+        };
         let _ = self.acks.send(Delivery {
             seq: *seq,
             ok: result.is_ok(),
+            changelog,
         });
     }
 }
@@ -59,6 +68,7 @@ pub struct Sink {
     pub acks: Receiver<Delivery>,
     alert_topic: String,
     dlq_topic: String,
+    changelog_topic: String,
     /// Records handed to the producer and not yet answered, with when.
     in_flight: BTreeMap<u64, Instant>,
 }
@@ -68,6 +78,7 @@ impl Sink {
         mut client: rdkafka::ClientConfig,
         alert_topic: &str,
         dlq_topic: &str,
+        changelog_topic: &str,
     ) -> Result<Self, KafkaError> {
         let (tx, rx) = channel();
         client
@@ -78,12 +89,14 @@ impl Sink {
         let producer = client.create_with_context(SinkContext {
             acks: tx,
             log: KafkaClientLog::default(),
+            changelog_topic: changelog_topic.to_string(),
         })?;
         Ok(Sink {
             producer,
             acks: rx,
             alert_topic: alert_topic.to_string(),
             dlq_topic: dlq_topic.to_string(),
+            changelog_topic: changelog_topic.to_string(),
             in_flight: BTreeMap::new(),
         })
     }
@@ -140,6 +153,29 @@ impl Sink {
                 }
                 self.producer.send(rec)
             }
+            OutboxRecord::Changelog {
+                partition,
+                member_id,
+                value,
+            } => {
+                let mut rec = BaseRecord::with_opaque_to(&self.changelog_topic, Box::new(seq))
+                    .partition(*partition)
+                    .key(member_id.as_bytes());
+                if let Some(v) = value {
+                    rec = rec.payload(v.as_slice());
+                }
+                self.producer.send(rec)
+            }
+            OutboxRecord::ChangelogMark { partition, mark } => self.producer.send(
+                BaseRecord::with_opaque_to(&self.changelog_topic, Box::new(seq))
+                    .partition(*partition)
+                    .key(changelog::MARKER_KEY)
+                    .payload(mark.as_slice())
+                    .headers(OwnedHeaders::new().insert(Header {
+                        key: changelog::MARKER_HEADER,
+                        value: Some("partition"),
+                    })),
+            ),
         };
         match r {
             Ok(()) => {
@@ -155,12 +191,12 @@ impl Sink {
 
     /// Collects the broker's answers so far: acknowledged sequence numbers
     /// (to delete) and failed ones (to send again).
-    pub fn drain_acks(&mut self) -> (Vec<u64>, Vec<u64>) {
+    pub fn drain_acks(&mut self) -> (Vec<Delivery>, Vec<u64>) {
         let (mut ok, mut failed) = (Vec::new(), Vec::new());
         while let Ok(d) = self.acks.try_recv() {
             self.in_flight.remove(&d.seq);
             if d.ok {
-                ok.push(d.seq);
+                ok.push(d);
             } else {
                 failed.push(d.seq);
             }

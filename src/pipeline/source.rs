@@ -32,9 +32,9 @@ pub enum SourceMsg {
     /// Messages in consumption order (per partition in offset order), and
     /// when the first of them was polled (latency is measured from there).
     Batch(Vec<OwnedMessage>, Instant),
-    /// Newly assigned partitions; reply with the next offset to read for
-    /// each (`None`: no state yet, start from `auto.offset.reset`).
-    Assigned(Vec<TopicPartition>, SyncSender<Vec<Option<i64>>>),
+    /// Newly assigned partitions; reply with where to start reading each
+    /// (`None`: from the group's committed offset, else `auto.offset.reset`).
+    Assigned(Vec<TopicPartition>, SyncSender<Vec<Option<Offset>>>),
     /// Partitions being taken away; reply once their state is committed.
     Revoked(Vec<TopicPartition>, SyncSender<()>),
     /// The consumer reported an error (broker down, etc.); it keeps retrying.
@@ -116,11 +116,7 @@ impl ConsumerContext for SourceContext {
                     if let Some(offsets) = self.ask(|tx| SourceMsg::Assigned(parts.clone(), tx)) {
                         for ((topic, partition), next) in parts.iter().zip(offsets) {
                             if let Some(next) = next {
-                                let _ = tpl.set_partition_offset(
-                                    topic,
-                                    *partition,
-                                    Offset::Offset(next),
-                                );
+                                let _ = tpl.set_partition_offset(topic, *partition, next);
                             }
                         }
                     }

@@ -161,7 +161,7 @@ pub struct OutboxRecovered {
 
 impl OutboxRecovered {
     pub fn emit(&self, m: &Metrics) {
-        m.restore_records.inc_by(self.records as u64);
+        m.outbox_recovered.inc_by(self.records as u64);
         m.outbox_depth.set(self.records as i64);
         if self.records > 0 {
             tracing::info!(
@@ -238,6 +238,98 @@ impl MemberCreated {
     #[inline]
     pub fn emit(&self, m: &Metrics) {
         m.members_tracked.inc();
+    }
+}
+
+/// A partition's restore from the changelog started.
+pub struct RestoreStarted {
+    pub partition: u32,
+    pub from: i64,
+    pub pending_local: usize,
+}
+
+impl RestoreStarted {
+    pub fn emit(&self, m: &Metrics) {
+        m.restoring_partitions.inc();
+        tracing::info!(
+            partition = self.partition,
+            from_offset = self.from,
+            pending_local = self.pending_local,
+            "restoring partition from the changelog"
+        );
+    }
+}
+
+/// Progress of a running restore: records read since the last report.
+pub struct RestoreProgress {
+    pub partition: u32,
+    pub records: u64,
+    pub total: u64,
+}
+
+impl RestoreProgress {
+    pub fn emit(&self, m: &Metrics) {
+        m.restore_records.inc_by(self.records);
+        tracing::debug!(
+            partition = self.partition,
+            records = self.total,
+            "restoring"
+        );
+    }
+}
+
+/// A partition's restore ended.
+pub struct RestoreFinished {
+    pub partition: u32,
+    pub records: u64,
+    pub members: u64,
+    pub next: i64,
+    pub seconds: f64,
+    /// Local state was discarded first: it held changes never published to
+    /// the changelog while another instance wrote to it.
+    pub from_scratch: bool,
+}
+
+impl RestoreFinished {
+    pub fn emit(&self, m: &Metrics) {
+        m.restoring_partitions.dec();
+        m.restores.inc();
+        tracing::info!(
+            partition = self.partition,
+            records = self.records,
+            members = self.members,
+            changelog_next = self.next,
+            seconds = self.seconds,
+            from_scratch = self.from_scratch,
+            "partition restored"
+        );
+    }
+}
+
+/// Changelog records put into the outbox by one commit.
+pub struct ChangelogWritten(pub usize);
+
+impl ChangelogWritten {
+    #[inline]
+    pub fn emit(&self, m: &Metrics) {
+        m.changelog_records.inc_by(self.0 as u64);
+    }
+}
+
+/// Local state of a partition not owned for too long was deleted.
+pub struct PartitionDropped {
+    pub partition: u32,
+    pub keys: u64,
+}
+
+impl PartitionDropped {
+    pub fn emit(&self, m: &Metrics) {
+        m.partitions_dropped.inc();
+        tracing::info!(
+            partition = self.partition,
+            keys = self.keys,
+            "deleted local state of a partition owned elsewhere"
+        );
     }
 }
 

@@ -30,12 +30,19 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
-    if s.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
+    let restoring = s.metrics.restoring_partitions.get();
+    if restoring > 0 {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: restoring {restoring} partition(s) from the changelog\n"),
+        )
+    } else if s.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n".to_string())
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: no partitions assigned or no recent commit\n",
+            "not ready: no partitions assigned, broker unreachable, or no recent commit\n"
+                .to_string(),
         )
     }
 }

@@ -48,6 +48,11 @@ pub struct Metrics {
     pub ready: IntGauge,
     pub broker_errors: IntCounter,
     pub restore_records: IntCounter,
+    pub restoring_partitions: IntGauge,
+    pub restores: IntCounter,
+    pub changelog_records: IntCounter,
+    pub outbox_recovered: IntCounter,
+    pub partitions_dropped: IntCounter,
     pub dlq_published: IntCounter,
 }
 
@@ -263,7 +268,32 @@ impl Metrics {
             restore_records: counter(
                 &r,
                 "churnwatch_restore_records_total",
+                "Changelog records read while restoring assigned partitions.",
+            ),
+            restoring_partitions: gauge(
+                &r,
+                "churnwatch_restoring_partitions",
+                "Partitions being restored from the changelog right now (/readyz is 503 meanwhile).",
+            ),
+            restores: counter(
+                &r,
+                "churnwatch_restores_total",
+                "Partition restores from the changelog completed.",
+            ),
+            changelog_records: counter(
+                &r,
+                "churnwatch_changelog_records_total",
+                "Member-state changes and partition markers written to the changelog outbox.",
+            ),
+            outbox_recovered: counter(
+                &r,
+                "churnwatch_outbox_recovered_records_total",
                 "Outbox records found unacknowledged at start-up and sent again.",
+            ),
+            partitions_dropped: counter(
+                &r,
+                "churnwatch_partitions_dropped_total",
+                "Partitions whose local state was deleted after drop_unowned_after_ms without ownership.",
             ),
             dlq_published: counter(
                 &r,

@@ -89,3 +89,60 @@ pub fn comparable(alerts: &[serde_json::Value]) -> Vec<serde_json::Value> {
 
 /// 2026-11-01T00:00:00Z: a fixed end for simulated histories.
 pub const SIM_END: &str = "2026-11-01T00:00:00Z";
+
+/// Asserts two alert lists (as from [`comparable`]) are equal, and when they
+/// are not, says which `alert_id`s are missing, extra or different (the full
+/// lists are too long to read in a CI log).
+pub fn assert_same_alerts(got: &[serde_json::Value], want: &[serde_json::Value]) {
+    let index = |v: &[serde_json::Value]| -> std::collections::BTreeMap<String, serde_json::Value> {
+        v.iter()
+            .map(|a| {
+                (
+                    a["alert_id"].as_str().unwrap_or_default().to_string(),
+                    a.clone(),
+                )
+            })
+            .collect()
+    };
+    let (g, w) = (index(got), index(want));
+    let missing: Vec<&serde_json::Value> = w
+        .iter()
+        .filter(|(k, _)| !g.contains_key(*k))
+        .map(|(_, v)| v)
+        .collect();
+    let extra: Vec<&serde_json::Value> = g
+        .iter()
+        .filter(|(k, _)| !w.contains_key(*k))
+        .map(|(_, v)| v)
+        .collect();
+    let differ: Vec<(&serde_json::Value, &serde_json::Value)> = w
+        .iter()
+        .filter_map(|(k, a)| g.get(k).filter(|b| *b != a).map(|b| (a, b)))
+        .collect();
+    if missing.is_empty() && extra.is_empty() && differ.is_empty() && got.len() == want.len() {
+        return;
+    }
+    let show = |v: &[&serde_json::Value]| -> String {
+        v.iter()
+            .take(5)
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join("\n    ")
+    };
+    let differ_shown: Vec<String> = differ
+        .iter()
+        .take(3)
+        .map(|(w, g)| format!("want {w}\n    got  {g}"))
+        .collect();
+    panic!(
+        "alerts differ: {} got, {} wanted; {} missing, {} extra, {} different\n  missing (first 5):\n    {}\n  extra (first 5):\n    {}\n  different (first 3):\n    {}",
+        got.len(),
+        want.len(),
+        missing.len(),
+        extra.len(),
+        differ.len(),
+        show(&missing),
+        show(&extra),
+        differ_shown.join("\n    ")
+    );
+}

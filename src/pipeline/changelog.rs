@@ -1,0 +1,522 @@
+//! The state changelog: what lets a partition's state follow the partition
+//! to another instance.
+//!
+//! Every commit that changes members of partition `p` also puts, in the same
+//! RocksDB write batch, one outbox record per changed member (coalesced: the
+//! member's state after the commit, not one record per event) and then a
+//! *partition marker* holding the input offsets and event-time high mark of
+//! `p` as of that commit. The publisher sends them to partition `p` of the
+//! changelog topic, keyed by member id. A restore applies records only up to
+//! the last marker it reads, so what it rebuilds is exactly the state of one
+//! commit, and input is re-read from that commit's offsets.
+//!
+//! The topic is created with `cleanup.policy=compact`, but nothing here
+//! relies on compaction (tansu never compacts): records are applied in
+//! offset order, so the last value per key wins either way. The end of a
+//! partition is found by partition EOF, never by the high watermark.
+//!
+//! Record value: a format byte, the member's timer due time (i64 LE, so the
+//! timer index is rebuilt without decoding the state), then the member state
+//! exactly as stored. A tombstone (no value) deletes the member.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, ClientContext};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::META_MAX_TS;
+use crate::state::keys::{
+    member_key, meta_key, partition_end, partition_prefix, timer_key, GLOBAL_PARTITION,
+};
+use crate::state::member::NEVER;
+use crate::state::{Batch, Store, StoreError, Table};
+use crate::telemetry::events::KafkaClientLog;
+
+/// The header that marks a partition marker record.
+pub const MARKER_HEADER: &str = "churnwatch.changelog";
+/// The key of partition markers (member records are keyed by member id).
+pub const MARKER_KEY: &[u8] = b"__churnwatch_partition__";
+const FORMAT: u8 = 1;
+
+/// The input position and event-time high mark of one partition as of a
+/// commit, carried by the marker that ends the commit's records.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMark {
+    /// Highest event time seen on the partition (epoch ms), or `i64::MIN`.
+    pub max_ts: i64,
+    /// Next input offset to read, per input topic.
+    pub offsets: BTreeMap<String, i64>,
+}
+
+impl PartitionMark {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("serializable")
+    }
+    pub fn decode(b: &[u8]) -> Result<Self, RestoreError> {
+        serde_json::from_slice(b)
+            .map_err(|e| RestoreError::Corrupt(format!("partition marker: {e}")))
+    }
+}
+
+/// The changelog value of a member.
+pub fn member_value(timer_due_ms: i64, state: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(9 + state.len());
+    v.push(FORMAT);
+    v.extend_from_slice(&timer_due_ms.to_le_bytes());
+    v.extend_from_slice(state);
+    v
+}
+
+fn split_member_value(v: &[u8]) -> Result<(i64, &[u8]), RestoreError> {
+    match v.split_first() {
+        Some((&FORMAT, rest)) if rest.len() >= 8 => {
+            let (due, state) = rest.split_at(8);
+            Ok((i64::from_le_bytes(due.try_into().expect("8 bytes")), state))
+        }
+        Some((&f, _)) if f != FORMAT => Err(RestoreError::Corrupt(format!(
+            "changelog format {f} is not understood by this build ({FORMAT})"
+        ))),
+        _ => Err(RestoreError::Corrupt("truncated member record".into())),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("kafka client: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("state store: {0}")]
+    Store(#[from] StoreError),
+    #[error("corrupt changelog record: {0}")]
+    Corrupt(String),
+    #[error("stopped before the restore finished")]
+    Stopped,
+}
+
+/// Meta key of the next changelog offset this instance's local state of a
+/// partition reflects.
+pub fn checkpoint_key(partition: u32) -> Vec<u8> {
+    meta_key(partition, "changelog_next")
+}
+
+/// Meta key of when this instance last stopped owning a partition.
+pub fn unowned_since_key(partition: u32) -> Vec<u8> {
+    meta_key(partition, "unowned_since")
+}
+
+/// Meta key of an input partition's next offset (kept under the global
+/// prefix: one partition number can span several input topics).
+pub fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
+    meta_key(GLOBAL_PARTITION, &format!("offset/{topic}/{partition}"))
+}
+
+pub fn read_i64<S: Store + ?Sized>(store: &S, key: &[u8]) -> Result<Option<i64>, StoreError> {
+    Ok(store
+        .get(Table::Meta, key)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map(i64::from_le_bytes))
+}
+
+/// Applies changelog records of one partition to a store, commit by commit.
+///
+/// Records are buffered until the marker that ends their commit arrives;
+/// records after the last marker belong to a commit whose marker was never
+/// published (its producer crashed) and are left out, so the rebuilt state
+/// always matches the offsets it is stored with.
+pub struct Restorer<'a, S: Store + ?Sized> {
+    store: &'a S,
+    partition: u32,
+    batch_records: usize,
+    input_topics: &'a [String],
+    /// Records of the commit in progress: (member id, value or tombstone).
+    open: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    batch: Batch,
+    batch_members: usize,
+    /// Records read, and members written, so far.
+    pub records: u64,
+    pub members: u64,
+    /// The last marker applied.
+    pub mark: Option<PartitionMark>,
+}
+
+impl<'a, S: Store + ?Sized> Restorer<'a, S> {
+    pub fn new(
+        store: &'a S,
+        partition: u32,
+        input_topics: &'a [String],
+        batch_records: usize,
+    ) -> Self {
+        Restorer {
+            store,
+            partition,
+            batch_records,
+            input_topics,
+            open: Vec::new(),
+            batch: Batch::default(),
+            batch_members: 0,
+            records: 0,
+            members: 0,
+            mark: None,
+        }
+    }
+
+    /// One changelog record at `offset`.
+    pub fn apply(
+        &mut self,
+        offset: i64,
+        marker: bool,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), RestoreError> {
+        self.records += 1;
+        if !marker {
+            self.open.push((key.to_vec(), value.map(<[u8]>::to_vec)));
+            return Ok(());
+        }
+        let mark = PartitionMark::decode(value.unwrap_or_default())?;
+        let p = self.partition;
+        for (id, value) in self.open.drain(..) {
+            let id = std::str::from_utf8(&id)
+                .map_err(|_| RestoreError::Corrupt("member id is not utf-8".into()))?;
+            let mkey = member_key(p, id);
+            match value {
+                Some(v) => {
+                    let (due, state) = split_member_value(&v)?;
+                    self.batch.put(Table::Members, mkey, state.to_vec());
+                    // A timer of the member's older state may stay behind:
+                    // the engine drops entries that no longer match the
+                    // member's due time when it reaches them.
+                    if due != NEVER {
+                        self.batch
+                            .put(Table::Timers, timer_key(p, due, id), Vec::new());
+                    }
+                }
+                None => self.batch.delete(Table::Members, mkey),
+            }
+            self.batch_members += 1;
+        }
+        self.batch.put(
+            Table::Meta,
+            meta_key(p, META_MAX_TS),
+            mark.max_ts.to_le_bytes().to_vec(),
+        );
+        for topic in self.input_topics {
+            if let Some(next) = mark.offsets.get(topic) {
+                self.batch.put(
+                    Table::Meta,
+                    offset_key(topic, p as i32),
+                    next.to_le_bytes().to_vec(),
+                );
+            }
+        }
+        self.batch.put(
+            Table::Meta,
+            checkpoint_key(p),
+            (offset + 1).to_le_bytes().to_vec(),
+        );
+        self.mark = Some(mark);
+        if self.batch_members >= self.batch_records {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes what was applied so far (whole commits only).
+    pub fn flush(&mut self) -> Result<(), RestoreError> {
+        if !self.batch.is_empty() {
+            self.members += self.batch_members as u64;
+            self.store.write(std::mem::take(&mut self.batch))?;
+            self.batch_members = 0;
+        }
+        Ok(())
+    }
+
+    /// Records after the last marker, left out.
+    pub fn unfinished(&self) -> usize {
+        self.open.len()
+    }
+}
+
+/// Deletes everything this instance keeps for `partition`: members, timers,
+/// watermark, changelog checkpoint and the stored input offsets.
+pub fn drop_partition<S: Store + ?Sized>(
+    store: &S,
+    partition: u32,
+    input_topics: &[String],
+) -> Result<u64, StoreError> {
+    let (from, to) = (
+        partition_prefix(partition).to_vec(),
+        partition_end(partition),
+    );
+    let mut deleted = 0;
+    for table in [Table::Members, Table::Timers, Table::Meta] {
+        let mut cursor = from.clone();
+        loop {
+            let chunk = store.scan(table, &cursor, &to, 50_000)?;
+            let Some((last, _)) = chunk.last() else { break };
+            cursor = last.clone();
+            cursor.push(0);
+            let mut batch = Batch::default();
+            for (k, _) in chunk {
+                batch.delete(table, k);
+                deleted += 1;
+            }
+            store.write(batch)?;
+        }
+    }
+    let mut batch = Batch::default();
+    for topic in input_topics {
+        batch.delete(Table::Meta, offset_key(topic, partition as i32));
+    }
+    store.write(batch)?;
+    Ok(deleted)
+}
+
+/// The restore consumer's client context: partition EOF is how a restore
+/// ends, not an error worth logging; the rest goes through the same
+/// rate-limited log as the pipeline's clients.
+struct RestoreContext {
+    log: KafkaClientLog,
+}
+
+impl ClientContext for RestoreContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.log.emit(
+            (level as i32) <= (RDKafkaLogLevel::Error as i32),
+            fac,
+            message,
+        );
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let eof = matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if !eof {
+            self.log.emit(true, &error.to_string(), reason);
+        }
+    }
+}
+
+impl ConsumerContext for RestoreContext {}
+
+/// What a restore read.
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub records: u64,
+    pub members: u64,
+    /// The next changelog offset now reflected in local state.
+    pub next: i64,
+    pub seconds: f64,
+}
+
+/// Reads partition `partition` of the changelog from `from` to partition EOF
+/// and applies it to `store`. Broker errors are retried until `shutdown`.
+/// `progress` is called with the records read so far, about once a second.
+#[allow(clippy::too_many_arguments)]
+pub fn restore<S: Store + ?Sized>(
+    mut client: ClientConfig,
+    topic: &str,
+    partition: u32,
+    from: i64,
+    store: &S,
+    input_topics: &[String],
+    batch_records: usize,
+    shutdown: &AtomicBool,
+    mut progress: impl FnMut(u64, Option<&KafkaError>),
+) -> Result<Restored, RestoreError> {
+    let started = Instant::now();
+    client
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest");
+    let consumer: BaseConsumer<RestoreContext> = client.create_with_context(RestoreContext {
+        log: KafkaClientLog::default(),
+    })?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition as i32, Offset::Offset(from))?;
+    consumer.assign(&tpl)?;
+    let mut r = Restorer::new(store, partition, input_topics, batch_records);
+    let mut next = from;
+    let mut last_progress = Instant::now();
+    loop {
+        if shutdown.load(Ordering::Relaxed) {
+            return Err(RestoreError::Stopped);
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let marker = m
+                    .headers()
+                    .is_some_and(|h| h.iter().any(|h| h.key == MARKER_HEADER));
+                r.apply(m.offset(), marker, m.key().unwrap_or_default(), m.payload())?;
+                next = m.offset() + 1;
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => progress(r.records, Some(&e)),
+            None => {}
+        }
+        if last_progress.elapsed() > Duration::from_secs(1) {
+            last_progress = Instant::now();
+            progress(r.records, None);
+        }
+    }
+    r.flush()?;
+    let unfinished = r.unfinished();
+    if unfinished > 0 {
+        tracing::info!(
+            partition,
+            records = unfinished,
+            "changelog ends with records of a commit whose marker was never published; left out"
+        );
+    }
+    progress(r.records, None);
+    Ok(Restored {
+        records: r.records,
+        members: r.members,
+        next,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::MemoryStore;
+
+    fn mark(max_ts: i64, offset: i64) -> Vec<u8> {
+        PartitionMark {
+            max_ts,
+            offsets: [("member-events".to_string(), offset)].into(),
+        }
+        .encode()
+    }
+
+    fn topics() -> Vec<String> {
+        vec!["member-events".to_string()]
+    }
+
+    #[test]
+    fn the_last_value_per_member_wins_without_compaction() {
+        let store = MemoryStore::default();
+        let t = topics();
+        let mut r = Restorer::new(&store, 3, &t, 10);
+        r.apply(0, false, b"m-1", Some(&member_value(NEVER, b"old")))
+            .unwrap();
+        r.apply(1, true, MARKER_KEY, Some(&mark(100, 10))).unwrap();
+        r.apply(2, false, b"m-1", Some(&member_value(5_000, b"new")))
+            .unwrap();
+        r.apply(3, false, b"m-2", Some(&member_value(NEVER, b"two")))
+            .unwrap();
+        r.apply(4, true, MARKER_KEY, Some(&mark(200, 20))).unwrap();
+        r.flush().unwrap();
+        assert_eq!(
+            store.get(Table::Members, &member_key(3, "m-1")).unwrap(),
+            Some(b"new".to_vec())
+        );
+        assert!(store
+            .get(Table::Timers, &timer_key(3, 5_000, "m-1"))
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            read_i64(&store, &offset_key("member-events", 3)).unwrap(),
+            Some(20)
+        );
+        assert_eq!(read_i64(&store, &checkpoint_key(3)).unwrap(), Some(5));
+        assert_eq!(
+            read_i64(&store, &meta_key(3, META_MAX_TS)).unwrap(),
+            Some(200)
+        );
+    }
+
+    #[test]
+    fn records_after_the_last_marker_are_left_out() {
+        let store = MemoryStore::default();
+        let t = topics();
+        let mut r = Restorer::new(&store, 0, &t, 10);
+        r.apply(0, false, b"m-1", Some(&member_value(NEVER, b"a")))
+            .unwrap();
+        r.apply(1, true, MARKER_KEY, Some(&mark(100, 7))).unwrap();
+        r.apply(2, false, b"m-1", Some(&member_value(NEVER, b"b")))
+            .unwrap();
+        r.flush().unwrap();
+        assert_eq!(r.unfinished(), 1);
+        assert_eq!(
+            store.get(Table::Members, &member_key(0, "m-1")).unwrap(),
+            Some(b"a".to_vec())
+        );
+        assert_eq!(
+            read_i64(&store, &offset_key("member-events", 0)).unwrap(),
+            Some(7)
+        );
+    }
+
+    #[test]
+    fn a_tombstone_deletes_the_member() {
+        let store = MemoryStore::default();
+        let t = topics();
+        let mut r = Restorer::new(&store, 0, &t, 1);
+        r.apply(0, false, b"m-1", Some(&member_value(NEVER, b"a")))
+            .unwrap();
+        r.apply(1, true, MARKER_KEY, Some(&mark(1, 1))).unwrap();
+        r.apply(2, false, b"m-1", None).unwrap();
+        r.apply(3, true, MARKER_KEY, Some(&mark(2, 2))).unwrap();
+        r.flush().unwrap();
+        assert_eq!(
+            store.get(Table::Members, &member_key(0, "m-1")).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn unknown_record_formats_are_errors() {
+        let store = MemoryStore::default();
+        let t = topics();
+        let mut r = Restorer::new(&store, 0, &t, 10);
+        let mut v = member_value(NEVER, b"a");
+        v[0] = 9;
+        r.apply(0, false, b"m-1", Some(&v)).unwrap();
+        assert!(matches!(
+            r.apply(1, true, MARKER_KEY, Some(&mark(1, 1))),
+            Err(RestoreError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn dropping_a_partition_leaves_the_others() {
+        let store = MemoryStore::default();
+        let t = topics();
+        for p in [1, 2] {
+            let mut r = Restorer::new(&store, p, &t, 10);
+            r.apply(0, false, b"m", Some(&member_value(9, b"s")))
+                .unwrap();
+            r.apply(1, true, MARKER_KEY, Some(&mark(1, 4))).unwrap();
+            r.flush().unwrap();
+        }
+        drop_partition(&store, 1, &t).unwrap();
+        assert_eq!(
+            store.get(Table::Members, &member_key(1, "m")).unwrap(),
+            None
+        );
+        assert_eq!(
+            read_i64(&store, &offset_key("member-events", 1)).unwrap(),
+            None
+        );
+        assert_eq!(read_i64(&store, &checkpoint_key(1)).unwrap(), None);
+        assert!(store
+            .get(Table::Members, &member_key(2, "m"))
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            read_i64(&store, &offset_key("member-events", 2)).unwrap(),
+            Some(4)
+        );
+    }
+}
