@@ -218,7 +218,10 @@ impl<S: Store> Engine<S> {
         self.parts.insert(partition, part);
         if rewind_clock && max_ts != NEVER {
             let watermark = max_ts.saturating_sub(self.cfg.clock.allowed_lateness_ms);
-            if watermark < self.clock_ms {
+            // A clock that never started starts here: a partition restored
+            // with nothing left to read must still get a clock (and so
+            // fire its timers once the input is idle).
+            if self.clock_ms == NEVER || watermark < self.clock_ms {
                 self.clock_ms = watermark;
                 self.clock_dirty = true;
             }

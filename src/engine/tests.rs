@@ -284,3 +284,57 @@ fn low_p_alive_opens_a_purchase_gap_episode_from_the_timer_before_the_gap_rule()
     e.advance_clock_to(day(60.0)).unwrap();
     assert!(e.take_alerts().is_empty());
 }
+
+#[test]
+fn a_moved_partition_behind_the_clock_rewinds_it_to_its_watermark() {
+    let store = Arc::new(MemoryStore::new());
+    {
+        // Partition 1's state, as another instance left it on day 28.
+        let mut e = engine(store.clone());
+        e.assign(1).unwrap();
+        for i in 0..5 {
+            let l = line(
+                &format!("p{i}"),
+                "m1",
+                "purchase",
+                day(i as f64 * 7.0),
+                Some(20.0),
+            );
+            e.process(1, &l, WALL).unwrap();
+        }
+        e.commit(Batch::default()).unwrap();
+    }
+    let mut e = engine(store.clone());
+    e.assign(0).unwrap();
+    e.advance_clock_to(day(60.0)).unwrap();
+    // Its purchase gap (due day 42) must wait for partition 1's backlog, not
+    // fire at once against a clock partition 0 pushed to day 60.
+    e.assign_moved(1).unwrap();
+    assert_eq!(e.clock_ms(), Some(day(28.0) - 3_600_000));
+    e.fire_due_timers().unwrap();
+    assert!(e.take_alerts().is_empty());
+    let l = line("p5", "m1", "purchase", day(35.0), Some(20.0));
+    e.process(1, &l, WALL).unwrap();
+    e.fire_due_timers().unwrap();
+    assert!(e.take_alerts().is_empty(), "the backlog cancelled the gap");
+}
+
+#[test]
+fn a_restored_partition_starts_a_clock_that_never_ran() {
+    let store = Arc::new(MemoryStore::new());
+    {
+        let mut e = engine(store.clone());
+        weekly_buyer(&mut e, "m1", 5);
+        e.commit(Batch::default()).unwrap();
+    }
+    let mut e = Engine::new(
+        store.clone(),
+        EngineConfig::default(),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
+    // A fresh instance: no clock of its own in the store.
+    e.clock_ms = NEVER;
+    e.assign_moved(0).unwrap();
+    assert_eq!(e.clock_ms(), Some(day(28.0) - 3_600_000));
+}

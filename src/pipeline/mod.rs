@@ -52,9 +52,9 @@ use crate::engine::{Change, Engine, EngineError, Outcome};
 use crate::state::keys::GLOBAL_PARTITION;
 use crate::state::{Batch, RocksStore, RocksTuning, Store, StoreError, Table};
 use crate::telemetry::events::{
-    AlertDelivered, AlertPublished, BatchProcessed, BrokerError, ChangelogWritten,
-    DeadLetterWritten, OutboxDepth, OutboxRecovered, PartitionDropped, PartitionsChanged,
-    Readiness, RestoreFinished, RestoreProgress, RestoreStarted,
+    AlertDelivered, AlertPublished, BatchProcessed, BrokerError, ChangelogWritten, ConsumerLag,
+    DeadLetterWritten, OutboxDepth, OutboxRecovered, PartitionDropped, PartitionOwned,
+    PartitionsChanged, Readiness, RestoreFinished, RestoreProgress, RestoreStarted,
 };
 use crate::telemetry::Metrics;
 use changelog::{PartitionMark, RestoreError};
@@ -202,7 +202,9 @@ pub fn run(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
+        // The end of a partition is what tells idle input (the clock may
+        // follow the wall clock) from a backlog not fetched yet.
+        .set("enable.partition.eof", "true")
         .set("statistics.interval.ms", "5000")
         // A fetch answers as soon as data exists on Kafka; brokers that hold
         // it for the full wait (tansu does) would add up to 500 ms of
@@ -271,6 +273,9 @@ pub fn run(
     result
 }
 
+/// How long a revocation waits for the revoked partitions' changelog.
+const REVOKE_FLUSH: Duration = Duration::from_secs(2);
+
 /// Changelog settings the driver needs at run time.
 struct ChangelogSettings {
     topic: String,
@@ -304,6 +309,8 @@ struct Driver {
     /// Next offset to read per assigned input partition.
     offsets: BTreeMap<TopicPartition, i64>,
     assigned: BTreeSet<TopicPartition>,
+    /// Assigned partitions read to their end, with nothing new since.
+    caught_up: BTreeSet<TopicPartition>,
     changelog: Option<ChangelogSettings>,
     /// Partitions whose input offsets moved since their last changelog marker.
     unmarked: BTreeSet<i32>,
@@ -379,6 +386,7 @@ impl Driver {
             delivered: Vec::new(),
             offsets: BTreeMap::new(),
             assigned: BTreeSet::new(),
+            caught_up: BTreeSet::new(),
             changelog,
             unmarked: BTreeSet::new(),
             checkpoints: BTreeMap::new(),
@@ -423,6 +431,12 @@ impl Driver {
                     if let Some(n) = next {
                         self.offsets.insert(tp.clone(), n);
                     }
+                    PartitionOwned {
+                        topic: &tp.0,
+                        partition: tp.1,
+                        owned: true,
+                    }
+                    .emit(&self.metrics);
                     self.assigned.insert(tp);
                     answer.push(match next {
                         Some(n) => Some(Offset::Offset(n)),
@@ -433,12 +447,16 @@ impl Driver {
                         None => None,
                     });
                 }
-                PartitionsChanged {
-                    kind: "assign",
-                    partitions: &self.assigned,
-                    owned: self.assigned.len(),
+                // Cooperative rebalances in which this instance gains
+                // nothing still call back, with no partitions: not a change.
+                if !answer.is_empty() {
+                    PartitionsChanged {
+                        kind: "assign",
+                        partitions: &self.assigned,
+                        owned: self.assigned.len(),
+                    }
+                    .emit(&self.metrics);
                 }
-                .emit(&self.metrics);
                 let _ = reply.send(answer);
                 Ok(())
             }
@@ -447,12 +465,30 @@ impl Driver {
                 // commit once more for pending outbox deletions, publish the
                 // revoked partitions' changelog so the next owner finds it,
                 // then let go.
+                tracing::debug!(partitions = ?parts, "revoking");
                 self.commit(Batch::default())?;
                 let revoked: BTreeSet<i32> = parts.iter().map(|tp| tp.1).collect();
-                self.flush_changelog(&revoked, Duration::from_secs(10))?;
+                // Bounded, and short: the flush only spares the next owner
+                // some reprocessing (what is not published stays in this
+                // outbox and is never sent while the partition is elsewhere),
+                // while a slow revocation holds up the whole group.
+                self.flush_changelog(&revoked, REVOKE_FLUSH)?;
                 for tp in &parts {
                     self.assigned.remove(tp);
+                    self.caught_up.remove(tp);
                     self.offsets.remove(tp);
+                    ConsumerLag {
+                        topic: &tp.0,
+                        partition: tp.1,
+                        lag: None,
+                    }
+                    .emit(&self.metrics);
+                    PartitionOwned {
+                        topic: &tp.0,
+                        partition: tp.1,
+                        owned: false,
+                    }
+                    .emit(&self.metrics);
                 }
                 let still = self.owned();
                 let now = chrono::Utc::now().timestamp_millis();
@@ -476,6 +512,12 @@ impl Driver {
                 }
                 .emit(&self.metrics);
                 let _ = ack.send(());
+                Ok(())
+            }
+            SourceMsg::Eof(tp) => {
+                if self.assigned.contains(&tp) {
+                    self.caught_up.insert(tp);
+                }
                 Ok(())
             }
             SourceMsg::Error(e) => {
@@ -723,6 +765,7 @@ impl Driver {
                     offset: m.offset(),
                 });
             }
+            self.caught_up.remove(&tp);
             moved.insert(tp.clone(), m.offset() + 1);
             self.offsets.insert(tp, m.offset() + 1);
         }
@@ -922,7 +965,11 @@ impl Driver {
         self.acknowledged(ok);
         let clock = self.engine.config().clock.clone();
         let idle = self.last_message.elapsed().as_millis() as i64 >= clock.idle_after_ms;
-        if clock.idle_advance && idle && !self.assigned.is_empty() {
+        // Only when every assigned partition has been read to its end: a
+        // partition just assigned (or restored) may still have a backlog
+        // whose events must come before the timers they would cancel.
+        let caught_up = self.assigned.iter().all(|tp| self.caught_up.contains(tp));
+        if clock.idle_advance && idle && caught_up && !self.assigned.is_empty() {
             // A quiet stream still has a clock: absence is the signal.
             let to = chrono::Utc::now().timestamp_millis() - clock.allowed_lateness_ms;
             if self.engine.clock_ms().is_some_and(|c| to > c) {

@@ -18,7 +18,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaRespErr;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::ClientContext;
 
 use crate::telemetry::events::{ConsumerLag, KafkaClientLog};
@@ -37,6 +37,9 @@ pub enum SourceMsg {
     Assigned(Vec<TopicPartition>, SyncSender<Vec<Option<Offset>>>),
     /// Partitions being taken away; reply once their state is committed.
     Revoked(Vec<TopicPartition>, SyncSender<()>),
+    /// The consumer reached the end of a partition (after every message
+    /// of it handed over before): that partition has no backlog.
+    Eof(TopicPartition),
     /// The consumer reported an error (broker down, etc.); it keeps retrying.
     Error(KafkaError),
 }
@@ -58,7 +61,14 @@ impl ClientContext for SourceContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        self.log.emit(true, &error.to_string(), reason);
+        // The end of a partition arrives through poll as well; not an error.
+        let eof = matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if !eof {
+            self.log.emit(true, &error.to_string(), reason);
+        }
     }
 
     /// librdkafka's periodic statistics carry each partition's lag without a
@@ -67,13 +77,17 @@ impl ClientContext for SourceContext {
     fn stats(&self, stats: Statistics) {
         for (topic, t) in &stats.topics {
             for (id, p) in &t.partitions {
-                if *id < 0 || p.consumer_lag < 0 {
+                if *id < 0 {
                     continue;
                 }
+                // A partition that moved to another instance stays in the
+                // statistics without a fetcher; its series goes away here
+                // instead of freezing at its last value.
+                let owned = p.fetch_state != "none" && p.consumer_lag >= 0;
                 ConsumerLag {
                     topic,
                     partition: *id,
-                    lag: p.consumer_lag,
+                    lag: owned.then_some(p.consumer_lag),
                 }
                 .emit(&self.metrics);
             }
@@ -214,7 +228,22 @@ fn poll_loop(
                 }
                 batch.push(m.detach());
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                // Whatever was polled before the end goes first, so the
+                // engine never sees the end ahead of the last messages.
+                if !batch.is_empty()
+                    && tx
+                        .send(SourceMsg::Batch(std::mem::take(&mut batch), started))
+                        .is_err()
+                {
+                    return;
+                }
+                for tp in eof_partitions(consumer, partition) {
+                    if tx.send(SourceMsg::Eof(tp)).is_err() {
+                        return;
+                    }
+                }
+            }
             Some(Err(e)) => {
                 let sent = tx.send(SourceMsg::Error(e));
                 if sent.is_err() {
@@ -239,6 +268,21 @@ fn poll_loop(
     if !batch.is_empty() {
         let _ = tx.send(SourceMsg::Batch(batch, started));
     }
+}
+
+/// librdkafka's end-of-partition event names the partition but not the
+/// topic; with several input topics, every assigned topic with that
+/// partition number is reported (the engine partition is the number).
+fn eof_partitions(consumer: &BaseConsumer<SourceContext>, partition: i32) -> Vec<TopicPartition> {
+    consumer
+        .assignment()
+        .map(|tpl| {
+            partitions(&tpl)
+                .into_iter()
+                .filter(|(_, p)| *p == partition)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Topic, partition and offset of a message, for logs and dead letters.

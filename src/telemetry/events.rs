@@ -220,14 +220,46 @@ impl AlertDelivered {
 pub struct ConsumerLag<'a> {
     pub topic: &'a str,
     pub partition: i32,
-    pub lag: i64,
+    /// `None`: the partition is not consumed here (any more).
+    pub lag: Option<i64>,
 }
 
 impl ConsumerLag<'_> {
     pub fn emit(&self, m: &Metrics) {
-        m.consumer_lag
-            .with_label_values(&[self.topic, &self.partition.to_string()])
-            .set(self.lag);
+        let partition = self.partition.to_string();
+        match self.lag {
+            Some(lag) => m
+                .consumer_lag
+                .with_label_values(&[self.topic, &partition])
+                .set(lag),
+            None => {
+                let _ = m
+                    .consumer_lag
+                    .remove_label_values(&[self.topic, &partition]);
+            }
+        }
+    }
+}
+
+/// This instance started or stopped owning an input partition.
+pub struct PartitionOwned<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub owned: bool,
+}
+
+impl PartitionOwned<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        let partition = self.partition.to_string();
+        if self.owned {
+            m.partition_owned
+                .with_label_values(&[self.topic, &partition])
+                .set(1);
+        } else {
+            let _ = m
+                .partition_owned
+                .remove_label_values(&[self.topic, &partition]);
+        }
     }
 }
 

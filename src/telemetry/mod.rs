@@ -30,6 +30,7 @@ pub struct Metrics {
     pub processing_latency: Histogram,
     pub event_to_alert_latency: Histogram,
     pub consumer_lag: IntGaugeVec,
+    pub partition_owned: IntGaugeVec,
     pub stream_clock_seconds: IntGauge,
     pub stream_clock_lag_seconds: IntGauge,
     pub timers_pending: IntGauge,
@@ -134,6 +135,16 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(consumer_lag.clone()))
             .expect("unique metric");
+        let partition_owned = IntGaugeVec::new(
+            Opts::new(
+                "churnwatch_partition_owned",
+                "1 for each input partition this instance owns (state restored, being consumed).",
+            ),
+            &["topic", "partition"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(partition_owned.clone()))
+            .expect("unique metric");
         let commit_duration = HistogramVec::new(
             HistogramOpts::new(
                 "churnwatch_commit_duration_seconds",
@@ -192,6 +203,7 @@ impl Metrics {
                 lat_buckets,
             ),
             consumer_lag,
+            partition_owned,
             stream_clock_seconds: gauge(
                 &r,
                 "churnwatch_stream_clock_seconds",
