@@ -1,7 +1,7 @@
 //! End-to-end pipeline benchmark against a real broker (tansu, started here).
 //!
 //! ```text
-//! cargo bench --bench pipeline -- [--events N] [--rate N] [--steady-secs S]
+//! cargo bench --bench pipeline -- [--events N] [--rate N] [--steady-secs S] [--no-changelog]
 //! ```
 //!
 //! 1. Produces N simulated events to a fresh input topic.
@@ -133,8 +133,13 @@ fn main() {
         .insert("session.timeout.ms".into(), "10000".into());
     cfg.state.dir = dir.path().join("state");
     cfg.time.idle_advance = false;
+    // The state changelog (on by default) costs a produce per changed member
+    // per commit; `--no-changelog` measures the pipeline without it.
+    cfg.pipeline.changelog = !std::env::args().any(|a| a == "--no-changelog");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(pipeline::topics::ensure(&cfg)).unwrap();
+    rt.block_on(pipeline::topics::ensure(&cfg))
+        .map_err(|e| e.to_string())
+        .unwrap();
 
     // 1. Produce.
     let per_member = 130;

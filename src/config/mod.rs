@@ -209,7 +209,7 @@ impl Default for PipelineConfig {
             outbox_max: 100_000,
             changelog: true,
             changelog_topic: String::new(),
-            restore_batch_records: 50_000,
+            restore_batch_records: 20_000,
             drop_unowned_after_ms: 24 * 3_600_000,
         }
     }

@@ -187,9 +187,12 @@ impl<'a, S: Store + ?Sized> Restorer<'a, S> {
                 .map_err(|_| RestoreError::Corrupt("member id is not utf-8".into()))?;
             let mkey = member_key(p, id);
             match value {
-                Some(v) => {
-                    let (due, state) = split_member_value(&v)?;
-                    self.batch.put(Table::Members, mkey, state.to_vec());
+                Some(mut v) => {
+                    let (due, _) = split_member_value(&v)?;
+                    // The state is the value after its 9-byte header: shift
+                    // it in place rather than copy it into a new buffer.
+                    v.drain(..9);
+                    self.batch.put(Table::Members, mkey, v);
                     // A timer of the member's older state may stay behind:
                     // the engine drops entries that no longer match the
                     // member's due time when it reaches them.
@@ -232,9 +235,19 @@ impl<'a, S: Store + ?Sized> Restorer<'a, S> {
     pub fn flush(&mut self) -> Result<(), RestoreError> {
         if !self.batch.is_empty() {
             self.members += self.batch_members as u64;
-            self.store.write(std::mem::take(&mut self.batch))?;
+            // No write-ahead log: a restore cut short is redone from the
+            // checkpoint, which travels in the same batches; `finish` makes
+            // it durable before any regular (logged) write builds on it.
+            self.store.write_bulk(std::mem::take(&mut self.batch))?;
             self.batch_members = 0;
         }
+        Ok(())
+    }
+
+    /// Writes the rest and makes the whole restore durable.
+    pub fn finish(&mut self) -> Result<(), RestoreError> {
+        self.flush()?;
+        self.store.persist()?;
         Ok(())
     }
 
@@ -368,7 +381,7 @@ pub fn restore<S: Store + ?Sized>(
             progress(r.records, None);
         }
     }
-    r.flush()?;
+    r.finish()?;
     let unfinished = r.unfinished();
     if unfinished > 0 {
         tracing::info!(

@@ -14,6 +14,16 @@
 //! publishes a record again, with the same `alert_id` (dead letters: same
 //! source topic/partition/offset headers), so subscribers can deduplicate.
 //!
+//! **State follows its partition.** The same write batch also puts every
+//! changed member's state and a commit marker (the partition's input
+//! offsets) in the outbox for the changelog topic, published only after the
+//! alerts written before them were acknowledged. A newly assigned partition
+//! is restored from the changelog to partition EOF before its input is read
+//! (see `changelog` and `Driver::restore`), so a moved partition keeps its
+//! members' history, timers and open episodes, and its new owner neither
+//! misses an alert the old one committed but never sent nor raises one with
+//! a different id.
+//!
 //! # Limits
 //!
 //! - Engine partition = Kafka partition number. With several input topics
@@ -29,6 +39,12 @@
 //! - Kafka redelivery after a rebalance race is absorbed: messages below the
 //!   offset stored with the state are skipped, and duplicate `event_id`s
 //!   change nothing.
+//! - No fencing: an instance the group has already replaced (stalled past
+//!   its session timeout) can still publish a few changelog records for the
+//!   partition it lost, which a later restore may mix in. Kafka Streams
+//!   fences such writers with transactions, which tansu lacks.
+//! - A restore runs on the engine thread: the instance's other partitions
+//!   wait while it runs.
 
 pub mod changelog;
 pub mod outbox;

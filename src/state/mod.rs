@@ -134,6 +134,18 @@ pub trait Store: Send + Sync {
     /// Applies the batch atomically and durably (to the write-ahead log).
     fn write(&self, batch: Batch) -> Result<(), StoreError>;
 
+    /// Applies the batch atomically but without the write-ahead log: for
+    /// bulk loads that can be redone (a restore), made durable afterwards by
+    /// [`Store::persist`]. Until then a crash may lose it.
+    fn write_bulk(&self, batch: Batch) -> Result<(), StoreError> {
+        self.write(batch)
+    }
+
+    /// Makes every earlier [`Store::write_bulk`] durable.
+    fn persist(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     fn stats(&self) -> StoreStats {
         StoreStats::default()
     }
@@ -155,6 +167,12 @@ impl<S: Store + ?Sized> Store for Box<S> {
     fn write(&self, batch: Batch) -> Result<(), StoreError> {
         (**self).write(batch)
     }
+    fn write_bulk(&self, batch: Batch) -> Result<(), StoreError> {
+        (**self).write_bulk(batch)
+    }
+    fn persist(&self) -> Result<(), StoreError> {
+        (**self).persist()
+    }
     fn stats(&self) -> StoreStats {
         (**self).stats()
     }
@@ -175,6 +193,12 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn write(&self, batch: Batch) -> Result<(), StoreError> {
         (**self).write(batch)
+    }
+    fn write_bulk(&self, batch: Batch) -> Result<(), StoreError> {
+        (**self).write_bulk(batch)
+    }
+    fn persist(&self) -> Result<(), StoreError> {
+        (**self).persist()
     }
     fn stats(&self) -> StoreStats {
         (**self).stats()

@@ -131,6 +131,28 @@ impl RocksStore {
     }
 }
 
+impl RocksStore {
+    fn write_with(&self, mut batch: Batch, opts: &WriteOptions) -> Result<(), StoreError> {
+        // Key order lets the memtable reuse its skip-list position from one
+        // insert to the next; the sort is stable, so two writes to one key
+        // keep their order.
+        batch
+            .ops
+            .sort_by(|a, b| (a.table, &a.key).cmp(&(b.table, &b.key)));
+        let cfs = Table::ALL.map(|t| self.cf(t));
+        let mut wb = WriteBatch::default();
+        for op in batch.ops {
+            let cf = cfs[op.table as usize];
+            match op.value {
+                Some(v) => wb.put_cf(cf, op.key, v),
+                None => wb.delete_cf(cf, op.key),
+            }
+        }
+        self.db.write_opt(wb, opts)?;
+        Ok(())
+    }
+}
+
 impl Store for RocksStore {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
@@ -161,26 +183,24 @@ impl Store for RocksStore {
         Ok(out)
     }
 
-    fn write(&self, mut batch: Batch) -> Result<(), StoreError> {
-        // Key order lets the memtable reuse its skip-list position from one
-        // insert to the next; the sort is stable, so two writes to one key
-        // keep their order.
-        batch
-            .ops
-            .sort_by(|a, b| (a.table, &a.key).cmp(&(b.table, &b.key)));
-        let cfs = Table::ALL.map(|t| self.cf(t));
-        let mut wb = WriteBatch::default();
-        for op in batch.ops {
-            let cf = cfs[op.table as usize];
-            match op.value {
-                Some(v) => wb.put_cf(cf, op.key, v),
-                None => wb.delete_cf(cf, op.key),
-            }
-        }
-        self.db.write_opt(wb, &self.write_opts)?;
-        Ok(())
+    fn write(&self, batch: Batch) -> Result<(), StoreError> {
+        self.write_with(batch, &self.write_opts)
     }
 
+    fn write_bulk(&self, batch: Batch) -> Result<(), StoreError> {
+        let mut opts = WriteOptions::default();
+        opts.disable_wal(true);
+        self.write_with(batch, &opts)
+    }
+
+    /// Flushes the memtables of every table to SST files: what was written
+    /// without the write-ahead log is durable afterwards.
+    fn persist(&self) -> Result<(), StoreError> {
+        for t in Table::ALL {
+            self.db.flush_cf(self.cf(t))?;
+        }
+        Ok(())
+    }
     fn stats(&self) -> StoreStats {
         let sum = |p| {
             Table::ALL
