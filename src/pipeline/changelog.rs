@@ -106,6 +106,12 @@ pub fn checkpoint_key(partition: u32) -> Vec<u8> {
     meta_key(partition, "changelog_next")
 }
 
+/// Meta key of the changelog offset a restore in progress started from; set
+/// while a restore runs, so one cut short is redone from where it started.
+pub fn restoring_key(partition: u32) -> Vec<u8> {
+    meta_key(partition, "restoring_from")
+}
+
 /// Meta key of when this instance last stopped owning a partition.
 pub fn unowned_since_key(partition: u32) -> Vec<u8> {
     meta_key(partition, "unowned_since")

@@ -18,11 +18,12 @@
 //! changed member's state and a commit marker (the partition's input
 //! offsets) in the outbox for the changelog topic, published only after the
 //! alerts written before them were acknowledged. A newly assigned partition
-//! is restored from the changelog to partition EOF before its input is read
-//! (see `changelog` and `Driver::restore`), so a moved partition keeps its
-//! members' history, timers and open episodes, and its new owner neither
-//! misses an alert the old one committed but never sent nor raises one with
-//! a different id.
+//! is assigned paused and restored from the changelog to partition EOF on a
+//! thread of its own (see `changelog` and `restore`) while the other
+//! partitions keep processing; then it is sought to the restored offset and
+//! resumed. A moved partition thus keeps its members' history, timers and
+//! open episodes, and its new owner neither misses an alert the old one
+//! committed but never sent nor raises one with a different id.
 //!
 //! # Limits
 //!
@@ -43,22 +44,24 @@
 //!   its session timeout) can still publish a few changelog records for the
 //!   partition it lost, which a later restore may mix in. Kafka Streams
 //!   fences such writers with transactions, which tansu lacks.
-//! - A restore runs on the engine thread: the instance's other partitions
-//!   wait while it runs.
+//! - While a partition restores, the stream clock follows the partitions
+//!   already processing; when the restored one joins, the clock moves back
+//!   to its watermark (timers already fired elsewhere stay fired).
 
 pub mod changelog;
 pub mod outbox;
+pub mod restore;
 pub mod sink;
 pub mod source;
 pub mod topics;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::RecvTimeoutError;
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
@@ -70,14 +73,15 @@ use crate::state::{Batch, RocksStore, RocksTuning, Store, StoreError, Table};
 use crate::telemetry::events::{
     AlertDelivered, AlertPublished, BatchProcessed, BrokerError, ChangelogWritten, ConsumerLag,
     DeadLetterWritten, OutboxDepth, OutboxRecovered, PartitionDropped, PartitionOwned,
-    PartitionsChanged, Readiness, RestoreFinished, RestoreProgress, RestoreStarted,
+    PartitionsChanged, Readiness, RestoreFinished, RestoreStarted, RestoreStopped,
 };
 use crate::telemetry::Metrics;
 use changelog::{PartitionMark, RestoreError};
 use outbox::OutboxRecord;
 use sink::Delivery;
 use sink::Sink;
-use source::{SourceMsg, SourceOptions, TopicPartition};
+use restore::{RestoreDone, RestoreJob, RestoreTask};
+use source::{SourceContext, SourceMsg, SourceOptions, Start, TopicPartition};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -203,7 +207,9 @@ pub fn run(
         path: cfg.state.dir.display().to_string(),
         source,
     })?;
-    let store = RocksStore::open(&cfg.state.dir, &tuning)?;
+    // Shared with restore threads, which write only partitions the engine
+    // is not processing.
+    let store = Arc::new(RocksStore::open(&cfg.state.dir, &tuning)?);
     let engine = Engine::new(store, cfg.engine(), metrics.clone())?;
 
     let sink = Sink::new(
@@ -248,7 +254,14 @@ pub fn run(
         metrics.clone(),
     )?;
 
-    let mut driver = Driver::new(cfg, engine, sink, metrics, control.clone())?;
+    let mut driver = Driver::new(
+        cfg,
+        engine,
+        sink,
+        source.consumer.clone(),
+        metrics,
+        control.clone(),
+    )?;
     tracing::info!(
         brokers = %cfg.kafka.brokers,
         topics = ?cfg.kafka.input_topics,
@@ -270,7 +283,7 @@ pub fn run(
             continue;
         }
         let step = match rx.recv_timeout(tick) {
-            Ok(msg) => driver.handle(msg, &source.consumer),
+            Ok(msg) => driver.handle(msg),
             Err(RecvTimeoutError::Timeout) => Ok(()),
             Err(RecvTimeoutError::Disconnected) => break Ok(()),
         };
@@ -280,7 +293,7 @@ pub fn run(
     };
     // Drain what the source already handed over, then finish publishing.
     while let Ok(msg) = rx.try_recv() {
-        driver.handle(msg, &source.consumer)?;
+        driver.handle(msg)?;
     }
     driver.shutdown(Duration::from_millis(cfg.pipeline.shutdown_grace_ms))?;
     control.ready.store(false, Ordering::Relaxed);
@@ -305,8 +318,10 @@ struct ChangelogSettings {
 /// The engine side of the pipeline: owns the engine, the outbox and the
 /// offsets, and is the only writer of the store.
 struct Driver {
-    engine: Engine<RocksStore>,
+    engine: Engine<Arc<RocksStore>>,
     sink: Sink,
+    /// To seek and resume partitions once restored.
+    consumer: Arc<BaseConsumer<SourceContext>>,
     metrics: Arc<Metrics>,
     control: Control,
     /// Outbox records not yet acknowledged, by sequence.
@@ -325,6 +340,12 @@ struct Driver {
     /// Next offset to read per assigned input partition.
     offsets: BTreeMap<TopicPartition, i64>,
     assigned: BTreeSet<TopicPartition>,
+    /// Partitions assigned (paused) and being restored, by number.
+    restores: BTreeMap<i32, RestoreJob>,
+    restore_tx: Sender<RestoreDone>,
+    restore_rx: Receiver<RestoreDone>,
+    /// Restores reported done, not yet handed to the engine.
+    restored: Vec<RestoreDone>,
     /// Assigned partitions read to their end, with nothing new since.
     caught_up: BTreeSet<TopicPartition>,
     changelog: Option<ChangelogSettings>,
@@ -344,8 +365,9 @@ struct Driver {
 impl Driver {
     fn new(
         cfg: &Config,
-        engine: Engine<RocksStore>,
+        engine: Engine<Arc<RocksStore>>,
         sink: Sink,
+        consumer: Arc<BaseConsumer<SourceContext>>,
         metrics: Arc<Metrics>,
         control: Control,
     ) -> Result<Self, PipelineError> {
@@ -388,9 +410,11 @@ impl Driver {
                 drop_unowned_after_ms: cfg.pipeline.drop_unowned_after_ms as i64,
             }
         });
+        let (restore_tx, restore_rx) = channel();
         Ok(Driver {
             engine,
             sink,
+            consumer,
             metrics,
             control,
             outbox,
@@ -402,6 +426,10 @@ impl Driver {
             delivered: Vec::new(),
             offsets: BTreeMap::new(),
             assigned: BTreeSet::new(),
+            restores: BTreeMap::new(),
+            restore_tx,
+            restore_rx,
+            restored: Vec::new(),
             caught_up: BTreeSet::new(),
             changelog,
             unmarked: BTreeSet::new(),
@@ -416,64 +444,61 @@ impl Driver {
         })
     }
 
-    /// Partition numbers assigned (one number can span several input topics).
+    /// Partition numbers the engine processes (one number can span several
+    /// input topics); partitions still restoring are not among them.
     fn owned(&self) -> BTreeSet<i32> {
         self.assigned.iter().map(|tp| tp.1).collect()
     }
 
-    fn handle(
-        &mut self,
-        msg: SourceMsg,
-        consumer: &rdkafka::consumer::BaseConsumer<source::SourceContext>,
-    ) -> Result<(), PipelineError> {
+    /// Input partitions assigned by the group, restoring or not.
+    fn assigned_count(&self) -> usize {
+        self.assigned.len() + self.restores.values().map(|j| j.parts.len()).sum::<usize>()
+    }
+
+    fn handle(&mut self, msg: SourceMsg) -> Result<(), PipelineError> {
         match msg {
-            SourceMsg::Batch(messages, received) => self.batch(messages, received, consumer),
+            SourceMsg::Batch(messages, received) => self.batch(messages, received),
             SourceMsg::Assigned(parts, reply) => {
                 let owned = self.owned();
-                let mut restored = BTreeMap::new();
-                for p in parts.iter().map(|tp| tp.1).collect::<BTreeSet<_>>() {
-                    let ok = owned.contains(&p) || self.restore(p as u32)?;
-                    restored.insert(p, ok);
-                }
-                let mut answer = Vec::with_capacity(parts.len());
+                let mut starts = Vec::with_capacity(parts.len());
                 for tp in parts {
-                    if !restored[&tp.1] {
-                        // Stopped mid-restore: never process this partition.
-                        answer.push(None);
-                        continue;
-                    }
-                    let next = read_offset(self.engine.store(), &tp)?;
-                    self.engine.assign_moved(tp.1 as u32)?;
-                    if let Some(n) = next {
-                        self.offsets.insert(tp.clone(), n);
-                    }
                     PartitionOwned {
                         topic: &tp.0,
                         partition: tp.1,
                         owned: true,
                     }
                     .emit(&self.metrics);
-                    self.assigned.insert(tp);
-                    answer.push(match next {
-                        Some(n) => Some(Offset::Offset(n)),
-                        // With a changelog, state without offsets is state
-                        // from nothing: the input must be read from its
-                        // start, not from where the group last committed.
-                        None if self.changelog.is_some() => Some(Offset::Beginning),
-                        None => None,
+                    if self.changelog.is_some() && !owned.contains(&tp.1) {
+                        // Not read until restored: assigned paused, at a
+                        // placeholder the seek after the restore replaces.
+                        // A concrete offset, not a logical one: librdkafka
+                        // would look a logical one up, and a seek during
+                        // that lookup fails.
+                        let hint = read_offset(self.engine.store(), &tp)?.unwrap_or(0);
+                        starts.push(Start {
+                            offset: Some(Offset::Offset(hint)),
+                            paused: true,
+                        });
+                        self.start_restore(tp)?;
+                        continue;
+                    }
+                    let offset = self.start_partition(tp)?;
+                    starts.push(Start {
+                        offset,
+                        paused: false,
                     });
                 }
                 // Cooperative rebalances in which this instance gains
                 // nothing still call back, with no partitions: not a change.
-                if !answer.is_empty() {
+                if !starts.is_empty() {
                     PartitionsChanged {
                         kind: "assign",
                         partitions: &self.assigned,
-                        owned: self.assigned.len(),
+                        owned: self.assigned_count(),
                     }
                     .emit(&self.metrics);
                 }
-                let _ = reply.send(answer);
+                let _ = reply.send(starts);
                 Ok(())
             }
             SourceMsg::Revoked(parts, ack) => {
@@ -483,16 +508,24 @@ impl Driver {
                 // then let go.
                 tracing::debug!(partitions = ?parts, "revoking");
                 self.commit(Batch::default())?;
+                let owned = self.owned();
                 let revoked: BTreeSet<i32> = parts.iter().map(|tp| tp.1).collect();
                 // Bounded, and short: the flush only spares the next owner
                 // some reprocessing (what is not published stays in this
                 // outbox and is never sent while the partition is elsewhere),
                 // while a slow revocation holds up the whole group.
-                self.flush_changelog(&revoked, REVOKE_FLUSH)?;
+                let processing = revoked.intersection(&owned).copied().collect();
+                self.flush_changelog(&processing, REVOKE_FLUSH)?;
                 for tp in &parts {
                     self.assigned.remove(tp);
                     self.caught_up.remove(tp);
                     self.offsets.remove(tp);
+                    if let Some(job) = self.restores.get_mut(&tp.1) {
+                        job.parts.retain(|t| t != tp);
+                        if job.parts.is_empty() {
+                            self.stop_restore(tp.1)?;
+                        }
+                    }
                     ConsumerLag {
                         topic: &tp.0,
                         partition: tp.1,
@@ -510,7 +543,7 @@ impl Driver {
                 let now = chrono::Utc::now().timestamp_millis();
                 let mut since = Batch::default();
                 for p in &revoked {
-                    if !still.contains(p) {
+                    if !still.contains(p) && !self.restores.contains_key(p) {
                         self.engine.revoke(*p as u32);
                         self.unmarked.remove(p);
                         since.put(
@@ -524,7 +557,7 @@ impl Driver {
                 PartitionsChanged {
                     kind: "revoke",
                     partitions: &parts,
-                    owned: self.assigned.len(),
+                    owned: self.assigned_count(),
                 }
                 .emit(&self.metrics);
                 let _ = ack.send(());
@@ -556,113 +589,163 @@ impl Driver {
         }
     }
 
-    /// Brings the local state of a newly assigned partition up to the end of
-    /// its changelog before any of its input is processed. `false` when
-    /// stopped before the end.
-    ///
-    /// Local state that already reflects the changelog up to its checkpoint
-    /// only reads what was written after it (a partition that comes back
-    /// catches up instead of starting over). Local changes never published
-    /// (this instance crashed or lost the partition before its outbox
-    /// drained) are kept only if nobody wrote to the changelog since; if
-    /// someone did, they are stale: they are discarded with the local state
-    /// and the partition is rebuilt from the whole changelog.
-    fn restore(&mut self, p: u32) -> Result<bool, PipelineError> {
+    /// Hands an assigned partition whose state is in place to the engine;
+    /// returns where its input starts.
+    fn start_partition(&mut self, tp: TopicPartition) -> Result<Option<Offset>, PipelineError> {
+        let next = read_offset(self.engine.store(), &tp)?;
+        self.engine.assign_moved(tp.1 as u32)?;
+        if let Some(n) = next {
+            self.offsets.insert(tp.clone(), n);
+        }
+        self.assigned.insert(tp);
+        Ok(match next {
+            Some(n) => Some(Offset::Offset(n)),
+            // With a changelog, state without offsets is state from
+            // nothing: the input must be read from its start, not from
+            // where the group last committed.
+            None if self.changelog.is_some() => Some(Offset::Beginning),
+            None => None,
+        })
+    }
+
+    /// Starts restoring the partition of `tp` from the changelog (or adds
+    /// `tp` to a restore of its partition number already running).
+    fn start_restore(&mut self, tp: TopicPartition) -> Result<(), PipelineError> {
         let Some(cl) = &self.changelog else {
-            return Ok(true);
+            return Ok(());
         };
-        let store = self.engine.store();
-        let from = changelog::read_i64(store, &changelog::checkpoint_key(p))?.unwrap_or(0);
+        if let Some(job) = self.restores.get_mut(&tp.1) {
+            job.parts.push(tp);
+            return Ok(());
+        }
+        let p = tp.1 as u32;
+        let store = self.engine.store().clone();
+        let from = restore::start_offset(&store, p)?;
         let pending: Vec<u64> = self
             .outbox
             .iter()
-            .filter(|(_, r)| r.changelog_partition() == Some(p as i32))
+            .filter(|(_, r)| r.changelog_partition() == Some(tp.1))
             .map(|(seq, _)| *seq)
             .collect();
-        self.control.ready.store(false, Ordering::Relaxed);
-        Readiness { ready: false }.emit(&self.metrics);
         RestoreStarted {
             partition: p,
             from,
             pending_local: pending.len(),
         }
         .emit(&self.metrics);
-        let read = |from: i64| {
-            let mut seen = 0;
-            let mut last_log: Option<Instant> = None;
-            changelog::restore(
-                cl.client.clone(),
-                &cl.topic,
-                p,
-                from,
-                store,
-                &cl.input_topics,
-                cl.batch_records,
-                &self.control.shutdown,
-                |records, error| {
-                    RestoreProgress {
-                        partition: p,
-                        records: records - seen,
-                        total: records,
-                    }
-                    .emit(&self.metrics);
-                    seen = records;
-                    if let Some(error) = error {
-                        let log = last_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10));
-                        if log {
-                            last_log = Some(Instant::now());
-                        }
-                        BrokerError {
-                            context: "restoring",
-                            error,
-                            log,
-                        }
-                        .emit(&self.metrics);
-                    }
-                },
-            )
+        let task = RestoreTask {
+            partition: p,
+            from,
+            store,
+            client: cl.client.clone(),
+            topic: cl.topic.clone(),
+            input_topics: cl.input_topics.clone(),
+            batch_records: cl.batch_records,
+            pending,
+            metrics: self.metrics.clone(),
         };
-        let mut result = read(from);
-        let mut from_scratch = false;
-        if matches!(&result, Ok(r) if r.records > 0) && !pending.is_empty() {
-            let mut drop = Batch::default();
-            for seq in &pending {
-                drop.delete(Table::Outbox, outbox::key(*seq));
-            }
-            store.write(drop)?;
-            changelog::drop_partition(store, p, &cl.input_topics)?;
-            from_scratch = true;
-            result = read(0);
-        }
-        if from_scratch {
-            for seq in &pending {
+        let job = RestoreJob::start(task, vec![tp.clone()], self.restore_tx.clone());
+        self.restores.insert(tp.1, job);
+        self.control.ready.store(false, Ordering::Relaxed);
+        Readiness { ready: false }.emit(&self.metrics);
+        Ok(())
+    }
+
+    /// Takes the reports of restore threads that ended. Outbox records a
+    /// restore deleted from the store leave the in-memory outbox at once,
+    /// even if the restore itself is no longer wanted.
+    fn collect_restores(&mut self) {
+        while let Ok(done) = self.restore_rx.try_recv() {
+            for seq in &done.dropped {
                 self.outbox.remove(seq);
                 self.received.remove(seq);
             }
+            self.restored.push(done);
         }
-        let r = match result {
-            Ok(r) => r,
-            Err(RestoreError::Stopped) => return Ok(false),
-            Err(source) => {
-                return Err(PipelineError::Restore {
-                    partition: p,
-                    source,
-                })
-            }
+    }
+
+    /// Stops the restore of partition `p` (revoked, or shutting down).
+    fn stop_restore(&mut self, p: i32) -> Result<(), PipelineError> {
+        let Some(mut job) = self.restores.remove(&p) else {
+            return Ok(());
         };
-        let mut owned = Batch::default();
-        owned.delete(Table::Meta, changelog::unowned_since_key(p));
-        self.engine.store().write(owned)?;
-        RestoreFinished {
-            partition: p,
-            records: r.records,
-            members: r.members,
-            next: r.next,
-            seconds: r.seconds,
-            from_scratch,
+        job.cancel();
+        job.join();
+        self.collect_restores();
+        self.restored.retain(|d| d.partition as i32 != p);
+        RestoreStopped {
+            partition: p as u32,
         }
         .emit(&self.metrics);
-        Ok(true)
+        Ok(())
+    }
+
+    /// Moves a paused partition's fetch position. librdkafka drops whatever
+    /// it fetched before the seek, so the first message of the partition
+    /// the engine sees after it is at `offset`. A seek can be refused while
+    /// the partition is between fetch states; it is retried briefly, and a
+    /// partition that cannot be positioned stops the pipeline rather than
+    /// be read from the wrong place (a restart assigns it afresh).
+    fn seek(&self, tp: &TopicPartition, offset: Offset) -> Result<(), PipelineError> {
+        let mut attempt = 0;
+        loop {
+            match self
+                .consumer
+                .seek(&tp.0, tp.1, offset, Duration::from_secs(10))
+            {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 50 => {
+                    attempt += 1;
+                    tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "seek refused; retrying");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Hands every partition whose restore finished to the engine, sought to
+    /// the offset its restored state ends at, and resumes its input.
+    fn finish_restores(&mut self) -> Result<(), PipelineError> {
+        self.collect_restores();
+        for done in std::mem::take(&mut self.restored) {
+            let p = done.partition;
+            let Some(mut job) = self.restores.remove(&(p as i32)) else {
+                continue; // revoked meanwhile
+            };
+            job.join();
+            let r = match done.result {
+                Ok(r) => r,
+                Err(RestoreError::Stopped) => {
+                    RestoreStopped { partition: p }.emit(&self.metrics);
+                    continue;
+                }
+                Err(source) => {
+                    RestoreStopped { partition: p }.emit(&self.metrics);
+                    return Err(PipelineError::Restore {
+                        partition: p,
+                        source,
+                    });
+                }
+            };
+            RestoreFinished {
+                partition: p,
+                records: r.records,
+                members: r.members,
+                next: r.next,
+                seconds: r.seconds,
+                from_scratch: done.from_scratch,
+            }
+            .emit(&self.metrics);
+            let mut resume = TopicPartitionList::new();
+            for tp in std::mem::take(&mut job.parts) {
+                let offset = self.start_partition(tp.clone())?;
+                self.seek(&tp, offset.unwrap_or(Offset::Beginning))?;
+                resume.add_partition(&tp.0, tp.1);
+            }
+            self.consumer.resume(&resume)?;
+        }
+        Ok(())
     }
 
     /// Publishes until no outbox record of `parts` is left on the changelog
@@ -716,7 +799,7 @@ impl Driver {
         let mut drop = Vec::new();
         let mut batch = Batch::default();
         for p in local {
-            if owned.contains(&(p as i32)) {
+            if owned.contains(&(p as i32)) || self.restores.contains_key(&(p as i32)) {
                 continue;
             }
             match changelog::read_i64(store, &changelog::unowned_since_key(p))? {
@@ -753,7 +836,6 @@ impl Driver {
         &mut self,
         messages: Vec<rdkafka::message::OwnedMessage>,
         received: Instant,
-        consumer: &rdkafka::consumer::BaseConsumer<source::SourceContext>,
     ) -> Result<(), PipelineError> {
         let started = received;
         self.batch_received = Some(started);
@@ -763,7 +845,7 @@ impl Driver {
         for m in &messages {
             let tp = (m.topic().to_string(), m.partition());
             if !self.assigned.contains(&tp) {
-                continue; // polled before a revocation, or its restore was stopped
+                continue; // polled before a revocation, or still restoring
             }
             if self.offsets.get(&tp).is_some_and(|next| m.offset() < *next) {
                 continue; // already in the state (redelivered after a rebalance race)
@@ -808,7 +890,7 @@ impl Driver {
             for (tp, next) in &moved {
                 let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(*next));
             }
-            let _ = consumer.commit(&tpl, CommitMode::Async);
+            let _ = self.consumer.commit(&tpl, CommitMode::Async);
         }
         self.publish();
         Ok(())
@@ -977,6 +1059,7 @@ impl Driver {
 
     /// Periodic work: acknowledgements, retries, idle clock, gauges.
     fn tick(&mut self) -> Result<(), PipelineError> {
+        self.finish_restores()?;
         let (ok, failed) = self.sink.drain_acks();
         self.acknowledged(ok);
         let clock = self.engine.config().clock.clone();
@@ -1015,6 +1098,7 @@ impl Driver {
             .last_error
             .is_some_and(|e| e.elapsed() < Duration::from_secs(10) && e > self.last_message);
         let ready = !self.assigned.is_empty()
+            && self.restores.is_empty()
             && !broker_down
             && self.last_commit.elapsed() < Duration::from_secs(60);
         self.control.ready.store(ready, Ordering::Relaxed);
@@ -1023,6 +1107,12 @@ impl Driver {
     }
 
     fn shutdown(&mut self, grace: Duration) -> Result<(), PipelineError> {
+        for job in self.restores.values() {
+            job.cancel();
+        }
+        for p in self.restores.keys().copied().collect::<Vec<_>>() {
+            self.stop_restore(p)?;
+        }
         self.collect_alerts()?;
         self.commit(Batch::default())?;
         self.publish();

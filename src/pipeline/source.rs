@@ -3,9 +3,12 @@
 //!
 //! Offsets come from RocksDB, not from Kafka: on assignment the engine
 //! answers with the next offset it has state for, and the partition is
-//! assigned at exactly that offset. On revocation the callback blocks until
-//! the engine has committed everything consumed so far, so the next owner
-//! starts where this one's state ends.
+//! assigned at exactly that offset. A partition whose state must first be
+//! restored from the changelog is assigned paused instead; the engine seeks
+//! it to the restored offset and resumes it when the restore is done, so
+//! the other partitions keep flowing meanwhile. On revocation the callback
+//! blocks until the engine has committed everything consumed so far, so the
+//! next owner starts where this one's state ends.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -32,9 +35,8 @@ pub enum SourceMsg {
     /// Messages in consumption order (per partition in offset order), and
     /// when the first of them was polled (latency is measured from there).
     Batch(Vec<OwnedMessage>, Instant),
-    /// Newly assigned partitions; reply with where to start reading each
-    /// (`None`: from the group's committed offset, else `auto.offset.reset`).
-    Assigned(Vec<TopicPartition>, SyncSender<Vec<Option<Offset>>>),
+    /// Newly assigned partitions; reply with where to start reading each.
+    Assigned(Vec<TopicPartition>, SyncSender<Vec<Start>>),
     /// Partitions being taken away; reply once their state is committed.
     Revoked(Vec<TopicPartition>, SyncSender<()>),
     /// The consumer reached the end of a partition (after every message
@@ -42,6 +44,15 @@ pub enum SourceMsg {
     Eof(TopicPartition),
     /// The consumer reported an error (broker down, etc.); it keeps retrying.
     Error(KafkaError),
+}
+
+/// Where a newly assigned partition starts.
+#[derive(Debug, Clone, Copy)]
+pub struct Start {
+    /// `None`: from the group's committed offset, else `auto.offset.reset`.
+    pub offset: Option<Offset>,
+    /// Assign it paused: nothing is fetched until the engine resumes it.
+    pub paused: bool,
 }
 
 pub struct SourceContext {
@@ -126,11 +137,15 @@ impl ConsumerContext for SourceContext {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let parts = partitions(tpl);
+                let mut paused = TopicPartitionList::new();
                 if !self.shutdown.load(Ordering::Relaxed) {
-                    if let Some(offsets) = self.ask(|tx| SourceMsg::Assigned(parts.clone(), tx)) {
-                        for ((topic, partition), next) in parts.iter().zip(offsets) {
-                            if let Some(next) = next {
+                    if let Some(starts) = self.ask(|tx| SourceMsg::Assigned(parts.clone(), tx)) {
+                        for ((topic, partition), start) in parts.iter().zip(starts) {
+                            if let Some(next) = start.offset {
                                 let _ = tpl.set_partition_offset(topic, *partition, next);
+                            }
+                            if start.paused {
+                                paused.add_partition(topic, *partition);
                             }
                         }
                     }
@@ -142,6 +157,13 @@ impl ConsumerContext for SourceContext {
                 };
                 if let Err(e) = r {
                     tracing::error!(error = %e, "assigning partitions failed");
+                }
+                // Paused before this poll returns: no message of a partition
+                // being restored can reach the engine ahead of its state.
+                if paused.count() > 0 {
+                    if let Err(e) = consumer.pause(&paused) {
+                        tracing::error!(error = %e, "pausing partitions to restore failed");
+                    }
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {

@@ -310,6 +310,23 @@ impl RestoreProgress {
     }
 }
 
+/// A restore was stopped before it finished: its partition was revoked, or
+/// the process is shutting down. The next restore of the partition starts
+/// where this one started.
+pub struct RestoreStopped {
+    pub partition: u32,
+}
+
+impl RestoreStopped {
+    pub fn emit(&self, m: &Metrics) {
+        m.restoring_partitions.dec();
+        tracing::info!(
+            partition = self.partition,
+            "restore stopped before the end of the changelog"
+        );
+    }
+}
+
 /// A partition's restore ended.
 pub struct RestoreFinished {
     pub partition: u32,

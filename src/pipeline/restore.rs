@@ -1,0 +1,207 @@
+//! Restores run on threads of their own, one per partition being restored,
+//! so the partitions an instance already owns keep processing while a moved
+//! one is rebuilt from the changelog.
+//!
+//! A restore writes only keys of its own partition (members, timers, the
+//! partition's meta keys and input offsets), which the engine does not touch
+//! until the restore has finished and the partition is handed to it; the
+//! shared RocksDB handles concurrent writers. The engine thread keeps the
+//! in-memory outbox: a restore that deletes stale outbox records from the
+//! store reports their sequence numbers back (see [`RestoreDone::dropped`]),
+//! and none of them can be published meanwhile, because changelog records
+//! are only published for partitions the engine processes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+
+use super::changelog::{self, restoring_key, RestoreError, Restored};
+use super::outbox;
+use super::source::TopicPartition;
+use crate::state::{Batch, RocksStore, Store, Table};
+use crate::telemetry::events::{BrokerError, RestoreProgress};
+use crate::telemetry::Metrics;
+
+/// Everything a restore thread needs; built on the engine thread.
+pub struct RestoreTask {
+    pub partition: u32,
+    /// Changelog offset to read from.
+    pub from: i64,
+    pub store: Arc<RocksStore>,
+    pub client: ClientConfig,
+    pub topic: String,
+    pub input_topics: Vec<String>,
+    pub batch_records: usize,
+    /// Outbox records of this partition's changelog never published: local
+    /// changes that are stale if anybody else wrote to the changelog since.
+    pub pending: Vec<u64>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What a restore thread reports when it ends.
+pub struct RestoreDone {
+    pub partition: u32,
+    pub result: Result<Restored, RestoreError>,
+    /// Local state was discarded and rebuilt from the whole changelog.
+    pub from_scratch: bool,
+    /// Outbox records deleted from the store: the engine thread drops them
+    /// from its in-memory outbox, whether or not the restore finished.
+    pub dropped: Vec<u64>,
+}
+
+/// A running restore and the input partitions waiting for it (one
+/// partition number can span several input topics).
+pub struct RestoreJob {
+    pub parts: Vec<TopicPartition>,
+    cancel: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RestoreJob {
+    pub fn start(task: RestoreTask, parts: Vec<TopicPartition>, done: Sender<RestoreDone>) -> Self {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let stop = cancel.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("restore-{}", task.partition))
+            .spawn(move || {
+                let _ = done.send(run(task, &stop));
+            })
+            .expect("spawn restore thread");
+        RestoreJob {
+            parts,
+            cancel,
+            thread: Some(thread),
+        }
+    }
+
+    /// Asks the thread to stop; it does within one poll (200 ms).
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits for the thread to end (after it reported, or was cancelled).
+    pub fn join(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for RestoreJob {
+    fn drop(&mut self) {
+        self.cancel();
+        self.join();
+    }
+}
+
+/// The changelog offset a restore of `partition` starts from: where an
+/// interrupted restore started (it wrote without the write-ahead log, so
+/// after a crash some of its writes may be lost while later ones survived),
+/// else the local checkpoint, else the beginning.
+pub fn start_offset(store: &RocksStore, partition: u32) -> Result<i64, crate::state::StoreError> {
+    let interrupted = changelog::read_i64(store, &restoring_key(partition))?;
+    let checkpoint = changelog::read_i64(store, &changelog::checkpoint_key(partition))?;
+    Ok(interrupted.or(checkpoint).unwrap_or(0))
+}
+
+fn run(task: RestoreTask, cancel: &AtomicBool) -> RestoreDone {
+    let mut done = RestoreDone {
+        partition: task.partition,
+        result: Err(RestoreError::Stopped),
+        from_scratch: false,
+        dropped: Vec::new(),
+    };
+    done.result = restore(&task, cancel, &mut done);
+    done
+}
+
+/// Brings the local state of the partition up to the end of its changelog.
+///
+/// Local state that already reflects the changelog up to its checkpoint
+/// only reads what was written after it (a partition that comes back
+/// catches up instead of starting over). Local changes never published
+/// (this instance crashed or lost the partition before its outbox drained)
+/// are kept only if nobody wrote to the changelog since; if someone did,
+/// they are stale: they are discarded with the local state and the
+/// partition is rebuilt from the whole changelog.
+fn restore(
+    task: &RestoreTask,
+    cancel: &AtomicBool,
+    done: &mut RestoreDone,
+) -> Result<Restored, RestoreError> {
+    let store = &*task.store;
+    let p = task.partition;
+    mark_restoring(store, p, task.from)?;
+    let read = |from: i64| {
+        let mut seen = 0;
+        let mut last_log: Option<Instant> = None;
+        changelog::restore(
+            task.client.clone(),
+            &task.topic,
+            p,
+            from,
+            store,
+            &task.input_topics,
+            task.batch_records,
+            cancel,
+            |records, error| {
+                RestoreProgress {
+                    partition: p,
+                    records: records - seen,
+                    total: records,
+                }
+                .emit(&task.metrics);
+                seen = records;
+                if let Some(error) = error {
+                    let log = last_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10));
+                    if log {
+                        last_log = Some(Instant::now());
+                    }
+                    BrokerError {
+                        context: "restoring",
+                        error,
+                        log,
+                    }
+                    .emit(&task.metrics);
+                }
+            },
+        )
+    };
+    let mut restored = read(task.from)?;
+    if restored.records > 0 && !task.pending.is_empty() {
+        // Unpublished changes first: once they are gone, nothing stale can
+        // reach the changelog, whatever happens next.
+        let mut stale = Batch::default();
+        for seq in &task.pending {
+            stale.delete(Table::Outbox, outbox::key(*seq));
+        }
+        store.write(stale)?;
+        done.dropped.clone_from(&task.pending);
+        changelog::drop_partition(store, p, &task.input_topics)?;
+        mark_restoring(store, p, 0)?;
+        done.from_scratch = true;
+        restored = read(0)?;
+    }
+    // `changelog::restore` made its writes durable; the partition is owned
+    // here again, so it is no longer a candidate for dropping.
+    let mut finished = Batch::default();
+    finished.delete(Table::Meta, restoring_key(p));
+    finished.delete(Table::Meta, changelog::unowned_since_key(p));
+    store.write(finished)?;
+    Ok(restored)
+}
+
+fn mark_restoring(store: &RocksStore, partition: u32, from: i64) -> Result<(), RestoreError> {
+    let mut b = Batch::default();
+    b.put(
+        Table::Meta,
+        restoring_key(partition),
+        from.to_le_bytes().to_vec(),
+    );
+    store.write(b)?;
+    Ok(())
+}
