@@ -882,3 +882,191 @@ fn state_follows_its_partition_when_an_instance_is_killed_and_a_fresh_one_joins(
         );
     }
 }
+
+/// Sum of every series of a metric family (labels or not).
+fn metric_sum(port: u16, family: &str) -> f64 {
+    let (_, m) = http_get(port, "/metrics");
+    m.lines()
+        .filter(|l| {
+            l.strip_prefix(family)
+                .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
+        .sum()
+}
+
+/// Encoded states of a few real members, made by the engine itself, with
+/// their timer due times: what a changelog record carries.
+fn member_states() -> Vec<(i64, Vec<u8>)> {
+    use churnwatch::state::{Batch, MemberState, MemoryStore, Store, Table};
+    use std::sync::Arc;
+    let store = Arc::new(MemoryStore::new());
+    let cfg = churnwatch::config::Config::default().engine();
+    let metrics = Arc::new(churnwatch::telemetry::Metrics::new());
+    let mut e = churnwatch::engine::Engine::new(store.clone(), cfg, metrics).unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    for m in 0..20 {
+        for i in 0..6_i64 {
+            let ts = now - (60 - i * 7) * 86_400_000 - m * 60_000;
+            let line = format!(
+                r#"{{"event_id":"t{m}-{i}","member_id":"t-{m}","type":"purchase","ts":{ts},"amount":30.0,"currency":"EUR","order_id":"o-{m}-{i}"}}"#
+            );
+            e.process(0, line.as_bytes(), now).unwrap();
+        }
+    }
+    e.commit(Batch::default()).unwrap();
+    store
+        .scan(Table::Members, &[], &[0xff; 8], 1_000)
+        .unwrap()
+        .into_iter()
+        .map(|(_, v)| (MemberState::decode(&v).unwrap().timer_due_ms, v))
+        .collect()
+}
+
+#[test]
+fn other_partitions_keep_processing_while_one_restores() {
+    use churnwatch::pipeline::changelog::{member_value, PartitionMark, MARKER_HEADER, MARKER_KEY};
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    let port = common::broker::free_port();
+    let cfg = config(dir.path(), &broker, port);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("topic_partitions = 1", "topic_partitions = 2");
+    std::fs::write(&cfg, &text).unwrap();
+    // The topics exactly as `churnwatch run` creates them (input and
+    // changelog with two partitions each), before any instance runs.
+    let config = churnwatch::config::Config::load(&cfg).unwrap();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(churnwatch::pipeline::topics::ensure(&config))
+        .unwrap();
+
+    // Partition 1 arrives with a long changelog, as if a previous owner had
+    // kept many members there: real member states, a commit marker every
+    // 5,000 records saying its input was read up to offset 0.
+    const CHANGELOG_MEMBERS: usize = 150_000;
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "20")
+        .set("message.timeout.ms", "120000")
+        .create()
+        .unwrap();
+    let send = |rec: BaseRecord<'_, [u8], [u8]>| {
+        let mut rec = Some(rec);
+        while let Some(r) = rec.take() {
+            if let Err((_, r)) = producer.send(r) {
+                rec = Some(r);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    };
+    let states = member_states();
+    let now = chrono::Utc::now().timestamp_millis();
+    let mark = PartitionMark {
+        max_ts: now - 30 * 86_400_000,
+        offsets: [("member-events".to_string(), 0)].into(),
+    }
+    .encode();
+    let changelog = "test-group-state-changelog";
+    for i in 0..CHANGELOG_MEMBERS {
+        let (due, state) = &states[i % states.len()];
+        let key = format!("restored-{i:07}");
+        let value = member_value(*due, state);
+        send(
+            BaseRecord::to(changelog)
+                .partition(1)
+                .key(key.as_bytes())
+                .payload(value.as_slice()),
+        );
+        if (i + 1) % 5_000 == 0 {
+            send(
+                BaseRecord::to(changelog)
+                    .partition(1)
+                    .key(MARKER_KEY)
+                    .payload(mark.as_slice())
+                    .headers(OwnedHeaders::new().insert(Header {
+                        key: MARKER_HEADER,
+                        value: Some("partition"),
+                    })),
+            );
+        }
+    }
+    // New input on both partitions: members nobody has seen yet.
+    const EVENTS_PER_PARTITION: usize = 400;
+    let lines: Vec<(i32, String)> = (0..2)
+        .flat_map(|p| {
+            (0..EVENTS_PER_PARTITION).map(move |i| {
+                let ts = now - 5 * 86_400_000 + i as i64 * 60_000;
+                (
+                    p,
+                    format!(
+                        r#"{{"event_id":"p{p}-e{i}","member_id":"p{p}-m{}","type":"visit","ts":{ts},"channel":"app"}}"#,
+                        i % 40
+                    ),
+                )
+            })
+        })
+        .collect();
+    for (p, line) in &lines {
+        send(
+            BaseRecord::to("member-events")
+                .partition(*p)
+                .payload(line.as_bytes()),
+        );
+    }
+    producer.flush(Duration::from_secs(180)).unwrap();
+
+    // A fresh instance gets both partitions: partition 0 has nothing to
+    // restore, partition 1 the long changelog. Partition 0's events must be
+    // processed while partition 1 is still restoring.
+    let mut run = start_run(&cfg);
+    let started = Instant::now();
+    let total = (2 * EVENTS_PER_PARTITION) as f64;
+    let mut overlap = None;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let restoring = metric(port, "churnwatch_restoring_partitions");
+        let consumed = metric_sum(port, "churnwatch_events_consumed_total");
+        if restoring >= 1.0 && consumed > 0.0 && overlap.is_none() {
+            overlap = Some((consumed, http_get(port, "/readyz")));
+            eprintln!(
+                "{:.1} s: {consumed} events processed while {restoring} partition restores",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        let restores = metric(port, "churnwatch_restores_total");
+        if restores >= 2.0 && consumed >= total {
+            eprintln!(
+                "{:.1} s: both partitions restored, every event processed",
+                started.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not done: {restores} restores, {consumed} of {total} events"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Nothing more arrives later: each event was processed exactly once,
+    // partition 1's from the offset its restored state ends at.
+    std::thread::sleep(Duration::from_secs(2));
+    let consumed = metric_sum(port, "churnwatch_events_consumed_total");
+    let restored = metric(port, "churnwatch_restore_records_total");
+    terminate(&run);
+    assert!(run.wait().unwrap().success());
+
+    let (consumed_meanwhile, (status, body)) =
+        overlap.expect("no event was processed while partition 1 was restoring");
+    assert!(consumed_meanwhile > 0.0);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("restoring 1 partition"), "{body}");
+    assert_eq!(consumed, total);
+    let markers = CHANGELOG_MEMBERS / 5_000;
+    assert_eq!(restored, (CHANGELOG_MEMBERS + markers) as f64);
+}

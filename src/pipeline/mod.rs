@@ -78,9 +78,9 @@ use crate::telemetry::events::{
 use crate::telemetry::Metrics;
 use changelog::{PartitionMark, RestoreError};
 use outbox::OutboxRecord;
+use restore::{RestoreDone, RestoreJob, RestoreTask};
 use sink::Delivery;
 use sink::Sink;
-use restore::{RestoreDone, RestoreJob, RestoreTask};
 use source::{SourceContext, SourceMsg, SourceOptions, Start, TopicPartition};
 
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 
 use super::changelog;
@@ -49,7 +50,21 @@ impl ProducerContext for SinkContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: Box<u64>) {
         if let Err((e, _)) = result {
-            tracing::warn!(error = %e, "alert or dead letter not delivered; it stays in the outbox");
+            // Purged at shutdown: the stop log counts what stays behind.
+            // Otherwise (an outage fails every record in flight) one line
+            // per 10 s, not one per record.
+            let purged = matches!(
+                e,
+                KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue)
+                    | KafkaError::MessageProduction(RDKafkaErrorCode::PurgeInflight)
+            );
+            if !purged {
+                self.log.emit(
+                    true,
+                    "delivery",
+                    &format!("record not delivered, kept in the outbox for a retry: {e}"),
+                );
+            }
         }
         let changelog = match result {
             Ok(m) if m.topic() == self.changelog_topic => Some((m.partition(), m.offset())),
