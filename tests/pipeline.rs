@@ -923,16 +923,17 @@ fn member_states() -> Vec<(i64, Vec<u8>)> {
         .collect()
 }
 
-#[test]
-fn other_partitions_keep_processing_while_one_restores() {
+/// Two input partitions with new events on each, and a changelog whose
+/// partition 1 holds a long history (`CHANGELOG_MEMBERS` members) while
+/// partition 0 is empty: an instance that joins restores partition 1 for
+/// several seconds. Returns the instance's config and HTTP port.
+fn long_restore_setup(dir: &Path, broker: &Broker) -> (std::path::PathBuf, u16) {
     use churnwatch::pipeline::changelog::{member_value, PartitionMark, MARKER_HEADER, MARKER_KEY};
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start();
     let port = common::broker::free_port();
-    let cfg = config(dir.path(), &broker, port);
+    let cfg = config(dir, broker, port);
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace("topic_partitions = 1", "topic_partitions = 2");
@@ -948,7 +949,6 @@ fn other_partitions_keep_processing_while_one_restores() {
     // Partition 1 arrives with a long changelog, as if a previous owner had
     // kept many members there: real member states, a commit marker every
     // 5,000 records saying its input was read up to offset 0.
-    const CHANGELOG_MEMBERS: usize = 150_000;
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", &broker.addr)
         .set("enable.idempotence", "true")
@@ -997,7 +997,6 @@ fn other_partitions_keep_processing_while_one_restores() {
         }
     }
     // New input on both partitions: members nobody has seen yet.
-    const EVENTS_PER_PARTITION: usize = 400;
     let lines: Vec<(i32, String)> = (0..2)
         .flat_map(|p| {
             (0..EVENTS_PER_PARTITION).map(move |i| {
@@ -1020,6 +1019,18 @@ fn other_partitions_keep_processing_while_one_restores() {
         );
     }
     producer.flush(Duration::from_secs(180)).unwrap();
+    (cfg, port)
+}
+
+const CHANGELOG_MEMBERS: usize = 150_000;
+const CHANGELOG_MARKERS: usize = CHANGELOG_MEMBERS / 5_000;
+const EVENTS_PER_PARTITION: usize = 400;
+
+#[test]
+fn other_partitions_keep_processing_while_one_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    let (cfg, port) = long_restore_setup(dir.path(), &broker);
 
     // A fresh instance gets both partitions: partition 0 has nothing to
     // restore, partition 1 the long changelog. Partition 0's events must be
@@ -1067,6 +1078,55 @@ fn other_partitions_keep_processing_while_one_restores() {
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("restoring 1 partition"), "{body}");
     assert_eq!(consumed, total);
-    let markers = CHANGELOG_MEMBERS / 5_000;
-    assert_eq!(restored, (CHANGELOG_MEMBERS + markers) as f64);
+    assert_eq!(restored, (CHANGELOG_MEMBERS + CHANGELOG_MARKERS) as f64);
+}
+
+#[test]
+fn a_restore_cut_short_by_a_crash_is_redone_from_where_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    let (cfg, port) = long_restore_setup(dir.path(), &broker);
+
+    // kill -9 in the middle of partition 1's restore, after it has written
+    // (without the write-ahead log) and checkpointed at least one batch.
+    let mut run = start_run(&cfg);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while metric(port, "churnwatch_restore_records_total") < 40_000.0 {
+        assert!(Instant::now() < deadline, "the restore made no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        metric(port, "churnwatch_restores_total"),
+        1.0,
+        "restored too fast"
+    );
+    run.kill().unwrap();
+    run.wait().unwrap();
+
+    // Started again (after the dead member's session expired, see the crash
+    // test), the restore starts over from where the interrupted one started:
+    // it wrote without the write-ahead log, so its writes are gone or only
+    // partly on disk, and partition 1 is rebuilt from the whole changelog.
+    std::thread::sleep(Duration::from_secs(8));
+    let mut run = start_run(&cfg);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let restores = metric(port, "churnwatch_restores_total");
+        let consumed = metric_sum(port, "churnwatch_events_consumed_total");
+        if restores >= 2.0 && consumed >= EVENTS_PER_PARTITION as f64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not done: {restores} restores, {consumed} events"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let restored = metric(port, "churnwatch_restore_records_total");
+    terminate(&run);
+    assert!(run.wait().unwrap().success());
+    assert!(
+        restored >= (CHANGELOG_MEMBERS + CHANGELOG_MARKERS) as f64,
+        "partition 1 restored only {restored} records after the crash"
+    );
 }
