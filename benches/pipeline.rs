@@ -17,9 +17,8 @@
 //!
 //! Needs the tansu binary (`bash scripts/ensure-tansu.sh`).
 
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+mod common;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,16 +36,6 @@ fn arg(name: &str, default: u64) -> u64 {
         .position(|a| a == name)
         .and_then(|i| argv.get(i + 1))
         .map_or(default, |v| v.parse().expect("a number"))
-}
-
-fn tansu() -> PathBuf {
-    if let Ok(p) = std::env::var("TANSU") {
-        return p.into();
-    }
-    let home = std::env::var("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cargo"));
-    home.join("bin/tansu")
 }
 
 /// Cumulative bucket counts of a histogram: (upper bound, count).
@@ -100,30 +89,8 @@ fn main() {
     let steady_secs = arg("--steady-secs", 20);
 
     let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let mut broker = Command::new(tansu())
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "sqlite://tansu.db"])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tansu (bash scripts/ensure-tansu.sh)");
-    let addr = format!("127.0.0.1:{port}");
-    while TcpStream::connect(&addr).is_err() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let broker = common::Broker::start(dir.path());
+    let addr = broker.addr.clone();
 
     let mut cfg = Config::default();
     cfg.kafka.brokers = addr.clone();
@@ -233,8 +200,7 @@ fn main() {
     std::thread::sleep(Duration::from_millis(500));
     control.shutdown.store(true, Ordering::Relaxed);
     runner.join().unwrap().unwrap();
-    let _ = broker.kill();
-    let _ = broker.wait();
+    drop(broker);
 
     println!("churnwatch pipeline benchmark (tansu on this machine, rdkafka)");
     println!(

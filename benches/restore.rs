@@ -14,16 +14,30 @@
 //! write member and timer entries in large RocksDB write batches. Fetching
 //! from the broker is not included (see docs/scaling.md for that bound).
 //! Also reports how much resident memory the restore adds.
+//!
+//! With `--from-broker`, the records are then produced to the changelog
+//! topic of a tansu broker started here, and restored end to end as a newly
+//! assigned partition is (`changelog::restore`: fetch to partition EOF,
+//! apply, persist) into a second store.
 
+mod common;
+
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use churnwatch::config::Config;
 use churnwatch::engine::Engine;
 use churnwatch::event::DAY_MS;
-use churnwatch::pipeline::changelog::{member_value, PartitionMark, Restorer, MARKER_KEY};
+use churnwatch::pipeline::changelog::{
+    self, member_value, PartitionMark, Restorer, MARKER_HEADER, MARKER_KEY,
+};
+use churnwatch::pipeline::{client_config, topics};
 use churnwatch::state::{Batch, MemberState, MemoryStore, RocksStore, RocksTuning, Store, Table};
 use churnwatch::telemetry::Metrics;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::ClientConfig;
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -121,6 +135,88 @@ fn main() {
         "  RSS added by the restore  {} MiB (block cache 256 MiB + memtables 128 MiB budget)",
         peak.saturating_sub(rss_before) / 1024
     );
+    drop(store);
+    if std::env::args().any(|a| a == "--from-broker") {
+        from_broker(&records, members, batch_records);
+    }
+}
+
+/// Produces `records` to partition 0 of a changelog topic on tansu, then
+/// times the pipeline's restore of that partition into an empty store.
+fn from_broker(records: &[(Vec<u8>, Vec<u8>, bool)], members: u64, batch_records: usize) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = common::Broker::start(dir.path());
+    let mut cfg = Config::default();
+    cfg.kafka.brokers = broker.addr.clone();
+    cfg.pipeline.topic_partitions = 1;
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(topics::ensure(&cfg))
+        .map_err(|e| e.to_string())
+        .expect("create topics");
+    let topic = cfg.changelog_topic();
+
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("linger.ms", "50")
+        .set("batch.size", "1000000")
+        .set("message.timeout.ms", "600000")
+        .create()
+        .expect("producer");
+    let started = Instant::now();
+    for (key, value, marker) in records {
+        let mut rec = BaseRecord::to(&topic)
+            .partition(0)
+            .key(key.as_slice())
+            .payload(value.as_slice());
+        if *marker {
+            rec = rec.headers(OwnedHeaders::new().insert(Header {
+                key: MARKER_HEADER,
+                value: Some("partition"),
+            }));
+        }
+        let mut rec = Some(rec);
+        while let Some(r) = rec.take() {
+            if let Err((_, r)) = producer.send(r) {
+                rec = Some(r);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(600)).expect("flush");
+    let produced = started.elapsed().as_secs_f64();
+
+    let store = RocksStore::open(&dir.path().join("state"), &RocksTuning::default()).expect("open");
+    let mut client = client_config(&cfg);
+    client.set("group.id", "bench-restore");
+    // `--set key=value`: librdkafka settings to try on the restore consumer.
+    let argv: Vec<String> = std::env::args().collect();
+    for w in argv.windows(2).filter(|w| w[0] == "--set") {
+        if let Some((k, v)) = w[1].split_once('=') {
+            client.set(k, v);
+        }
+    }
+    let stop = AtomicBool::new(false);
+    let r = changelog::restore(
+        client,
+        &topic,
+        0,
+        0,
+        &store,
+        &cfg.kafka.input_topics,
+        batch_records,
+        &stop,
+        |_, _| {},
+    )
+    .expect("restore");
+    println!("restore end to end (tansu changelog -> RocksDB, one partition)");
+    println!(
+        "  records            {} (produced in {produced:.1} s)",
+        r.records
+    );
+    println!("  members            {}", r.members);
+    println!("  seconds            {:.2}", r.seconds);
+    println!("  members/s          {:.0}", members as f64 / r.seconds);
 }
 
 fn status_kib(field: &str) -> u64 {

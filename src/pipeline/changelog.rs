@@ -356,7 +356,11 @@ pub fn restore<S: Store + ?Sized>(
     client
         .set("enable.partition.eof", "true")
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest");
+        .set("auto.offset.reset", "earliest")
+        // A restore reads a backlog: a broker that holds a fetch for the
+        // full wait when it has little to return (tansu does) should not
+        // set the pace. 1.8x faster from tansu (`benches/restore.rs`).
+        .set("fetch.wait.max.ms", "10");
     let consumer: BaseConsumer<RestoreContext> = client.create_with_context(RestoreContext {
         log: KafkaClientLog::default(),
     })?;
