@@ -1086,6 +1086,12 @@ fn a_restore_cut_short_by_a_crash_is_redone_from_where_it_started() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start();
     let (cfg, port) = long_restore_setup(dir.path(), &broker);
+    // One restore at a time: partition 1's waits, paused, for partition 0's
+    // to finish (both runs), and must then be launched.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[pipeline]\n", "[pipeline]\nmax_concurrent_restores = 1\n");
+    std::fs::write(&cfg, text).unwrap();
 
     // kill -9 in the middle of partition 1's restore, after it has written
     // (without the write-ahead log) and checkpointed at least one batch.

@@ -191,6 +191,11 @@ pub struct PipelineConfig {
     pub changelog_topic: String,
     /// Changelog records applied per RocksDB write batch while restoring.
     pub restore_batch_records: usize,
+    /// Partitions restored at the same time, each on its own thread with
+    /// its own changelog fetch; further ones wait (assigned, paused) for a
+    /// free slot. Bounds the threads, connections and write load a large
+    /// reassignment starts at once.
+    pub max_concurrent_restores: usize,
     /// A partition this instance no longer owns keeps its local state this
     /// long (a partition that comes back then catches up from the changelog
     /// instead of restoring from scratch); after that the state is deleted.
@@ -210,6 +215,7 @@ impl Default for PipelineConfig {
             changelog: true,
             changelog_topic: String::new(),
             restore_batch_records: 20_000,
+            max_concurrent_restores: 4,
             drop_unowned_after_ms: 24 * 3_600_000,
         }
     }
@@ -376,6 +382,12 @@ impl Config {
         if self.pipeline.restore_batch_records == 0 {
             return Err(ConfigError::invalid(
                 "pipeline.restore_batch_records",
+                "must be positive",
+            ));
+        }
+        if self.pipeline.max_concurrent_restores == 0 {
+            return Err(ConfigError::invalid(
+                "pipeline.max_concurrent_restores",
                 "must be positive",
             ));
         }

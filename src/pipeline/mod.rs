@@ -312,6 +312,7 @@ struct ChangelogSettings {
     client: ClientConfig,
     input_topics: Vec<String>,
     batch_records: usize,
+    max_concurrent_restores: usize,
     drop_unowned_after_ms: i64,
 }
 
@@ -407,6 +408,7 @@ impl Driver {
                 client,
                 input_topics: cfg.kafka.input_topics.clone(),
                 batch_records: cfg.pipeline.restore_batch_records,
+                max_concurrent_restores: cfg.pipeline.max_concurrent_restores,
                 drop_unowned_after_ms: cfg.pipeline.drop_unowned_after_ms as i64,
             }
         });
@@ -644,11 +646,33 @@ impl Driver {
             pending,
             metrics: self.metrics.clone(),
         };
-        let job = RestoreJob::start(task, vec![tp.clone()], self.restore_tx.clone());
-        self.restores.insert(tp.1, job);
+        self.restores
+            .insert(tp.1, RestoreJob::new(task, vec![tp.clone()]));
         self.control.ready.store(false, Ordering::Relaxed);
         Readiness { ready: false }.emit(&self.metrics);
+        self.launch_restores();
         Ok(())
+    }
+
+    /// Launches waiting restores, lowest partition first, while fewer than
+    /// `pipeline.max_concurrent_restores` run.
+    fn launch_restores(&mut self) {
+        let Some(cl) = &self.changelog else {
+            return;
+        };
+        if self.control.shutdown.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut running = self.restores.values().filter(|j| !j.is_waiting()).count();
+        for job in self.restores.values_mut() {
+            if running >= cl.max_concurrent_restores {
+                break;
+            }
+            if job.is_waiting() {
+                job.launch(self.restore_tx.clone());
+                running += 1;
+            }
+        }
     }
 
     /// Takes the reports of restore threads that ended. Outbox records a
@@ -677,6 +701,7 @@ impl Driver {
             partition: p as u32,
         }
         .emit(&self.metrics);
+        self.launch_restores();
         Ok(())
     }
 
@@ -714,6 +739,7 @@ impl Driver {
                 continue; // revoked meanwhile
             };
             job.join();
+            self.launch_restores();
             let r = match done.result {
                 Ok(r) => r,
                 Err(RestoreError::Stopped) => {

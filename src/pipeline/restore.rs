@@ -53,29 +53,44 @@ pub struct RestoreDone {
     pub dropped: Vec<u64>,
 }
 
-/// A running restore and the input partitions waiting for it (one
-/// partition number can span several input topics).
+/// A restore, waiting for a slot or running, and the input partitions
+/// waiting for it (one partition number can span several input topics).
 pub struct RestoreJob {
     pub parts: Vec<TopicPartition>,
+    /// The task while it waits for a slot (`pipeline.max_concurrent_restores`).
+    waiting: Option<RestoreTask>,
     cancel: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl RestoreJob {
-    pub fn start(task: RestoreTask, parts: Vec<TopicPartition>, done: Sender<RestoreDone>) -> Self {
-        let cancel = Arc::new(AtomicBool::new(false));
-        let stop = cancel.clone();
+    /// A restore waiting to be launched.
+    pub fn new(task: RestoreTask, parts: Vec<TopicPartition>) -> Self {
+        RestoreJob {
+            parts,
+            waiting: Some(task),
+            cancel: Arc::new(AtomicBool::new(false)),
+            thread: None,
+        }
+    }
+
+    pub fn is_waiting(&self) -> bool {
+        self.waiting.is_some()
+    }
+
+    /// Starts the restore thread; it reports to `done` when it ends.
+    pub fn launch(&mut self, done: Sender<RestoreDone>) {
+        let Some(task) = self.waiting.take() else {
+            return;
+        };
+        let stop = self.cancel.clone();
         let thread = std::thread::Builder::new()
             .name(format!("restore-{}", task.partition))
             .spawn(move || {
                 let _ = done.send(run(task, &stop));
             })
             .expect("spawn restore thread");
-        RestoreJob {
-            parts,
-            cancel,
-            thread: Some(thread),
-        }
+        self.thread = Some(thread);
     }
 
     /// Asks the thread to stop; it does within one poll (200 ms).
