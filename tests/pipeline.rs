@@ -91,13 +91,40 @@ level = "warn"
     cfg
 }
 
-fn start_run(cfg: &Path) -> Child {
-    Command::new(bin())
+fn start_run(cfg: &Path) -> Run {
+    Run(Command::new(bin())
         .args(["run", "--config", cfg.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("start churnwatch run")
+        .expect("start churnwatch run"))
+}
+
+/// A `churnwatch run` process that is killed when dropped, so a failing
+/// assertion does not leave it running (holding the test's stderr open and
+/// the broker busy) after the test has ended.
+struct Run(Child);
+
+impl std::ops::Deref for Run {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Run {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
