@@ -1163,3 +1163,127 @@ fn a_restore_cut_short_by_a_crash_is_redone_from_where_it_started() {
         "partition 1 restored only {restored} records after the crash"
     );
 }
+
+#[test]
+fn an_evicted_member_is_tombstoned_and_stays_gone_after_a_restore() {
+    use churnwatch::state::keys::member_key;
+    use churnwatch::state::{RocksStore, RocksTuning, Store, Table};
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    let port = common::broker::free_port();
+    let cfg = config(dir.path(), &broker, port);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[state]\n", "[state]\nevict_after_days = 200.0\n");
+    std::fs::write(&cfg, &text).unwrap();
+    let day = 86_400_000_i64;
+    let now = chrono::Utc::now().timestamp_millis();
+    let purchase = |id: &str, member: &str, ts: i64| {
+        format!(
+            r#"{{"event_id":"{id}","member_id":"{member}","type":"purchase","ts":{ts},"amount":12.5,"currency":"EUR","order_id":"{id}"}}"#
+        )
+    };
+
+    // `gone` buys once, 400 days ago, and its state is committed (and sent
+    // to the changelog). Then `here` buys: the stream clock jumps 390 days,
+    // `gone` goes silent, churned, and is evicted 200 days after its purchase.
+    let mut run = start_run(&cfg);
+    wait_ready(port);
+    produce_lines(
+        &broker,
+        "member-events",
+        &[&purchase("g1", "gone", now - 400 * day)],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(port, "churnwatch_changelog_records_total") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "gone's state never reached the changelog"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    produce_lines(
+        &broker,
+        "member-events",
+        &[&purchase("h1", "here", now - 10 * day)],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(port, "churnwatch_members_evicted_total") < 1.0 {
+        assert!(Instant::now() < deadline, "gone was never evicted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // gone's last alerts were raised before it was deleted.
+    let alerts = alerts_of(&read_until(
+        &broker,
+        "churn-alerts",
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        |m| {
+            alerts_of(m)
+                .iter()
+                .filter(|a| a["member_id"] == "gone" && a["signal"] == "stage_change")
+                .count()
+                >= 2
+        },
+    ));
+    let stages: Vec<&str> = alerts
+        .iter()
+        .filter(|a| a["member_id"] == "gone" && a["signal"] == "stage_change")
+        .map(|a| a["evidence"]["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["silent", "churned"]);
+
+    // The changelog ends gone's history with a tombstone.
+    let changelog = read_until(
+        &broker,
+        "test-group-state-changelog",
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        |m| {
+            m.iter()
+                .any(|r| r.key() == Some(b"gone".as_slice()) && r.payload().is_none())
+        },
+    );
+    let gone: Vec<bool> = changelog
+        .iter()
+        .filter(|r| r.key() == Some(b"gone".as_slice()))
+        .map(|r| r.payload().is_some())
+        .collect();
+    assert_eq!(
+        gone.first(),
+        Some(&true),
+        "gone's state, then its tombstone"
+    );
+    assert_eq!(
+        gone.last(),
+        Some(&false),
+        "gone's state, then its tombstone"
+    );
+    terminate(&run);
+    assert!(run.wait().unwrap().success());
+    let local = RocksStore::open(&dir.path().join("state"), &RocksTuning::default()).unwrap();
+    assert_eq!(
+        local.get(Table::Members, &member_key(0, "gone")).unwrap(),
+        None
+    );
+    drop(local);
+
+    // A fresh instance (empty state directory) restores the partition from
+    // the changelog: `here` is back, `gone` is not.
+    std::fs::write(&cfg, text.replace("/state\"", "/fresh\"")).unwrap();
+    let mut run = start_run(&cfg);
+    wait_ready(port);
+    assert!(metric(port, "churnwatch_restore_records_total") >= 3.0);
+    terminate(&run);
+    assert!(run.wait().unwrap().success());
+    let fresh = RocksStore::open(&dir.path().join("fresh"), &RocksTuning::default()).unwrap();
+    assert!(fresh
+        .get(Table::Members, &member_key(0, "here"))
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        fresh.get(Table::Members, &member_key(0, "gone")).unwrap(),
+        None
+    );
+}

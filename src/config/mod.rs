@@ -108,6 +108,14 @@ pub struct StateConfig {
     /// process crash) can lose the last commits; offsets are in the same
     /// batches, so that input is consumed again, never skipped.
     pub sync_wal: bool,
+    /// Delete a member's state this many days after their last activity
+    /// (any event but `email_send`), once none of their detector timers is
+    /// pending (so their last alerts, the move to `churned` included, have
+    /// been raised). The changelog carries a tombstone. A member who comes
+    /// back after that starts as a new member: their alert `seq` starts at 1
+    /// again, so an `alert_id` can repeat one from before the eviction.
+    /// 0 keeps every member forever.
+    pub evict_after_days: f64,
 }
 
 impl Default for StateConfig {
@@ -117,6 +125,7 @@ impl Default for StateConfig {
             block_cache_mb: 256,
             write_buffer_mb: 128,
             sync_wal: false,
+            evict_after_days: 0.0,
         }
     }
 }
@@ -385,6 +394,19 @@ impl Config {
                 "must be positive",
             ));
         }
+        let evict = self.state.evict_after_days;
+        if !evict.is_finite() || evict < 0.0 {
+            return Err(ConfigError::invalid(
+                "state.evict_after_days",
+                "must be 0 (keep members) or a positive number of days",
+            ));
+        }
+        if evict > 0.0 && evict < self.lifecycle.churned_days {
+            return Err(ConfigError::invalid(
+                "state.evict_after_days",
+                "must not be below lifecycle.churned_days (members would be deleted before they count as churned)",
+            ));
+        }
         if self.pipeline.max_concurrent_restores == 0 {
             return Err(ConfigError::invalid(
                 "pipeline.max_concurrent_restores",
@@ -578,6 +600,8 @@ impl Config {
 
     pub fn engine(&self) -> EngineConfig {
         EngineConfig {
+            evict_after_ms: (self.state.evict_after_days > 0.0)
+                .then_some((self.state.evict_after_days * 86_400_000.0) as i64),
             detect: self.detect.clone(),
             lifecycle: self.lifecycle.clone(),
             alerts: self.alerts.clone(),
@@ -653,7 +677,21 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("lifecycle.churned_days"));
+        for days in [-1.0, 90.0, f64::NAN] {
+            let mut cfg = Config::default();
+            cfg.state.evict_after_days = days;
+            assert!(
+                cfg.validate()
+                    .unwrap_err()
+                    .to_string()
+                    .contains("state.evict_after_days"),
+                "{days}"
+            );
+        }
         let mut cfg = Config::default();
+        cfg.state.evict_after_days = 400.0;
+        assert_eq!(cfg.engine().evict_after_ms, Some(400 * 86_400_000));
+        assert!(cfg.validate().is_ok());
         cfg.http.listen = "nowhere".into();
         assert!(cfg
             .validate()

@@ -38,7 +38,7 @@ use crate::state::keys::{
 use crate::state::member::{OpenAlert, Stage, NEVER};
 use crate::state::{Batch, MemberState, Store, StoreError, Table};
 use crate::telemetry::events::{
-    DuplicateAbsorbed, EventConsumed, EventRejected, MemberAlerted, MemberCreated,
+    DuplicateAbsorbed, EventConsumed, EventRejected, MemberAlerted, MemberCreated, MemberEvicted,
     MemberReactivated, StateCommitted, TimersFired,
 };
 use crate::telemetry::Metrics;
@@ -48,6 +48,10 @@ pub use clock::ClockConfig;
 /// Everything the engine needs to know, built from the config file.
 #[derive(Debug, Clone, Default)]
 pub struct EngineConfig {
+    /// Delete a member this long after their last activity (member events,
+    /// not `email_send`) once no detector timer is pending; `None` keeps
+    /// members forever.
+    pub evict_after_ms: Option<i64>,
     pub detect: DetectConfig,
     pub lifecycle: stage_change::Config,
     pub alerts: AlertConfig,
@@ -98,6 +102,8 @@ pub enum Change<'a> {
         timer_due_ms: i64,
         state: &'a [u8],
     },
+    /// A member evicted by `state.evict_after_days`: its state is deleted.
+    MemberDeleted { partition: u32, member_id: &'a str },
     /// Every member change of `partition` in this commit has been reported
     /// (called for every assigned partition, changed or not).
     PartitionDone { partition: u32, max_ts: i64 },
@@ -113,6 +119,8 @@ pub struct RaisedAlert {
 struct Cached {
     state: MemberState,
     dirty: bool,
+    /// Deleted at the next commit; to the engine the member no longer exists.
+    evicted: bool,
 }
 
 #[derive(Default)]
@@ -287,11 +295,19 @@ impl<S: Store> Engine<S> {
         self.observe(partition, e.ts_ms);
 
         let (key, mut cm) = self.checkout(partition, &e.member_id, e.ts_ms)?;
-        let m = &mut cm.state;
-        if m.timer_due_ms != NEVER && m.timer_due_ms <= e.ts_ms {
-            let due = m.timer_due_ms;
-            self.on_timer(partition, &key, m, due);
+        if cm.state.timer_due_ms != NEVER && cm.state.timer_due_ms <= e.ts_ms {
+            let due = cm.state.timer_due_ms;
+            if self.on_timer(partition, &key, &mut cm.state, due) == Fired::Evicted {
+                // Gone past `state.evict_after_days` and back: the event
+                // starts a new member, exactly as if the eviction had been
+                // committed before it arrived.
+                MemberEvicted.emit(&self.metrics);
+                MemberCreated.emit(&self.metrics);
+                cm.state = MemberState::new(e.ts_ms);
+                cm.state.remember_event(id_hash);
+            }
         }
+        let m = &mut cm.state;
         let returning = if self.cfg.alerts.reactivation_events.contains(&e.kind) {
             m.open_alert.filter(|a| e.ts_ms >= a.detected_ms)
         } else {
@@ -304,7 +320,12 @@ impl<S: Store> Engine<S> {
         m.remember_event(id_hash);
         let now = m.last_event_ms;
         self.evaluate(partition, &key, m, now, returning.map(|a| (a, e.ts_ms)));
-        self.reschedule(partition, &key, m, now);
+        if self.reschedule(partition, &key, m, now) == Fired::Evicted {
+            // Only `email_send` since long before the eviction time (state
+            // kept from before eviction was configured).
+            MemberEvicted.emit(&self.metrics);
+            cm.evicted = true;
+        }
         cm.dirty = true;
         self.checkin(partition, key, cm);
         Ok(Outcome::Accepted)
@@ -352,7 +373,17 @@ impl<S: Store> Engine<S> {
         let mut members = 0;
         for (&p, part) in self.parts.iter_mut() {
             for (id, cm) in part.members.drain() {
-                if cm.dirty {
+                if cm.evicted {
+                    members += 1;
+                    on_change(
+                        Change::MemberDeleted {
+                            partition: p,
+                            member_id: &id,
+                        },
+                        &mut batch,
+                    );
+                    batch.delete(Table::Members, member_key(p, &id));
+                } else if cm.dirty {
                     members += 1;
                     let state = cm.state.to_bytes();
                     on_change(
@@ -424,7 +455,7 @@ impl<S: Store> Engine<S> {
             .get(&partition)
             .and_then(|p| p.members.get(member_id))
         {
-            return Ok(Some(cm.state.clone()));
+            return Ok((!cm.evicted).then(|| cm.state.clone()));
         }
         self.load(partition, member_id)
     }
@@ -459,8 +490,17 @@ impl<S: Store> Engine<S> {
             .parts
             .get_mut(&partition)
             .expect("partition assigned before use");
-        if let Some(entry) = part.members.remove_entry(member_id) {
-            return Ok(entry);
+        if let Some((key, mut cm)) = part.members.remove_entry(member_id) {
+            if cm.evicted {
+                // Evicted in this batch and back already: a new member.
+                MemberCreated.emit(&self.metrics);
+                cm = Cached {
+                    state: MemberState::new(ts_ms),
+                    dirty: true,
+                    evicted: false,
+                };
+            }
+            return Ok((key, cm));
         }
         let state = match self.load(partition, member_id)? {
             Some(m) => m,
@@ -474,6 +514,7 @@ impl<S: Store> Engine<S> {
             Cached {
                 state,
                 dirty: false,
+                evicted: false,
             },
         ))
     }
@@ -488,6 +529,9 @@ impl<S: Store> Engine<S> {
             .parts
             .get_mut(&partition)
             .expect("partition assigned before use");
+        if part.members.get(member_id).is_some_and(|cm| cm.evicted) {
+            return Ok(None);
+        }
         if let Some(entry) = part.members.remove_entry(member_id) {
             return Ok(Some(entry));
         }
@@ -497,6 +541,7 @@ impl<S: Store> Engine<S> {
                 Cached {
                     state,
                     dirty: false,
+                    evicted: false,
                 },
             )
         }))
@@ -574,7 +619,10 @@ impl<S: Store> Engine<S> {
                         continue;
                     };
                     if cm.state.timer_due_ms == due {
-                        self.on_timer(p, &mkey, &mut cm.state, due);
+                        if self.on_timer(p, &mkey, &mut cm.state, due) == Fired::Evicted {
+                            MemberEvicted.emit(&self.metrics);
+                            cm.evicted = true;
+                        }
                         cm.dirty = true;
                         fired += 1;
                     } else {
@@ -675,12 +723,18 @@ impl<S: Store> Engine<S> {
         Ok(best.min(split_timer_key(&from).map_or(i64::MIN, |t| t.1)))
     }
 
-    fn on_timer(&mut self, partition: u32, member_id: &str, m: &mut MemberState, due: i64) {
+    fn on_timer(
+        &mut self,
+        partition: u32,
+        member_id: &str,
+        m: &mut MemberState,
+        due: i64,
+    ) -> Fired {
         self.overlay
             .insert(timer_key(partition, due, member_id), false);
         m.timer_due_ms = NEVER;
         self.evaluate(partition, member_id, m, due, None);
-        self.reschedule(partition, member_id, m, due);
+        self.reschedule(partition, member_id, m, due)
     }
 
     /// Runs every detector at `now`, opens and closes episodes, moves the
@@ -856,8 +910,15 @@ impl<S: Store> Engine<S> {
     }
 
     /// Keeps one timer entry per member, at the earliest moment after `now`
-    /// that one of its absence conditions could become true.
-    fn reschedule(&mut self, partition: u32, member_id: &str, m: &mut MemberState, now: i64) {
+    /// that one of its absence conditions could become true or, once none
+    /// can, at its eviction time. Says `Evicted` when that time has come.
+    fn reschedule(
+        &mut self,
+        partition: u32,
+        member_id: &str,
+        m: &mut MemberState,
+        now: i64,
+    ) -> Fired {
         let d = &self.cfg.detect;
         let mut due = i64::MAX;
         let mut consider = |t: Option<i64>| {
@@ -875,9 +936,20 @@ impl<S: Store> Engine<S> {
         if !m.episodes[Signal::VisitDecline as usize].open {
             consider(visit_decline::due_ms(m, now, &d.visit_decline));
         }
+        // Eviction waits for every detector timer, so it never takes an
+        // alert (the churned stage change included) away.
+        let mut fired = Fired::Evaluated;
+        if let (i64::MAX, Some(ttl)) = (due, self.cfg.evict_after_ms) {
+            let at = m.last_active_ms.max(m.first_seen_ms).saturating_add(ttl);
+            if at <= now {
+                fired = Fired::Evicted;
+            } else {
+                due = at;
+            }
+        }
         let due = if due == i64::MAX { NEVER } else { due };
         if due == m.timer_due_ms {
-            return;
+            return fired;
         }
         if m.timer_due_ms != NEVER {
             self.overlay
@@ -894,7 +966,17 @@ impl<S: Store> Engine<S> {
             }
         }
         m.timer_due_ms = due;
+        fired
     }
+}
+
+/// What a member's timer did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fired {
+    /// Detectors ran and the next timer is set.
+    Evaluated,
+    /// The member is past `state.evict_after_days`: delete it.
+    Evicted,
 }
 
 fn read_i64<S: Store>(store: &S, key: &[u8]) -> Result<Option<i64>, StoreError> {

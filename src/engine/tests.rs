@@ -338,3 +338,103 @@ fn a_restored_partition_starts_a_clock_that_never_ran() {
     e.assign_moved(0).unwrap();
     assert_eq!(e.clock_ms(), Some(day(28.0) - 3_600_000));
 }
+
+fn evicting_engine(store: Arc<MemoryStore>) -> Engine<Arc<MemoryStore>> {
+    let mut cfg = EngineConfig::default();
+    cfg.alerts.holdout_share = 0.0;
+    cfg.evict_after_ms = Some(365 * 86_400_000);
+    Engine::new(store, cfg, Arc::new(Metrics::new())).unwrap()
+}
+
+/// Commits, returning what the commit reported: `+id` written, `-id` deleted.
+fn commit_changes(e: &mut Engine<Arc<MemoryStore>>) -> Vec<String> {
+    let mut changes = Vec::new();
+    e.commit_with(Batch::default(), |c, _| match c {
+        Change::Member { member_id, .. } => changes.push(format!("+{member_id}")),
+        Change::MemberDeleted { member_id, .. } => changes.push(format!("-{member_id}")),
+        Change::PartitionDone { .. } => {}
+    })
+    .unwrap();
+    changes
+}
+
+#[test]
+fn evicts_a_silent_member_after_its_last_alert_and_reports_the_deletion() {
+    let store = Arc::new(MemoryStore::new());
+    let mut e = evicting_engine(store.clone());
+    e.process(0, &line("p1", "m1", "purchase", day(0.0), Some(5.0)), WALL)
+        .unwrap();
+    assert_eq!(commit_changes(&mut e), ["+m1"]);
+
+    // The stage changes (silent at 90 days, churned at 180) still fire.
+    e.advance_clock_to(day(364.0)).unwrap();
+    assert_eq!(signals(&e.take_alerts()), ["stage_change", "stage_change"]);
+    assert_eq!(commit_changes(&mut e), ["+m1"]);
+    assert!(e.member(0, "m1").unwrap().is_some());
+
+    e.advance_clock_to(day(366.0)).unwrap();
+    assert!(e.take_alerts().is_empty());
+    assert_eq!(e.member(0, "m1").unwrap(), None);
+    assert_eq!(commit_changes(&mut e), ["-m1"]);
+    assert_eq!(
+        store.get(Table::Members, &member_key(0, "m1")).unwrap(),
+        None
+    );
+    assert_eq!(e.metrics().members_evicted.get(), 1);
+
+    // Nothing is left to fire for the member.
+    assert_eq!(e.advance_clock_to(day(2000.0)).unwrap(), 0);
+    assert!(commit_changes(&mut e).is_empty());
+}
+
+#[test]
+fn a_member_back_after_the_eviction_time_starts_as_a_new_member() {
+    let store = Arc::new(MemoryStore::new());
+    let mut e = evicting_engine(store.clone());
+    for m in ["early", "late"] {
+        e.process(
+            0,
+            &line(&format!("{m}-1"), m, "purchase", day(0.0), Some(5.0)),
+            WALL,
+        )
+        .unwrap();
+    }
+    e.advance_clock_to(day(200.0)).unwrap();
+    e.take_alerts();
+    commit_changes(&mut e);
+
+    // `early` returns before its eviction timer has been fired by the clock:
+    // the timer fires first, as for any timer due before the member's event.
+    e.process(
+        0,
+        &line("early-2", "early", "purchase", day(400.0), Some(9.0)),
+        WALL,
+    )
+    .unwrap();
+    // `late` is evicted by the clock and returns within the same commit.
+    e.advance_clock_to(day(366.0)).unwrap();
+    e.process(0, &line("late-2", "late", "visit", day(401.0), None), WALL)
+        .unwrap();
+    assert!(e.take_alerts().is_empty(), "a new member has no history");
+    let mut changes = commit_changes(&mut e);
+    changes.sort();
+    assert_eq!(changes, ["+early", "+late"]);
+    for (m, at) in [("early", 400.0), ("late", 401.0)] {
+        let s = e.member(0, m).unwrap().unwrap();
+        assert_eq!(s.first_seen_ms, day(at), "{m}");
+        assert_eq!(s.purchase_count, u32::from(m == "early"), "{m}");
+    }
+    assert_eq!(e.metrics().members_evicted.get(), 2);
+}
+
+#[test]
+fn members_are_kept_forever_without_an_eviction_time() {
+    let store = Arc::new(MemoryStore::new());
+    let mut e = engine(store);
+    e.process(0, &line("p1", "m1", "purchase", day(0.0), Some(5.0)), WALL)
+        .unwrap();
+    e.advance_clock_to(day(5000.0)).unwrap();
+    commit_changes(&mut e);
+    assert!(e.member(0, "m1").unwrap().is_some());
+    assert_eq!(e.metrics().members_evicted.get(), 0);
+}

@@ -1005,6 +1005,20 @@ impl Driver {
                         b,
                     );
                 }
+                Change::MemberDeleted {
+                    partition,
+                    member_id,
+                } => {
+                    changed = true;
+                    push(
+                        OutboxRecord::Changelog {
+                            partition: partition as i32,
+                            member_id: member_id.to_string(),
+                            value: None,
+                        },
+                        b,
+                    );
+                }
                 Change::PartitionDone { partition, max_ts } => {
                     let p = partition as i32;
                     let moved = unmarked.remove(&p);

@@ -273,6 +273,18 @@ impl MemberCreated {
     }
 }
 
+/// A member was evicted (`state.evict_after_days`); its state is deleted at
+/// the next commit.
+pub struct MemberEvicted;
+
+impl MemberEvicted {
+    #[inline]
+    pub fn emit(&self, m: &Metrics) {
+        m.members_tracked.dec();
+        m.members_evicted.inc();
+    }
+}
+
 /// A partition's restore from the changelog started.
 pub struct RestoreStarted {
     pub partition: u32,

@@ -37,6 +37,7 @@ pub struct Metrics {
     pub timers_fired: IntCounter,
     pub outbox_depth: IntGauge,
     pub members_tracked: IntGauge,
+    pub members_evicted: IntCounter,
     pub state_live_sst_bytes: IntGauge,
     pub state_block_cache_usage_bytes: IntGauge,
     pub state_pending_compaction_bytes: IntGauge,
@@ -233,6 +234,11 @@ impl Metrics {
                 &r,
                 "churnwatch_members_tracked",
                 "Members with state in the store (estimate).",
+            ),
+            members_evicted: counter(
+                &r,
+                "churnwatch_members_evicted_total",
+                "Members deleted after state.evict_after_days without activity.",
             ),
             state_live_sst_bytes: gauge(
                 &r,
