@@ -988,58 +988,55 @@ impl Driver {
                 *next_seq += 1;
                 written += 1;
             };
-            self.engine.commit_with(extra, |change, b| match change {
-                Change::Member {
-                    partition,
-                    member_id,
-                    timer_due_ms,
-                    state,
-                } => {
-                    changed = true;
-                    push(
-                        OutboxRecord::Changelog {
-                            partition: partition as i32,
-                            member_id: member_id.to_string(),
-                            value: Some(changelog::member_value(timer_due_ms, state)),
-                        },
-                        b,
-                    );
-                }
-                Change::MemberDeleted {
-                    partition,
-                    member_id,
-                } => {
-                    changed = true;
-                    push(
-                        OutboxRecord::Changelog {
-                            partition: partition as i32,
-                            member_id: member_id.to_string(),
-                            value: None,
-                        },
-                        b,
-                    );
-                }
-                Change::PartitionDone { partition, max_ts } => {
-                    let p = partition as i32;
-                    let moved = unmarked.remove(&p);
-                    if std::mem::take(&mut changed) || moved {
-                        let mark = PartitionMark {
-                            max_ts,
-                            offsets: offsets
-                                .iter()
-                                .filter(|((_, q), _)| *q == p)
-                                .map(|((t, _), n)| (t.clone(), *n))
-                                .collect(),
-                        };
-                        push(
-                            OutboxRecord::ChangelogMark {
-                                partition: p,
-                                mark: mark.encode(),
-                            },
-                            b,
-                        );
+            self.engine.commit_with(extra, |change, b| {
+                let (partition, member_id, value) = match change {
+                    Change::Member {
+                        partition,
+                        member_id,
+                        timer_due_ms,
+                        state,
+                    } => (
+                        partition,
+                        member_id,
+                        Some(changelog::member_value(timer_due_ms, state)),
+                    ),
+                    // Evicted: a tombstone.
+                    Change::MemberDeleted {
+                        partition,
+                        member_id,
+                    } => (partition, member_id, None),
+                    Change::PartitionDone { partition, max_ts } => {
+                        let p = partition as i32;
+                        let moved = unmarked.remove(&p);
+                        if std::mem::take(&mut changed) || moved {
+                            let mark = PartitionMark {
+                                max_ts,
+                                offsets: offsets
+                                    .iter()
+                                    .filter(|((_, q), _)| *q == p)
+                                    .map(|((t, _), n)| (t.clone(), *n))
+                                    .collect(),
+                            };
+                            push(
+                                OutboxRecord::ChangelogMark {
+                                    partition: p,
+                                    mark: mark.encode(),
+                                },
+                                b,
+                            );
+                        }
+                        return;
                     }
-                }
+                };
+                changed = true;
+                push(
+                    OutboxRecord::Changelog {
+                        partition: partition as i32,
+                        member_id: member_id.to_string(),
+                        value,
+                    },
+                    b,
+                );
             })?;
             ChangelogWritten(written).emit(&self.metrics);
         } else {
