@@ -1287,3 +1287,62 @@ fn an_evicted_member_is_tombstoned_and_stays_gone_after_a_restore() {
         None
     );
 }
+
+#[test]
+fn a_shutdown_mid_restore_stops_it_promptly_and_the_restart_redoes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    let (cfg, port) = long_restore_setup(dir.path(), &broker);
+
+    // SIGTERM while partition 1 restores (after partition 0's events have
+    // been processed): the restore is stopped the way a revocation stops it,
+    // and the instance exits cleanly without waiting for it to finish.
+    let mut run = start_run(&cfg);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let consumed = metric_sum(port, "churnwatch_events_consumed_total");
+        let restored = metric(port, "churnwatch_restore_records_total");
+        if consumed >= EVENTS_PER_PARTITION as f64 && restored >= 20_000.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not started: {consumed} events, {restored} restored"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        metric(port, "churnwatch_restoring_partitions"),
+        1.0,
+        "restored too fast"
+    );
+    let stopping = Instant::now();
+    terminate(&run);
+    assert!(run.wait().unwrap().success());
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_secs(8), "shutdown took {took:?}");
+
+    // The restart redoes partition 1's restore from where the stopped one
+    // started, and consumes only partition 1's events: partition 0's were
+    // committed at shutdown.
+    let mut run = start_run(&cfg);
+    let full = (CHANGELOG_MEMBERS + CHANGELOG_MARKERS) as f64;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let restored = metric(port, "churnwatch_restore_records_total");
+        let consumed = metric_sum(port, "churnwatch_events_consumed_total");
+        if restored >= full && consumed >= EVENTS_PER_PARTITION as f64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not done: {restored} restored, {consumed} events"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let consumed = metric_sum(port, "churnwatch_events_consumed_total");
+    terminate(&run);
+    assert!(run.wait().unwrap().success());
+    assert_eq!(consumed, EVENTS_PER_PARTITION as f64);
+}
