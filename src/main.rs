@@ -86,9 +86,13 @@ enum Command {
     /// Print the records of a topic as lines (alerts, dead letters), for a
     /// quick look without other Kafka tools.
     Peek {
-        /// Bootstrap servers.
+        /// Bootstrap servers [default: the config's `kafka.brokers`].
         #[arg(long, env = "CHURNWATCH_KAFKA_BROKERS")]
-        brokers: String,
+        brokers: Option<String>,
+        /// Config file whose `[kafka]` brokers and `[kafka.client]` settings
+        /// (TLS, SASL) to connect with.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Topic to read from the beginning.
         #[arg(long, default_value = "churn-alerts")]
         topic: String,
@@ -172,16 +176,30 @@ fn main() -> ExitCode {
         }
         Command::Peek {
             brokers,
+            config,
             topic,
             max,
             idle_secs,
-        } => match peek(&brokers, &topic, max, idle_secs) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("churnwatch peek: {e:#}");
-                ExitCode::FAILURE
+        } => {
+            let mut cfg = match load_config(config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if let Some(b) = brokers {
+                cfg.kafka.brokers = b;
             }
-        },
+            if let Err(e) = cfg.require_brokers() {
+                eprintln!("churnwatch peek: {e} (or pass --brokers)");
+                return ExitCode::from(2);
+            }
+            match peek(&cfg, &topic, max, idle_secs) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("churnwatch peek: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run {
             config,
             check_config,
@@ -327,12 +345,11 @@ fn run_fit(
     Ok(())
 }
 
-fn peek(brokers: &str, topic: &str, max: usize, idle_secs: u64) -> anyhow::Result<()> {
+fn peek(cfg: &Config, topic: &str, max: usize, idle_secs: u64) -> anyhow::Result<()> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Headers, Message};
     use std::io::Write;
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = churnwatch::pipeline::client_config(cfg)
         .set("group.id", "churnwatch-peek")
         .set("enable.auto.commit", "false")
         .create()?;

@@ -1346,3 +1346,58 @@ fn a_shutdown_mid_restore_stops_it_promptly_and_the_restart_redoes_it() {
     assert!(run.wait().unwrap().success());
     assert_eq!(consumed, EVENTS_PER_PARTITION as f64);
 }
+
+#[test]
+fn peek_connects_with_the_config_files_brokers_and_client_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    let cfg = config(dir.path(), &broker, common::broker::free_port());
+    let lines = [r#"{"a":1}"#, r#"{"a":2}"#, r#"{"a":3}"#];
+    let config = churnwatch::config::Config::load(&cfg).unwrap();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(churnwatch::pipeline::topics::ensure(&config))
+        .unwrap();
+    produce_lines(&broker, "churn-alerts", &lines);
+    let peek = |cfg: &Path| {
+        Command::new(bin())
+            .args([
+                "peek",
+                "--topic",
+                "churn-alerts",
+                "--max",
+                "3",
+                "--idle-secs",
+                "20",
+            ])
+            .arg("--config")
+            .arg(cfg)
+            .env_remove("CHURNWATCH_KAFKA_BROKERS")
+            .output()
+            .unwrap()
+    };
+    let out = peek(&cfg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .collect::<Vec<_>>(),
+        lines
+    );
+
+    // `[kafka.client]` reaches the client: a bad value is librdkafka's error.
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "[kafka.client]\n",
+        "[kafka.client]\n\"security.protocol\" = \"carrier-pigeon\"\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let out = peek(&cfg);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("security.protocol"), "{err}");
+}
