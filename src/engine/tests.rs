@@ -438,3 +438,37 @@ fn members_are_kept_forever_without_an_eviction_time() {
     assert!(e.member(0, "m1").unwrap().is_some());
     assert_eq!(e.metrics().members_evicted.get(), 0);
 }
+
+#[test]
+fn a_member_active_in_every_way_is_still_evicted_once_silent() {
+    let store = Arc::new(MemoryStore::new());
+    let mut e = evicting_engine(store);
+    for d in 0..120 {
+        let ts = day(d as f64);
+        let mut ev = |kind: &str, amount: Option<f64>| {
+            e.process(
+                0,
+                &line(&format!("{kind}-{d}"), "busy", kind, ts, amount),
+                WALL,
+            )
+            .unwrap();
+        };
+        ev("check_in", None);
+        if d % 3 == 0 {
+            ev("visit", None);
+            ev("email_send", None);
+            ev("email_open", None);
+        }
+        if d % 7 == 0 {
+            ev("purchase", Some(30.0));
+        }
+    }
+    commit_changes(&mut e);
+    // Every detector gets its say first (the member cools in every way).
+    e.advance_clock_to(day(119.0 + 364.0)).unwrap();
+    assert!(e.take_alerts().len() >= 4);
+    assert!(e.member(0, "busy").unwrap().is_some());
+    e.advance_clock_to(day(119.0 + 366.0)).unwrap();
+    assert_eq!(e.member(0, "busy").unwrap(), None);
+    assert_eq!(commit_changes(&mut e), ["-busy"]);
+}
