@@ -46,6 +46,7 @@ COUNTERS_AND_GAUGES = {
     "churnwatch_timers_fired_total",
     "churnwatch_outbox_depth",
     "churnwatch_members_tracked",
+    "churnwatch_members_evicted_total",
     "churnwatch_state_live_sst_bytes",
     "churnwatch_state_block_cache_usage_bytes",
     "churnwatch_state_pending_compaction_bytes",
