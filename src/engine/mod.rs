@@ -123,6 +123,17 @@ struct Cached {
     evicted: bool,
 }
 
+impl Cached {
+    /// A member as stored (or new), unchanged so far.
+    fn clean(state: MemberState) -> Self {
+        Cached {
+            state,
+            dirty: false,
+            evicted: false,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Partition {
     /// Highest event time seen, or `NEVER`.
@@ -301,10 +312,8 @@ impl<S: Store> Engine<S> {
                 // Gone past `state.evict_after_days` and back: the event
                 // starts a new member, exactly as if the eviction had been
                 // committed before it arrived.
-                MemberEvicted.emit(&self.metrics);
-                MemberCreated.emit(&self.metrics);
-                cm.state = MemberState::new(e.ts_ms);
-                cm.state.remember_event(id_hash);
+                self.evict(&mut cm);
+                self.renew(&mut cm, e.ts_ms);
             }
         }
         let m = &mut cm.state;
@@ -323,8 +332,7 @@ impl<S: Store> Engine<S> {
         if self.reschedule(partition, &key, m, now) == Fired::Evicted {
             // Only `email_send` since long before the eviction time (state
             // kept from before eviction was configured).
-            MemberEvicted.emit(&self.metrics);
-            cm.evicted = true;
+            self.evict(&mut cm);
         }
         cm.dirty = true;
         self.checkin(partition, key, cm);
@@ -492,13 +500,8 @@ impl<S: Store> Engine<S> {
             .expect("partition assigned before use");
         if let Some((key, mut cm)) = part.members.remove_entry(member_id) {
             if cm.evicted {
-                // Evicted in this batch and back already: a new member.
-                MemberCreated.emit(&self.metrics);
-                cm = Cached {
-                    state: MemberState::new(ts_ms),
-                    dirty: true,
-                    evicted: false,
-                };
+                // Evicted in this batch and back already.
+                self.renew(&mut cm, ts_ms);
             }
             return Ok((key, cm));
         }
@@ -509,14 +512,7 @@ impl<S: Store> Engine<S> {
                 MemberState::new(ts_ms)
             }
         };
-        Ok((
-            member_id.into(),
-            Cached {
-                state,
-                dirty: false,
-                evicted: false,
-            },
-        ))
+        Ok((member_id.into(), Cached::clean(state)))
     }
 
     /// Like [`Self::checkout`], but `None` for a member without state.
@@ -535,16 +531,26 @@ impl<S: Store> Engine<S> {
         if let Some(entry) = part.members.remove_entry(member_id) {
             return Ok(Some(entry));
         }
-        Ok(self.load(partition, member_id)?.map(|state| {
-            (
-                member_id.into(),
-                Cached {
-                    state,
-                    dirty: false,
-                    evicted: false,
-                },
-            )
-        }))
+        Ok(self
+            .load(partition, member_id)?
+            .map(|state| (member_id.into(), Cached::clean(state))))
+    }
+
+    /// Marks a member for deletion at the next commit.
+    fn evict(&self, cm: &mut Cached) {
+        MemberEvicted.emit(&self.metrics);
+        cm.evicted = true;
+        cm.dirty = true;
+    }
+
+    /// An evicted member is back: they start as a new member.
+    fn renew(&self, cm: &mut Cached, ts_ms: i64) {
+        MemberCreated.emit(&self.metrics);
+        *cm = Cached {
+            state: MemberState::new(ts_ms),
+            dirty: true,
+            evicted: false,
+        };
     }
 
     fn checkin(&mut self, partition: u32, key: Box<str>, cm: Cached) {
@@ -620,8 +626,7 @@ impl<S: Store> Engine<S> {
                     };
                     if cm.state.timer_due_ms == due {
                         if self.on_timer(p, &mkey, &mut cm.state, due) == Fired::Evicted {
-                            MemberEvicted.emit(&self.metrics);
-                            cm.evicted = true;
+                            self.evict(&mut cm);
                         }
                         cm.dirty = true;
                         fired += 1;
