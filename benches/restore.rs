@@ -30,12 +30,11 @@ use churnwatch::config::Config;
 use churnwatch::engine::Engine;
 use churnwatch::event::DAY_MS;
 use churnwatch::pipeline::changelog::{
-    self, member_value, PartitionMark, Restorer, MARKER_HEADER, MARKER_KEY,
+    self, marker_headers, member_value, PartitionMark, Restorer, MARKER_KEY,
 };
 use churnwatch::pipeline::{client_config, topics};
 use churnwatch::state::{Batch, MemberState, MemoryStore, RocksStore, RocksTuning, Store, Table};
 use churnwatch::telemetry::Metrics;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
 
@@ -170,10 +169,7 @@ fn from_broker(records: &[(Vec<u8>, Vec<u8>, bool)], members: u64, batch_records
             .key(key.as_slice())
             .payload(value.as_slice());
         if *marker {
-            rec = rec.headers(OwnedHeaders::new().insert(Header {
-                key: MARKER_HEADER,
-                value: Some("partition"),
-            }));
+            rec = rec.headers(marker_headers());
         }
         let mut rec = Some(rec);
         while let Some(r) = rec.take() {

@@ -955,8 +955,9 @@ fn member_states() -> Vec<(i64, Vec<u8>)> {
 /// partition 0 is empty: an instance that joins restores partition 1 for
 /// several seconds. Returns the instance's config and HTTP port.
 fn long_restore_setup(dir: &Path, broker: &Broker) -> (std::path::PathBuf, u16) {
-    use churnwatch::pipeline::changelog::{member_value, PartitionMark, MARKER_HEADER, MARKER_KEY};
-    use rdkafka::message::{Header, OwnedHeaders};
+    use churnwatch::pipeline::changelog::{
+        marker_headers, member_value, PartitionMark, MARKER_KEY,
+    };
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
     let port = common::broker::free_port();
@@ -1016,10 +1017,7 @@ fn long_restore_setup(dir: &Path, broker: &Broker) -> (std::path::PathBuf, u16) 
                     .partition(1)
                     .key(MARKER_KEY)
                     .payload(mark.as_slice())
-                    .headers(OwnedHeaders::new().insert(Header {
-                        key: MARKER_HEADER,
-                        value: Some("partition"),
-                    })),
+                    .headers(marker_headers()),
             );
         }
     }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext};
@@ -45,6 +45,15 @@ pub const MARKER_HEADER: &str = "churnwatch.changelog";
 /// The key of partition markers (member records are keyed by member id).
 pub const MARKER_KEY: &[u8] = b"__churnwatch_partition__";
 const FORMAT: u8 = 1;
+
+/// The headers of a partition marker record, by which a restore tells it
+/// from a member record.
+pub fn marker_headers() -> OwnedHeaders {
+    OwnedHeaders::new().insert(Header {
+        key: MARKER_HEADER,
+        value: Some("partition"),
+    })
+}
 
 /// The input position and event-time high mark of one partition as of a
 /// commit, carried by the marker that ends the commit's records.

@@ -186,10 +186,7 @@ impl Sink {
                     .partition(*partition)
                     .key(changelog::MARKER_KEY)
                     .payload(mark.as_slice())
-                    .headers(OwnedHeaders::new().insert(Header {
-                        key: changelog::MARKER_HEADER,
-                        value: Some("partition"),
-                    })),
+                    .headers(changelog::marker_headers()),
             ),
         };
         match r {
