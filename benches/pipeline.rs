@@ -89,7 +89,7 @@ fn main() {
     let steady_secs = arg("--steady-secs", 20);
 
     let dir = tempfile::tempdir().unwrap();
-    let broker = common::Broker::start(dir.path());
+    let broker = common::Broker::start();
     let addr = broker.addr.clone();
 
     let mut cfg = Config::default();

@@ -144,7 +144,7 @@ fn main() {
 /// times the pipeline's restore of that partition into an empty store.
 fn from_broker(records: &[(Vec<u8>, Vec<u8>, bool)], members: u64, batch_records: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let broker = common::Broker::start(dir.path());
+    let broker = common::Broker::start();
     let mut cfg = Config::default();
     cfg.kafka.brokers = broker.addr.clone();
     cfg.pipeline.topic_partitions = 1;
