@@ -72,7 +72,7 @@ use crate::state::keys::GLOBAL_PARTITION;
 use crate::state::{Batch, RocksStore, RocksTuning, Store, StoreError, Table};
 use crate::telemetry::events::{
     AlertDelivered, AlertPublished, BatchProcessed, BrokerError, ChangelogWritten, ConsumerLag,
-    DeadLetterWritten, OutboxDepth, OutboxRecovered, PartitionDropped, PartitionOwned,
+    DeadLetterWritten, LogThrottle, OutboxDepth, OutboxRecovered, PartitionDropped, PartitionOwned,
     PartitionsChanged, Readiness, RestoreFinished, RestoreStarted, RestoreStopped,
 };
 use crate::telemetry::Metrics;
@@ -358,7 +358,7 @@ struct Driver {
     last_commit: Instant,
     last_stats: Instant,
     last_sweep: Instant,
-    last_error_log: Option<Instant>,
+    error_log: LogThrottle,
     last_error: Option<Instant>,
     json: Vec<u8>,
 }
@@ -440,7 +440,7 @@ impl Driver {
             last_commit: Instant::now(),
             last_stats: Instant::now() - Duration::from_secs(60),
             last_sweep: Instant::now(),
-            last_error_log: None,
+            error_log: LogThrottle::default(),
             last_error: None,
             json: Vec::with_capacity(4096),
         })
@@ -574,16 +574,10 @@ impl Driver {
             SourceMsg::Error(e) => {
                 self.last_error = Some(Instant::now());
                 // A broker outage reports the same error many times a second.
-                let log = self
-                    .last_error_log
-                    .is_none_or(|t| t.elapsed() > Duration::from_secs(10));
-                if log {
-                    self.last_error_log = Some(Instant::now());
-                }
                 BrokerError {
                     context: "consuming",
                     error: &e,
-                    log,
+                    log: self.error_log.due(),
                 }
                 .emit(&self.metrics);
                 Ok(())

@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 
@@ -23,7 +22,7 @@ use super::changelog::{self, restoring_key, RestoreError, Restored};
 use super::outbox;
 use super::source::TopicPartition;
 use crate::state::{Batch, RocksStore, Store, Table};
-use crate::telemetry::events::{BrokerError, RestoreProgress};
+use crate::telemetry::events::{BrokerError, LogThrottle, RestoreProgress};
 use crate::telemetry::Metrics;
 
 /// Everything a restore thread needs; built on the engine thread.
@@ -156,7 +155,7 @@ fn restore(
     mark_restoring(store, p, task.from)?;
     let read = |from: i64| {
         let mut seen = 0;
-        let mut last_log: Option<Instant> = None;
+        let error_log = LogThrottle::default();
         changelog::restore(
             task.client.clone(),
             &task.topic,
@@ -175,14 +174,10 @@ fn restore(
                 .emit(&task.metrics);
                 seen = records;
                 if let Some(error) = error {
-                    let log = last_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10));
-                    if log {
-                        last_log = Some(Instant::now());
-                    }
                     BrokerError {
                         context: "restoring",
                         error,
-                        log,
+                        log: error_log.due(),
                     }
                     .emit(&task.metrics);
                 }

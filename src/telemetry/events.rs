@@ -413,18 +413,12 @@ impl Readiness {
 /// `debug`.
 #[derive(Default)]
 pub struct KafkaClientLog {
-    last_warn_secs: std::sync::atomic::AtomicU64,
+    warn: LogThrottle,
 }
 
 impl KafkaClientLog {
     pub fn emit(&self, severe: bool, facility: &str, message: &str) {
-        use std::sync::atomic::Ordering;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let last = self.last_warn_secs.load(Ordering::Relaxed);
-        if severe && now >= last + 10 {
-            self.last_warn_secs.store(now, Ordering::Relaxed);
+        if severe && self.warn.due() {
             tracing::warn!(
                 facility,
                 message,
@@ -433,5 +427,41 @@ impl KafkaClientLog {
         } else {
             tracing::debug!(facility, message, "kafka client");
         }
+    }
+}
+
+/// At most one warning per 10 s from something that can fail many times a
+/// second (a broker outage): `due` says whether this one is logged.
+#[derive(Default)]
+pub struct LogThrottle {
+    last_secs: std::sync::atomic::AtomicU64,
+}
+
+impl LogThrottle {
+    pub fn due(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last_secs.load(Ordering::Relaxed);
+        if now >= last + 10 {
+            self.last_secs.store(now, Ordering::Relaxed);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogThrottle;
+
+    #[test]
+    fn a_log_throttle_lets_the_first_through_and_holds_the_repeats() {
+        let t = LogThrottle::default();
+        assert!(t.due());
+        assert!(!t.due());
+        assert!(!t.due());
     }
 }
