@@ -736,12 +736,11 @@ impl Driver {
             self.launch_restores();
             let r = match done.result {
                 Ok(r) => r,
-                Err(RestoreError::Stopped) => {
-                    RestoreStopped { partition: p }.emit(&self.metrics);
-                    continue;
-                }
                 Err(source) => {
                     RestoreStopped { partition: p }.emit(&self.metrics);
+                    if matches!(source, RestoreError::Stopped) {
+                        continue;
+                    }
                     return Err(PipelineError::Restore {
                         partition: p,
                         source,
