@@ -478,6 +478,16 @@ fn produce_lines_to(brokers: &str, topic: &str, lines: &[&str]) {
     p.flush(Duration::from_secs(120)).unwrap();
 }
 
+/// Waits until metric `name` on `port` reaches `at_least`; after `within`,
+/// fails the test with `what`.
+fn wait_for_metric(port: u16, name: &str, at_least: f64, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    while metric(port, name) < at_least {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn metric(port: u16, name: &str) -> f64 {
     let (_, m) = http_get(port, "/metrics");
     m.lines()
@@ -732,11 +742,13 @@ fn state_follows_its_partition_when_an_instance_is_killed_and_a_fresh_one_joins(
     });
 
     // kill -9 instance b part-way through its partition.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while metric(ports[1], "churnwatch_commits_total") < 5.0 {
-        assert!(Instant::now() < deadline, "b made no progress");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_metric(
+        ports[1],
+        "churnwatch_commits_total",
+        5.0,
+        Duration::from_secs(60),
+        "b made no progress",
+    );
     let moved = {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -1121,11 +1133,13 @@ fn a_restore_cut_short_by_a_crash_is_redone_from_where_it_started() {
     // kill -9 in the middle of partition 1's restore, after it has written
     // (without the write-ahead log) and checkpointed at least one batch.
     let mut run = start_run(&cfg);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while metric(port, "churnwatch_restore_records_total") < 40_000.0 {
-        assert!(Instant::now() < deadline, "the restore made no progress");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_metric(
+        port,
+        "churnwatch_restore_records_total",
+        40_000.0,
+        Duration::from_secs(120),
+        "the restore made no progress",
+    );
     assert_eq!(
         metric(port, "churnwatch_restores_total"),
         1.0,
@@ -1193,24 +1207,25 @@ fn an_evicted_member_is_tombstoned_and_stays_gone_after_a_restore() {
         "member-events",
         &[&purchase("g1", "gone", now - 400 * day)],
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while metric(port, "churnwatch_changelog_records_total") < 1.0 {
-        assert!(
-            Instant::now() < deadline,
-            "gone's state never reached the changelog"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_metric(
+        port,
+        "churnwatch_changelog_records_total",
+        1.0,
+        Duration::from_secs(60),
+        "gone's state never reached the changelog",
+    );
     produce_lines(
         &broker,
         "member-events",
         &[&purchase("h1", "here", now - 10 * day)],
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while metric(port, "churnwatch_members_evicted_total") < 1.0 {
-        assert!(Instant::now() < deadline, "gone was never evicted");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_metric(
+        port,
+        "churnwatch_members_evicted_total",
+        1.0,
+        Duration::from_secs(60),
+        "gone was never evicted",
+    );
     // gone's last alerts were raised before it was deleted.
     let alerts = alerts_of(&read_until(
         &broker,
