@@ -34,8 +34,21 @@ curl -fs http://127.0.0.1:9464/readyz
 echo "== producing simulated journeys for $members members (1% bad lines)"
 "$cw" simulate --members "$members" --bad-ratio 0.01 --duplicate-ratio 0.01 --brokers 127.0.0.1:9092
 
-echo "== waiting for the pipeline to catch up"
-sleep 5
+echo "== waiting for the pipeline to catch up and publish its alerts"
+# Until nothing new is consumed and the outbox is empty (the alerts are on
+# the broker): catching up on a burst can take tansu a minute or more.
+metric_sum() {
+  curl -fs http://127.0.0.1:9464/metrics \
+    | awk -v n="$1" '{ split($1, a, "{") } a[1] == n { s += $2 } END { print s + 0 }'
+}
+last=-1
+for _ in $(seq 1 300); do
+  consumed=$(metric_sum churnwatch_events_consumed_total)
+  depth=$(metric_sum churnwatch_outbox_depth)
+  if [ "$consumed" != 0 ] && [ "$consumed" = "$last" ] && [ "$depth" = 0 ]; then break; fi
+  last=$consumed
+  sleep 1
+done
 echo "== a few alerts from churn-alerts"
 "$cw" peek --brokers 127.0.0.1:9092 --topic churn-alerts --max 5
 echo "== a few dead letters from member-events-dlq"
