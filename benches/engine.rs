@@ -215,7 +215,6 @@ fn main() {
             }
             from = end;
         }
-        engine.fire_due_timers().expect("fire timers");
         alert_json.clear();
         for raised in engine.take_alerts() {
             raised.alert.write_json(&mut alert_json, wall);

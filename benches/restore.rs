@@ -92,6 +92,7 @@ fn main() {
     // The records as the restore consumer would hand them over.
     let mut records: Vec<(Vec<u8>, Vec<u8>, bool)> = Vec::with_capacity(members as usize + 1000);
     let mark = PartitionMark {
+        clock_ms: None,
         max_ts: 1_760_000_000_000,
         offsets: [("member-events".to_string(), 1)].into(),
     }

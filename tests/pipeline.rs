@@ -6,9 +6,9 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -16,6 +16,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use common::broker::Broker;
+use common::run::*;
 use common::*;
 
 const MEMBERS: &str = "250";
@@ -89,68 +90,6 @@ level = "warn"
     )
     .unwrap();
     cfg
-}
-
-fn start_run(cfg: &Path) -> Run {
-    Run(Command::new(bin())
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start churnwatch run"))
-}
-
-/// A `churnwatch run` process that is killed when dropped, so a failing
-/// assertion does not leave it running (holding the test's stderr open and
-/// the broker busy) after the test has ended.
-struct Run(Child);
-
-impl std::ops::Deref for Run {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Run {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, text)
-}
-
-fn wait_ready(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http_get(port, "/readyz").0 != 200 {
-        assert!(Instant::now() < deadline, "churnwatch never became ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Every record on partition 0 of `topic`, from the beginning, until `want`
@@ -353,12 +292,6 @@ fn promtool_accepts(response: &str) {
 }
 
 /// Sends SIGTERM (graceful stop) through the `kill` command.
-fn terminate(child: &Child) {
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-}
 
 #[test]
 fn a_crash_loses_nothing_and_repeats_only_identical_alerts() {
@@ -476,24 +409,6 @@ fn produce_lines_to(brokers: &str, topic: &str, lines: &[&str]) {
         }
     }
     p.flush(Duration::from_secs(120)).unwrap();
-}
-
-/// Waits until metric `name` on `port` reaches `at_least`; after `within`,
-/// fails the test with `what`.
-fn wait_for_metric(port: u16, name: &str, at_least: f64, within: Duration, what: &str) {
-    let deadline = Instant::now() + within;
-    while metric(port, name) < at_least {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn metric(port: u16, name: &str) -> f64 {
-    let (_, m) = http_get(port, "/metrics");
-    m.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[test]
@@ -685,7 +600,8 @@ fn state_follows_its_partition_when_an_instance_is_killed_and_a_fresh_one_joins(
     churnwatch(&sim_args(&["--output", input.to_str().unwrap()]));
     let broker = Broker::start();
 
-    // Three partitions and three instances, each with its own state; the
+    // Six partitions and three instances (two partitions each), each with
+    // its own state; the
     // clock follows the wall clock once input is idle, so together they fire
     // every timer due before now - 1 h, as a single replay with `--until`.
     let instance = |name: &str| -> (std::path::PathBuf, u16) {
@@ -699,7 +615,7 @@ fn state_follows_its_partition_when_an_instance_is_killed_and_a_fresh_one_joins(
                 "idle_advance = false",
                 "idle_advance = true\nidle_after_ms = 2000",
             )
-            .replace("topic_partitions = 1", "topic_partitions = 3")
+            .replace("topic_partitions = 1", "topic_partitions = 6")
             .replace("batch_max_messages = 2000", "batch_max_messages = 300")
             // Eager rebalancing here: with cooperative-sticky (churnwatch's
             // default) tansu handed a partition to a joining member while
@@ -723,11 +639,11 @@ fn state_follows_its_partition_when_an_instance_is_killed_and_a_fresh_one_joins(
     let deadline = Instant::now() + Duration::from_secs(90);
     while ports
         .iter()
-        .any(|p| metric(*p, "churnwatch_partitions_assigned") != 1.0)
+        .any(|p| metric(*p, "churnwatch_partitions_assigned") != 2.0)
     {
         assert!(
             Instant::now() < deadline,
-            "the group never gave each instance one partition"
+            "the group never gave each instance two partitions"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -753,23 +669,25 @@ fn state_follows_its_partition_when_an_instance_is_killed_and_a_fresh_one_joins(
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let parts = owned_partitions(ports[1]);
-            if parts.len() == 1 {
-                break *parts.iter().next().unwrap();
+            if parts.len() == 2 {
+                break parts;
             }
             assert!(Instant::now() < deadline, "b reports no partition");
             std::thread::sleep(Duration::from_millis(100));
         }
     };
     // Kill b once some of its state is on the changelog (a commit marker on
-    // its partition), so its successor has something to restore.
+    // its partitions), so its successors have something to restore.
     let changelog: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &broker.addr)
         .set("group.id", "test-reader")
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("test-group-state-changelog", moved, Offset::Beginning)
-        .unwrap();
+    for p in &moved {
+        tpl.add_partition_offset("test-group-state-changelog", *p, Offset::Beginning)
+            .unwrap();
+    }
     changelog.assign(&tpl).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -839,7 +757,7 @@ fn state_follows_its_partition_when_an_instance_is_killed_and_a_fresh_one_joins(
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
-    for p in 0..3 {
+    for p in 0..6 {
         tpl.add_partition_offset("churn-alerts", p, Offset::Beginning)
             .unwrap();
     }
@@ -885,7 +803,9 @@ fn state_follows_its_partition_when_an_instance_is_killed_and_a_fresh_one_joins(
         let mut a: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
         a.as_object_mut().unwrap().remove("emitted_at");
         let id = a["alert_id"].as_str().unwrap().to_string();
-        if m.partition() == moved {
+        // Alert and input topics have the same partition count, so a
+        // member's alerts share its input partition number.
+        if moved.contains(&m.partition()) {
             *copies.entry(id.clone()).or_default() += 1;
         }
         if let Some(prev) = by_id.insert(id.clone(), a.clone()) {
@@ -920,18 +840,6 @@ fn state_follows_its_partition_when_an_instance_is_killed_and_a_fresh_one_joins(
             copies[id]
         );
     }
-}
-
-/// Sum of every series of a metric family (labels or not).
-fn metric_sum(port: u16, family: &str) -> f64 {
-    let (_, m) = http_get(port, "/metrics");
-    m.lines()
-        .filter(|l| {
-            l.strip_prefix(family)
-                .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
-        .sum()
 }
 
 /// Encoded states of a few real members, made by the engine itself, with
@@ -1008,6 +916,7 @@ fn long_restore_setup(dir: &Path, broker: &Broker) -> (std::path::PathBuf, u16) 
     let states = member_states();
     let now = chrono::Utc::now().timestamp_millis();
     let mark = PartitionMark {
+        clock_ms: None,
         max_ts: now - 30 * 86_400_000,
         offsets: [("member-events".to_string(), 0)].into(),
     }

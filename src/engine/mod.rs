@@ -6,14 +6,17 @@
 //! one atomic store batch together with whatever the caller adds (consumed
 //! offsets, outbox entries).
 //!
-//! Time is event time (SPEC §3). Each partition's watermark is its highest
-//! event time minus the allowed lateness; the stream clock is the lowest
-//! watermark over the partitions that have seen data. Absence signals live in
-//! a timer index (one entry per member, at the earliest moment one of its
-//! conditions could become true); entries fire, in due order, as the clock
-//! passes them. A member's own event also fires its pending timer first when
-//! the event is past the due time, so the result does not depend on where
-//! batch boundaries or the lateness fall.
+//! Time is event time (SPEC §3), kept **per partition**, as Kafka Streams
+//! keeps stream time per task: a partition's clock is its highest event time
+//! minus the allowed lateness, never moves back, and is moved by nothing but
+//! that partition's own events (and, on an idle partition, by the wall clock
+//! when the caller says so). Absence signals live in a timer index (one entry
+//! per member, at the earliest moment one of its conditions could become
+//! true). Timers fire in due order *interleaved with the events*: before an
+//! event is applied, every timer its partition's new clock has passed fires;
+//! a member's own pending timer also fires before that member's event when
+//! the event is past it. So the alerts depend only on each partition's
+//! sequence of events, never on batch boundaries, commits or restarts.
 
 mod clock;
 #[cfg(test)]
@@ -33,13 +36,12 @@ use crate::detect::{
 use crate::event::{EventKind, Rejection, Validator, DAY_MS};
 use crate::state::keys::{
     member_key, meta_key, partition_end, partition_prefix, split_timer_key, timer_bound, timer_key,
-    GLOBAL_PARTITION,
 };
 use crate::state::member::{OpenAlert, Stage, NEVER};
 use crate::state::{Batch, MemberState, Store, StoreError, Table};
 use crate::telemetry::events::{
-    DuplicateAbsorbed, EventConsumed, EventRejected, MemberAlerted, MemberCreated, MemberEvicted,
-    MemberReactivated, StateCommitted, TimersFired,
+    ClockReleased, DuplicateAbsorbed, EventConsumed, EventRejected, MemberAlerted, MemberCreated,
+    MemberEvicted, MemberReactivated, StateCommitted, TimersFired,
 };
 use crate::telemetry::Metrics;
 
@@ -106,7 +108,11 @@ pub enum Change<'a> {
     MemberDeleted { partition: u32, member_id: &'a str },
     /// Every member change of `partition` in this commit has been reported
     /// (called for every assigned partition, changed or not).
-    PartitionDone { partition: u32, max_ts: i64 },
+    PartitionDone {
+        partition: u32,
+        max_ts: i64,
+        clock_ms: i64,
+    },
 }
 
 /// An alert raised since the last commit, with the partition it belongs to.
@@ -139,13 +145,18 @@ struct Partition {
     /// Highest event time seen, or `NEVER`.
     max_ts: i64,
     max_ts_dirty: bool,
+    /// The partition's stream clock: `max_ts` minus the allowed lateness, or
+    /// later after an idle advance; `NEVER` before its first event.
+    clock_ms: i64,
+    clock_dirty: bool,
     /// Lower bound of the earliest pending timer.
     next_due: i64,
     /// Members touched since the last commit.
     members: HashMap<Box<str>, Cached>,
 }
 
-const META_CLOCK: &str = "clock";
+/// Meta key name of a partition's stream clock.
+pub const META_CLOCK: &str = "clock";
 /// Meta key name of a partition's event-time high mark.
 pub const META_MAX_TS: &str = "max_ts";
 
@@ -159,8 +170,6 @@ pub struct Engine<S: Store> {
     /// The smallest timer key scheduled at or before the clock while a firing
     /// pass runs: the pass may already have moved past it.
     refire: Option<Vec<u8>>,
-    clock_ms: i64,
-    clock_dirty: bool,
     raised: Vec<RaisedAlert>,
     findings: Vec<(Signal, Finding)>,
     stats: EngineStats,
@@ -168,7 +177,6 @@ pub struct Engine<S: Store> {
 
 impl<S: Store> Engine<S> {
     pub fn new(store: S, cfg: EngineConfig, metrics: Arc<Metrics>) -> Result<Self, EngineError> {
-        let clock_ms = read_i64(&store, &meta_key(GLOBAL_PARTITION, META_CLOCK))?.unwrap_or(NEVER);
         Ok(Engine {
             store,
             cfg,
@@ -176,8 +184,6 @@ impl<S: Store> Engine<S> {
             parts: BTreeMap::new(),
             overlay: BTreeMap::new(),
             refire: None,
-            clock_ms,
-            clock_dirty: false,
             raised: Vec::new(),
             findings: Vec::new(),
             stats: EngineStats::default(),
@@ -200,58 +206,59 @@ impl<S: Store> Engine<S> {
         self.stats
     }
 
-    /// The stream clock (event time, epoch ms), `None` before any event.
-    pub fn clock_ms(&self) -> Option<i64> {
-        (self.clock_ms != NEVER).then_some(self.clock_ms)
+    /// The stream clock of `partition` (event time, epoch ms), `None` before
+    /// its first event or when it is not assigned.
+    pub fn clock_ms(&self, partition: u32) -> Option<i64> {
+        self.parts
+            .get(&partition)
+            .map(|p| p.clock_ms)
+            .filter(|c| *c != NEVER)
+    }
+
+    /// Every assigned partition with its stream clock (`None` before its
+    /// first event).
+    pub fn clocks(&self) -> impl Iterator<Item = (u32, Option<i64>)> + '_ {
+        self.parts
+            .iter()
+            .map(|(p, part)| (*p, (part.clock_ms != NEVER).then_some(part.clock_ms)))
     }
 
     pub fn assigned(&self) -> impl Iterator<Item = u32> + '_ {
         self.parts.keys().copied()
     }
 
-    /// Starts processing `partition`, picking up its stored watermark and timers.
+    /// Starts processing `partition`, picking up its stored clock, high mark
+    /// and timers (as left by this instance, a restore or a bootstrap).
     pub fn assign(&mut self, partition: u32) -> Result<(), EngineError> {
-        self.assign_inner(partition, false)
-    }
-
-    /// [`Engine::assign`] for a partition that arrives from elsewhere (a
-    /// rebalance, or a restore that rewound its state): the clock is the
-    /// minimum over assigned partitions, so if this one's watermark is
-    /// behind the clock, the clock moves back to it. Otherwise its timers
-    /// would fire ahead of its own backlog, before events that in the
-    /// original run came first.
-    pub fn assign_moved(&mut self, partition: u32) -> Result<(), EngineError> {
-        self.assign_inner(partition, true)
-    }
-
-    fn assign_inner(&mut self, partition: u32, rewind_clock: bool) -> Result<(), EngineError> {
         if self.parts.contains_key(&partition) {
             return Ok(());
         }
         let max_ts = read_i64(&self.store, &meta_key(partition, META_MAX_TS))?.unwrap_or(NEVER);
+        let stored = read_i64(&self.store, &meta_key(partition, META_CLOCK))?.unwrap_or(NEVER);
         let mut part = Partition {
             max_ts,
+            clock_ms: stored.max(self.watermark(max_ts)),
             ..Partition::default()
         };
         part.next_due = self.peek_next_due(partition, NEVER)?;
         self.parts.insert(partition, part);
-        if rewind_clock && max_ts != NEVER {
-            let watermark = max_ts.saturating_sub(self.cfg.clock.allowed_lateness_ms);
-            // A clock that never started starts here: a partition restored
-            // with nothing left to read must still get a clock (and so
-            // fire its timers once the input is idle).
-            if self.clock_ms == NEVER || watermark < self.clock_ms {
-                self.clock_ms = watermark;
-                self.clock_dirty = true;
-            }
-        }
         Ok(())
+    }
+
+    /// The clock a high mark of `max_ts` allows.
+    fn watermark(&self, max_ts: i64) -> i64 {
+        if max_ts == NEVER {
+            NEVER
+        } else {
+            max_ts.saturating_sub(self.cfg.clock.allowed_lateness_ms)
+        }
     }
 
     /// Stops processing `partition`. Call [`Engine::commit`] first: uncommitted
     /// changes of the partition are dropped here.
     pub fn revoke(&mut self, partition: u32) {
         self.parts.remove(&partition);
+        ClockReleased(partition).emit(&self.metrics);
         let (from, to) = (
             partition_prefix(partition).to_vec(),
             partition_end(partition),
@@ -300,10 +307,9 @@ impl<S: Store> Engine<S> {
         self.stats.events += 1;
         EventConsumed { kind: e.kind }.emit(&self.metrics);
 
-        // Other members' timers fire once per batch (`fire_due_timers`), not
-        // here: a pass per event costs an iterator per event. The member's
-        // own pending timer still fires before its event is applied.
-        self.observe(partition, e.ts_ms);
+        // Every timer the event's clock passes fires before the event is
+        // applied (the member's own timer too, if due by then).
+        self.observe(partition, e.ts_ms)?;
 
         let (key, mut cm) = self.checkout(partition, &e.member_id, e.ts_ms)?;
         if cm.state.timer_due_ms != NEVER && cm.state.timer_due_ms <= e.ts_ms {
@@ -336,24 +342,39 @@ impl<S: Store> Engine<S> {
         }
         cm.dirty = true;
         self.checkin(partition, key, cm);
+        // A late event can leave its member with a timer the clock has
+        // already passed: it fires now, not whenever the next event comes.
+        self.fire_partition(partition)?;
         Ok(Outcome::Accepted)
     }
 
-    /// Moves the clock forward to `to_ms` (wall-clock advance on an idle
-    /// stream, or `replay --until`), firing every timer due by then.
+    /// Moves the clock of every assigned partition forward to `to_ms`
+    /// (`replay --until`), firing every timer due by then.
     pub fn advance_clock_to(&mut self, to_ms: i64) -> Result<u64, EngineError> {
-        if to_ms > self.clock_ms {
-            self.clock_ms = to_ms;
-            self.clock_dirty = true;
+        let parts: Vec<u32> = self.parts.keys().copied().collect();
+        let mut fired = 0;
+        for p in parts {
+            fired += self.advance_partition_clock(p, to_ms)?;
         }
-        self.fire_due()
+        Ok(fired)
     }
 
-    /// Fires every timer due by the stream clock. Call once per batch, before
-    /// [`Engine::take_alerts`]: a timer then fires at most one batch after
-    /// the clock passed it, and its alert still carries the due time.
-    pub fn fire_due_timers(&mut self) -> Result<u64, EngineError> {
-        self.fire_due()
+    /// Moves the clock of `partition` forward to `to_ms` (wall-clock advance
+    /// of an idle, caught-up partition), firing every timer due by then.
+    /// A clock never moves back; an unassigned partition is left alone.
+    pub fn advance_partition_clock(
+        &mut self,
+        partition: u32,
+        to_ms: i64,
+    ) -> Result<u64, EngineError> {
+        let Some(part) = self.parts.get_mut(&partition) else {
+            return Ok(0);
+        };
+        if to_ms > part.clock_ms {
+            part.clock_ms = to_ms;
+            part.clock_dirty = true;
+        }
+        self.fire_partition(partition)
     }
 
     /// Alerts raised since the last call, in the order they were raised.
@@ -414,10 +435,19 @@ impl<S: Store> Engine<S> {
                 );
                 part.max_ts_dirty = false;
             }
+            if part.clock_dirty {
+                batch.put(
+                    Table::Meta,
+                    meta_key(p, META_CLOCK),
+                    part.clock_ms.to_le_bytes().to_vec(),
+                );
+                part.clock_dirty = false;
+            }
             on_change(
                 Change::PartitionDone {
                     partition: p,
                     max_ts: part.max_ts,
+                    clock_ms: part.clock_ms,
                 },
                 &mut batch,
             );
@@ -429,14 +459,6 @@ impl<S: Store> Engine<S> {
                 batch.delete(Table::Timers, k);
             }
         }
-        if self.clock_dirty {
-            batch.put(
-                Table::Meta,
-                meta_key(GLOBAL_PARTITION, META_CLOCK),
-                self.clock_ms.to_le_bytes().to_vec(),
-            );
-            self.clock_dirty = false;
-        }
         batch.ops.extend(extra.ops);
         if !batch.is_empty() {
             self.store.write(batch)?;
@@ -445,7 +467,7 @@ impl<S: Store> Engine<S> {
         StateCommitted {
             members,
             seconds: started.elapsed().as_secs_f64(),
-            clock_ms: self.clock_ms.max(0),
+            clocks: &self.parts_clocks(),
             wall_ms: chrono::Utc::now().timestamp_millis(),
         }
         .emit(&self.metrics);
@@ -559,93 +581,97 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    fn observe(&mut self, partition: u32, ts_ms: i64) {
+    /// Assigned partitions whose clock has started, with their clocks.
+    fn parts_clocks(&self) -> Vec<(u32, i64)> {
+        self.parts
+            .iter()
+            .filter(|(_, p)| p.clock_ms != NEVER)
+            .map(|(k, p)| (*k, p.clock_ms))
+            .collect()
+    }
+
+    /// Takes an event time of `partition` into its high mark and clock, and
+    /// fires the timers the clock passes.
+    fn observe(&mut self, partition: u32, ts_ms: i64) -> Result<(), EngineError> {
+        let lateness = self.cfg.clock.allowed_lateness_ms;
         let part = self
             .parts
             .get_mut(&partition)
             .expect("partition assigned before use");
         if ts_ms <= part.max_ts {
-            return;
+            return Ok(());
         }
         part.max_ts = ts_ms;
         part.max_ts_dirty = true;
-        let watermark = self
-            .parts
-            .values()
-            .filter(|p| p.max_ts != NEVER)
-            .map(|p| p.max_ts)
-            .min()
-            .unwrap_or(NEVER)
-            .saturating_sub(self.cfg.clock.allowed_lateness_ms);
-        if watermark > self.clock_ms {
-            self.clock_ms = watermark;
-            self.clock_dirty = true;
+        let watermark = ts_ms.saturating_sub(lateness);
+        if watermark <= part.clock_ms {
+            return Ok(());
         }
+        part.clock_ms = watermark;
+        part.clock_dirty = true;
+        self.fire_partition(partition)?;
+        Ok(())
     }
 
-    /// Fires every timer due at or before the clock, in due order.
-    fn fire_due(&mut self) -> Result<u64, EngineError> {
-        let clock = self.clock_ms;
-        if clock == NEVER || !self.parts.values().any(|p| p.next_due <= clock) {
+    /// Fires every timer of `partition` due at or before its clock, in due
+    /// order (ties in member id order).
+    fn fire_partition(&mut self, p: u32) -> Result<u64, EngineError> {
+        let Some(part) = self.parts.get(&p) else {
+            return Ok(0);
+        };
+        let clock = part.clock_ms;
+        if clock == NEVER || part.next_due > clock {
             return Ok(0);
         }
-        let due_parts: Vec<u32> = self
-            .parts
-            .iter()
-            .filter(|(_, p)| p.next_due <= clock)
-            .map(|(k, _)| *k)
-            .collect();
+        // Everything before the partition's lower bound has fired and is
+        // only tombstones now: seeking past them keeps this pass cheap.
+        let from_due = part.next_due;
+        let mut cursor = if from_due == NEVER {
+            partition_prefix(p).to_vec()
+        } else {
+            timer_bound(p, from_due.saturating_sub(1))
+        };
+        let end = timer_bound(p, clock);
+        self.refire = None;
         let mut fired = 0;
-        for p in due_parts {
-            // Everything before the partition's lower bound has fired and is
-            // only tombstones now: seeking past them keeps this pass cheap.
-            let from_due = self.parts[&p].next_due;
-            let mut cursor = if from_due == NEVER {
-                partition_prefix(p).to_vec()
-            } else {
-                timer_bound(p, from_due.saturating_sub(1))
-            };
-            let end = timer_bound(p, clock);
-            self.refire = None;
-            loop {
-                let keys = self.due_timer_keys(&cursor, &end, 512)?;
-                if keys.is_empty() {
-                    break;
-                }
-                for key in keys {
-                    cursor.clear();
-                    cursor.extend_from_slice(&key);
-                    cursor.push(0);
-                    let Some((_, due, member)) = split_timer_key(&key) else {
-                        self.overlay.insert(key, false);
-                        continue;
-                    };
-                    let Some((mkey, mut cm)) = self.checkout_existing(p, member)? else {
-                        self.overlay.insert(key, false);
-                        continue;
-                    };
-                    if cm.state.timer_due_ms == due {
-                        if self.on_timer(p, &mkey, &mut cm.state, due) == Fired::Evicted {
-                            self.evict(&mut cm);
-                        }
-                        cm.dirty = true;
-                        fired += 1;
-                    } else {
-                        // A stale entry (rescheduled without cleaning up).
-                        self.overlay.insert(key, false);
+        loop {
+            let keys = self.due_timer_keys(&cursor, &end, 512)?;
+            if keys.is_empty() {
+                break;
+            }
+            for key in keys {
+                cursor.clear();
+                cursor.extend_from_slice(&key);
+                cursor.push(0);
+                let Some((_, due, member)) = split_timer_key(&key) else {
+                    self.overlay.insert(key, false);
+                    continue;
+                };
+                let Some((mkey, mut cm)) = self.checkout_existing(p, member)? else {
+                    self.overlay.insert(key, false);
+                    continue;
+                };
+                if cm.state.timer_due_ms == due {
+                    if self.on_timer(p, &mkey, &mut cm.state, due) == Fired::Evicted {
+                        self.evict(&mut cm);
                     }
-                    self.checkin(p, mkey, cm);
+                    cm.dirty = true;
+                    fired += 1;
+                } else {
+                    // A stale entry (rescheduled without cleaning up).
+                    self.overlay.insert(key, false);
                 }
-                // A fired timer can reschedule its member to a moment that has
-                // also passed; go back for it rather than leave it behind.
-                if let Some(r) = self.refire.take().filter(|r| *r < cursor) {
-                    cursor = r;
-                }
+                self.checkin(p, mkey, cm);
             }
-            let next = self.peek_next_due(p, clock)?;
-            if let Some(part) = self.parts.get_mut(&p) {
-                part.next_due = next;
+            // A fired timer can reschedule its member to a moment that has
+            // also passed; go back for it rather than leave it behind.
+            if let Some(r) = self.refire.take().filter(|r| *r < cursor) {
+                cursor = r;
             }
+        }
+        let next = self.peek_next_due(p, clock)?;
+        if let Some(part) = self.parts.get_mut(&p) {
+            part.next_due = next;
         }
         if fired > 0 {
             self.stats.timers_fired += fired;
@@ -962,7 +988,8 @@ impl<S: Store> Engine<S> {
         }
         if due != NEVER {
             let key = timer_key(partition, due, member_id);
-            if due <= self.clock_ms && self.refire.as_ref().is_none_or(|r| key < *r) {
+            let clock = self.parts.get(&partition).map_or(NEVER, |p| p.clock_ms);
+            if due <= clock && self.refire.as_ref().is_none_or(|r| key < *r) {
                 self.refire = Some(key.clone());
             }
             self.overlay.insert(key, true);

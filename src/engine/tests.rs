@@ -66,7 +66,7 @@ fn timers_survive_a_restart() {
     }
     let mut e = engine(store.clone());
     e.assign(0).unwrap();
-    assert_eq!(e.clock_ms(), Some(day(28.0) - 3_600_000));
+    assert_eq!(e.clock_ms(0), Some(day(28.0) - 3_600_000));
     e.advance_clock_to(day(50.0)).unwrap();
     assert_eq!(signals(&e.take_alerts()), ["purchase_gap"]);
 }
@@ -137,7 +137,7 @@ fn rejected_events_change_nothing() {
     assert!(matches!(out, Outcome::Rejected(r) if r.reason == crate::event::RejectReason::BadTs));
     e.commit(Batch::default()).unwrap();
     assert_eq!(store.len(Table::Members), 0);
-    assert_eq!(e.clock_ms(), None);
+    assert_eq!(e.clock_ms(0), None);
 }
 
 #[test]
@@ -195,7 +195,6 @@ fn results_do_not_depend_on_batch_boundaries() {
         for (i, (_, l)) in lines.iter().enumerate() {
             e.process(0, l, WALL).unwrap();
             if (i + 1) % batch == 0 {
-                e.fire_due_timers().unwrap();
                 ids.extend(
                     e.take_alerts()
                         .into_iter()
@@ -212,16 +211,12 @@ fn results_do_not_depend_on_batch_boundaries() {
         );
         ids
     };
-    // Timers of other members fire at batch ends, so the interleaving of
-    // members differs with the batch size; the alerts themselves must not.
-    let sorted = |mut v: Vec<(String, i64)>| {
-        v.sort();
-        v
-    };
-    let one = sorted(run(1));
+    // Timers fire interleaved with the events, so not even the order
+    // depends on the batch size.
+    let one = run(1);
     assert!(one.len() >= 20, "expected alerts, got {}", one.len());
-    assert_eq!(one, sorted(run(7)));
-    assert_eq!(one, sorted(run(100_000)));
+    assert_eq!(one, run(7));
+    assert_eq!(one, run(100_000));
 }
 
 #[test]
@@ -286,7 +281,7 @@ fn low_p_alive_opens_a_purchase_gap_episode_from_the_timer_before_the_gap_rule()
 }
 
 #[test]
-fn a_moved_partition_behind_the_clock_rewinds_it_to_its_watermark() {
+fn a_partition_s_timers_follow_its_own_clock_and_no_other() {
     let store = Arc::new(MemoryStore::new());
     {
         // Partition 1's state, as another instance left it on day 28.
@@ -306,37 +301,67 @@ fn a_moved_partition_behind_the_clock_rewinds_it_to_its_watermark() {
     }
     let mut e = engine(store.clone());
     e.assign(0).unwrap();
-    e.advance_clock_to(day(60.0)).unwrap();
-    // Its purchase gap (due day 42) must wait for partition 1's backlog, not
-    // fire at once against a clock partition 0 pushed to day 60.
-    e.assign_moved(1).unwrap();
-    assert_eq!(e.clock_ms(), Some(day(28.0) - 3_600_000));
-    e.fire_due_timers().unwrap();
+    e.assign(1).unwrap();
+    // Partition 0 races ahead to day 60: partition 1's purchase gap (due
+    // day 42) waits for partition 1's own backlog.
+    let l = line("x0", "other", "visit", day(60.0), None);
+    e.process(0, &l, WALL).unwrap();
+    assert_eq!(e.clock_ms(0), Some(day(60.0) - 3_600_000));
+    assert_eq!(e.clock_ms(1), Some(day(28.0) - 3_600_000));
     assert!(e.take_alerts().is_empty());
     let l = line("p5", "m1", "purchase", day(35.0), Some(20.0));
     e.process(1, &l, WALL).unwrap();
-    e.fire_due_timers().unwrap();
     assert!(e.take_alerts().is_empty(), "the backlog cancelled the gap");
+    // Partition 1's own clock passing the new due time (day 49) fires it.
+    let l = line("y0", "other1", "visit", day(50.0), None);
+    e.process(1, &l, WALL).unwrap();
+    assert_eq!(signals(&e.take_alerts()), ["purchase_gap"]);
 }
 
 #[test]
-fn a_restored_partition_starts_a_clock_that_never_ran() {
+fn a_partition_that_has_not_delivered_holds_nothing_back() {
+    let mut e = engine(Arc::new(MemoryStore::new()));
+    e.assign(0).unwrap();
+    e.assign(1).unwrap();
+    weekly_buyer(&mut e, "m1", 5);
+    assert_eq!(e.clock_ms(1), None);
+    let l = line("v", "m1", "visit", day(43.0), None);
+    e.process(0, &l, WALL).unwrap();
+    assert_eq!(signals(&e.take_alerts()), ["purchase_gap"]);
+}
+
+#[test]
+fn a_due_timer_fires_before_the_event_that_moves_the_clock_past_it() {
+    let mut e = engine(Arc::new(MemoryStore::new()));
+    weekly_buyer(&mut e, "m1", 5);
+    // Another member's event on day 50 passes m1's gap (due day 42): the gap
+    // alert comes first and is raised with the clock of day 42.
+    let l = line("o", "m2", "purchase", day(50.0), Some(5.0));
+    e.process(0, &l, WALL).unwrap();
+    let alerts = e.take_alerts();
+    assert_eq!(signals(&alerts), ["purchase_gap"]);
+    assert_eq!(alerts[0].alert.detected_ms, day(42.0));
+}
+
+#[test]
+fn a_partition_restored_without_a_clock_starts_from_its_high_mark() {
     let store = Arc::new(MemoryStore::new());
     {
         let mut e = engine(store.clone());
         weekly_buyer(&mut e, "m1", 5);
         e.commit(Batch::default()).unwrap();
     }
-    let mut e = Engine::new(
-        store.clone(),
-        EngineConfig::default(),
-        Arc::new(Metrics::new()),
-    )
-    .unwrap();
-    // A fresh instance: no clock of its own in the store.
-    e.clock_ms = NEVER;
-    e.assign_moved(0).unwrap();
-    assert_eq!(e.clock_ms(), Some(day(28.0) - 3_600_000));
+    // State as an older build's restore left it: a high mark, no clock.
+    store
+        .write({
+            let mut b = Batch::default();
+            b.delete(Table::Meta, meta_key(0, META_CLOCK));
+            b
+        })
+        .unwrap();
+    let mut e = engine(store);
+    e.assign(0).unwrap();
+    assert_eq!(e.clock_ms(0), Some(day(28.0) - 3_600_000));
 }
 
 fn evicting_engine(store: Arc<MemoryStore>) -> Engine<Arc<MemoryStore>> {

@@ -32,7 +32,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::META_MAX_TS;
+use crate::engine::{META_CLOCK, META_MAX_TS};
 use crate::state::keys::{
     member_key, meta_key, partition_end, partition_prefix, timer_key, GLOBAL_PARTITION,
 };
@@ -61,6 +61,11 @@ pub fn marker_headers() -> OwnedHeaders {
 pub struct PartitionMark {
     /// Highest event time seen on the partition (epoch ms), or `i64::MIN`.
     pub max_ts: i64,
+    /// The partition's stream clock (epoch ms; `i64::MIN` before it
+    /// started). Absent in markers of builds before per-partition clocks:
+    /// the restore then derives it from `max_ts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_ms: Option<i64>,
     /// Next input offset to read, per input topic.
     pub offsets: BTreeMap<String, i64>,
 }
@@ -225,6 +230,15 @@ impl<'a, S: Store + ?Sized> Restorer<'a, S> {
             meta_key(p, META_MAX_TS),
             mark.max_ts.to_le_bytes().to_vec(),
         );
+        match mark.clock_ms {
+            Some(clock) => self.batch.put(
+                Table::Meta,
+                meta_key(p, META_CLOCK),
+                clock.to_le_bytes().to_vec(),
+            ),
+            // A local clock of older state must not outrun the restored one.
+            None => self.batch.delete(Table::Meta, meta_key(p, META_CLOCK)),
+        }
         for topic in self.input_topics {
             if let Some(next) = mark.offsets.get(topic) {
                 self.batch.put(
@@ -425,6 +439,7 @@ mod tests {
 
     fn mark(max_ts: i64, offset: i64) -> Vec<u8> {
         PartitionMark {
+            clock_ms: None,
             max_ts,
             offsets: [("member-events".to_string(), offset)].into(),
         }

@@ -44,9 +44,9 @@
 //!   its session timeout) can still publish a few changelog records for the
 //!   partition it lost, which a later restore may mix in. Kafka Streams
 //!   fences such writers with transactions, which tansu lacks.
-//! - While a partition restores, the stream clock follows the partitions
-//!   already processing; when the restored one joins, the clock moves back
-//!   to its watermark (timers already fired elsewhere stay fired).
+//! - Each partition has its own stream clock (SPEC §3), restored with its
+//!   state: a partition that restores, lags or has not delivered yet holds
+//!   no other back and is pushed by none.
 
 pub mod changelog;
 pub mod outbox;
@@ -128,7 +128,18 @@ pub fn client_config(cfg: &Config) -> ClientConfig {
             c.set(k, v);
         }
     }
+    forbid_auto_create(&mut c);
     c
+}
+
+/// Nothing churnwatch merely looks at may be created by looking: brokers
+/// with `auto.create.topics.enable` (Apache Kafka's default, tansu with
+/// `memory://` storage) create a topic a metadata request names, with the
+/// broker's default partition count, and librdkafka allows that by default
+/// for producer-type handles (producers and admin clients). Topics are
+/// created only by `topics::ensure`, with the partition count they need.
+fn forbid_auto_create(c: &mut ClientConfig) {
+    c.set("allow.auto.create.topics", "false");
 }
 
 fn is_consumer_only(key: &str) -> bool {
@@ -243,6 +254,7 @@ pub fn run(
     for (k, v) in &cfg.kafka.client {
         consumer_cfg.set(k, v);
     }
+    forbid_auto_create(&mut consumer_cfg);
     let (source, rx) = source::start(
         consumer_cfg,
         &cfg.kafka.input_topics,
@@ -355,6 +367,9 @@ struct Driver {
     /// Acknowledged changelog positions (next offset) to checkpoint.
     checkpoints: BTreeMap<i32, i64>,
     last_message: Instant,
+    /// When each processing partition last delivered a message (or was
+    /// handed to the engine), for its idle clock advance.
+    last_seen: BTreeMap<i32, Instant>,
     last_commit: Instant,
     last_stats: Instant,
     last_sweep: Instant,
@@ -437,6 +452,7 @@ impl Driver {
             unmarked: BTreeSet::new(),
             checkpoints: BTreeMap::new(),
             last_message: Instant::now(),
+            last_seen: BTreeMap::new(),
             last_commit: Instant::now(),
             last_stats: Instant::now() - Duration::from_secs(60),
             last_sweep: Instant::now(),
@@ -547,6 +563,7 @@ impl Driver {
                 for p in &revoked {
                     if !still.contains(p) && !self.restores.contains_key(p) {
                         self.engine.revoke(*p as u32);
+                        self.last_seen.remove(p);
                         self.unmarked.remove(p);
                         since.put(
                             Table::Meta,
@@ -589,7 +606,8 @@ impl Driver {
     /// returns where its input starts.
     fn start_partition(&mut self, tp: TopicPartition) -> Result<Option<Offset>, PipelineError> {
         let next = read_offset(self.engine.store(), &tp)?;
-        self.engine.assign_moved(tp.1 as u32)?;
+        self.engine.assign(tp.1 as u32)?;
+        self.last_seen.entry(tp.1).or_insert_with(Instant::now);
         if let Some(n) = next {
             self.offsets.insert(tp.clone(), n);
         }
@@ -858,6 +876,7 @@ impl Driver {
     ) -> Result<(), PipelineError> {
         let started = received;
         self.batch_received = Some(started);
+        self.last_message = Instant::now();
         let wall = chrono::Utc::now().timestamp_millis();
         let mut offsets = Batch::default();
         let mut moved: BTreeMap<TopicPartition, i64> = BTreeMap::new();
@@ -883,10 +902,10 @@ impl Driver {
                 });
             }
             self.caught_up.remove(&tp);
+            self.last_seen.insert(tp.1, self.last_message);
             moved.insert(tp.clone(), m.offset() + 1);
             self.offsets.insert(tp, m.offset() + 1);
         }
-        self.last_message = Instant::now();
         for (tp, next) in &moved {
             offsets.put(
                 Table::Meta,
@@ -922,9 +941,8 @@ impl Driver {
         self.pending_puts.push(seq);
     }
 
-    /// Fires due timers and moves the engine's alerts into the outbox.
+    /// Moves the engine's alerts into the outbox.
     fn collect_alerts(&mut self) -> Result<(), PipelineError> {
-        self.engine.fire_due_timers()?;
         let emitted = chrono::Utc::now().timestamp_millis();
         for raised in self.engine.take_alerts() {
             let a = raised.alert;
@@ -998,12 +1016,17 @@ impl Driver {
                         partition,
                         member_id,
                     } => (partition, member_id, None),
-                    Change::PartitionDone { partition, max_ts } => {
+                    Change::PartitionDone {
+                        partition,
+                        max_ts,
+                        clock_ms,
+                    } => {
                         let p = partition as i32;
                         let moved = unmarked.remove(&p);
                         if std::mem::take(&mut changed) || moved {
                             let mark = PartitionMark {
                                 max_ts,
+                                clock_ms: Some(clock_ms),
                                 offsets: offsets
                                     .iter()
                                     .filter(|((_, q), _)| *q == p)
@@ -1092,19 +1115,7 @@ impl Driver {
         self.finish_restores()?;
         let (ok, failed) = self.sink.drain_acks();
         self.acknowledged(ok);
-        let clock = self.engine.config().clock.clone();
-        let idle = self.last_message.elapsed().as_millis() as i64 >= clock.idle_after_ms;
-        // Only when every assigned partition has been read to its end: a
-        // partition just assigned (or restored) may still have a backlog
-        // whose events must come before the timers they would cancel.
-        let caught_up = self.assigned.iter().all(|tp| self.caught_up.contains(tp));
-        if clock.idle_advance && idle && caught_up && !self.assigned.is_empty() {
-            // A quiet stream still has a clock: absence is the signal.
-            let to = chrono::Utc::now().timestamp_millis() - clock.allowed_lateness_ms;
-            if self.engine.clock_ms().is_some_and(|c| to > c) {
-                self.engine.advance_clock_to(to)?;
-            }
-        }
+        self.advance_idle_clocks()?;
         self.collect_alerts()?;
         let due = !self.pending_puts.is_empty()
             || (!self.delivered.is_empty() && self.last_commit.elapsed() > Duration::from_secs(1));
@@ -1133,6 +1144,37 @@ impl Driver {
             && self.last_commit.elapsed() < Duration::from_secs(60);
         self.control.ready.store(ready, Ordering::Relaxed);
         Readiness { ready }.emit(&self.metrics);
+        Ok(())
+    }
+
+    /// A quiet stream still has a clock (absence is the signal): each
+    /// partition read to its end (on every input topic) and idle for
+    /// `time.idle_after_ms` follows the wall clock minus the lateness. Only
+    /// once read to its end: a partition just assigned or restored may still
+    /// have a backlog whose events must come before the timers they would
+    /// cancel.
+    fn advance_idle_clocks(&mut self) -> Result<(), PipelineError> {
+        let clock = self.engine.config().clock.clone();
+        if !clock.idle_advance {
+            return Ok(());
+        }
+        let to = chrono::Utc::now().timestamp_millis() - clock.allowed_lateness_ms;
+        let idle_after = Duration::from_millis(clock.idle_after_ms.max(0) as u64);
+        for p in self.owned() {
+            let idle = self
+                .last_seen
+                .get(&p)
+                .is_none_or(|t| t.elapsed() >= idle_after);
+            let caught_up = self
+                .assigned
+                .iter()
+                .filter(|tp| tp.1 == p)
+                .all(|tp| self.caught_up.contains(tp));
+            let behind = self.engine.clock_ms(p as u32).is_none_or(|c| c < to);
+            if idle && caught_up && behind {
+                self.engine.advance_partition_clock(p as u32, to)?;
+            }
+        }
         Ok(())
     }
 

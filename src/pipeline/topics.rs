@@ -2,7 +2,14 @@
 //! missing, so a fresh cluster (or the quickstart's local broker) needs no
 //! manual step, and checks that the changelog has a partition for every
 //! input partition.
+//!
+//! Create, then verify: a topic is never "checked" by asking for its
+//! metadata by name, which brokers that auto-create topics answer by
+//! creating it with their default partition count. Topic metadata is read
+//! for the whole cluster (a request that names no topic creates none), and
+//! every client has `allow.auto.create.topics=false` besides.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -34,21 +41,21 @@ async fn create(
     Ok(())
 }
 
-/// Partitions of `topic`, `None` when it does not exist.
-fn partitions(
+/// Partition counts of every topic in the cluster. Asks for all topics
+/// rather than naming one: a request that names a topic can create it.
+fn all_partitions(
     admin: &AdminClient<DefaultClientContext>,
-    topic: &str,
-) -> Result<Option<usize>, String> {
+) -> Result<HashMap<String, usize>, String> {
     let md = admin
         .inner()
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| format!("metadata of {topic}: {e}"))?;
+        .fetch_metadata(None, Duration::from_secs(10))
+        .map_err(|e| format!("cluster metadata: {e}"))?;
     Ok(md
         .topics()
         .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .map(|t| t.partitions().len())
-        .filter(|n| *n > 0))
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| (t.name().to_string(), t.partitions().len()))
+        .collect())
 }
 
 /// A changelog with fewer partitions than an input topic cannot hold the
@@ -105,34 +112,47 @@ pub async fn ensure(cfg: &Config) -> Result<(), TopicsError> {
         return Ok(());
     }
     let changelog = cfg.changelog_topic();
+    let known = all_partitions(&admin)?;
     let mut inputs = Vec::new();
     for t in &cfg.kafka.input_topics {
-        match partitions(&admin, t)? {
-            Some(n) => inputs.push((t.clone(), n)),
+        match known.get(t) {
+            Some(n) => inputs.push((t.clone(), *n)),
             None => return Err(format!("input topic {t} does not exist").into()),
         }
     }
     let want = inputs.iter().map(|(_, n)| *n).max().unwrap_or(1);
-    if partitions(&admin, &changelog)?.is_none() {
+    if !known.contains_key(&changelog) {
         if !cfg.pipeline.create_topics {
             return Err(TopicsError::Fatal(format!(
                 "changelog topic {changelog} does not exist: create it with {want} partitions and cleanup.policy=compact, or set pipeline.create_topics = true"
             )));
         }
+        // Already there (another instance won the race) is fine: the
+        // verification below judges whatever exists.
         let topic = NewTopic::new(&changelog, want as i32, TopicReplication::Fixed(-1))
             .set("cleanup.policy", "compact");
         create(&admin, &[topic]).await?;
     }
-    let have = partitions(&admin, &changelog)?
+    let have = *all_partitions(&admin)?
+        .get(&changelog)
         .ok_or_else(|| format!("changelog topic {changelog} is not visible after creating it"))?;
+    check_counts(&changelog, have, &inputs)
+}
+
+/// The changelog must have exactly the input topics' partition count.
+fn check_counts(
+    changelog: &str,
+    have: usize,
+    inputs: &[(String, usize)],
+) -> Result<(), TopicsError> {
     for (input, n) in inputs {
-        if n != have {
+        if *n != have {
             return Err(TopicsError::Fatal(
                 PartitionMismatch {
-                    changelog: changelog.clone(),
+                    changelog: changelog.to_string(),
                     changelog_partitions: have,
-                    input,
-                    input_partitions: n,
+                    input: input.clone(),
+                    input_partitions: *n,
                 }
                 .to_string(),
             ));

@@ -244,7 +244,6 @@ fn finish_batch(
     summary: &mut ReplaySummary,
     metrics: &Metrics,
 ) -> Result<(), ReplayError> {
-    engine.fire_due_timers()?;
     let emitted = chrono::Utc::now().timestamp_millis();
     json.clear();
     for raised in engine.take_alerts() {

@@ -93,23 +93,28 @@ impl TimersFired {
     }
 }
 
-pub struct StateCommitted {
+pub struct StateCommitted<'a> {
     pub members: usize,
     pub seconds: f64,
-    pub clock_ms: i64,
+    /// Every assigned partition whose clock has started, with its clock.
+    pub clocks: &'a [(u32, i64)],
     pub wall_ms: i64,
 }
 
-impl StateCommitted {
+impl StateCommitted<'_> {
     pub fn emit(&self, m: &Metrics) {
         m.commits.inc();
         m.commit_duration
             .with_label_values(&["rocksdb"])
             .observe(self.seconds);
-        if self.clock_ms > 0 {
-            m.stream_clock_seconds.set(self.clock_ms / 1000);
+        for (partition, clock_ms) in self.clocks {
+            let p = partition.to_string();
+            m.stream_clock_seconds
+                .with_label_values(&[&p])
+                .set(clock_ms / 1000);
             m.stream_clock_lag_seconds
-                .set((self.wall_ms - self.clock_ms) / 1000);
+                .with_label_values(&[&p])
+                .set((self.wall_ms - clock_ms) / 1000);
         }
         tracing::trace!(
             members = self.members,
@@ -222,6 +227,18 @@ pub struct ConsumerLag<'a> {
     pub partition: i32,
     /// `None`: the partition is not consumed here (any more).
     pub lag: Option<i64>,
+}
+
+/// A partition's stream clock is no longer kept here (revoked): its series
+/// go, as the lag series do.
+pub struct ClockReleased(pub u32);
+
+impl ClockReleased {
+    pub fn emit(&self, m: &Metrics) {
+        let p = self.0.to_string();
+        let _ = m.stream_clock_seconds.remove_label_values(&[&p]);
+        let _ = m.stream_clock_lag_seconds.remove_label_values(&[&p]);
+    }
 }
 
 impl ConsumerLag<'_> {

@@ -31,8 +31,8 @@ pub struct Metrics {
     pub event_to_alert_latency: Histogram,
     pub consumer_lag: IntGaugeVec,
     pub partition_owned: IntGaugeVec,
-    pub stream_clock_seconds: IntGauge,
-    pub stream_clock_lag_seconds: IntGauge,
+    pub stream_clock_seconds: IntGaugeVec,
+    pub stream_clock_lag_seconds: IntGaugeVec,
     pub timers_pending: IntGauge,
     pub timers_fired: IntCounter,
     pub outbox_depth: IntGauge,
@@ -146,6 +146,28 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(partition_owned.clone()))
             .expect("unique metric");
+        // Per engine partition (the input partition number): each partition
+        // has its own event-time clock (SPEC §3).
+        let stream_clock_seconds = IntGaugeVec::new(
+            Opts::new(
+                "churnwatch_stream_clock_seconds",
+                "The partition's event-time stream clock (its highest event time minus the allowed lateness, or the idle wall-clock advance), epoch seconds.",
+            ),
+            &["partition"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(stream_clock_seconds.clone()))
+            .expect("unique metric");
+        let stream_clock_lag_seconds = IntGaugeVec::new(
+            Opts::new(
+                "churnwatch_stream_clock_lag_seconds",
+                "Wall clock minus the partition's stream clock, seconds.",
+            ),
+            &["partition"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(stream_clock_lag_seconds.clone()))
+            .expect("unique metric");
         let commit_duration = HistogramVec::new(
             HistogramOpts::new(
                 "churnwatch_commit_duration_seconds",
@@ -205,16 +227,8 @@ impl Metrics {
             ),
             consumer_lag,
             partition_owned,
-            stream_clock_seconds: gauge(
-                &r,
-                "churnwatch_stream_clock_seconds",
-                "The event-time stream clock (watermark), epoch seconds.",
-            ),
-            stream_clock_lag_seconds: gauge(
-                &r,
-                "churnwatch_stream_clock_lag_seconds",
-                "Wall clock minus the stream clock, seconds.",
-            ),
+            stream_clock_seconds,
+            stream_clock_lag_seconds,
             timers_pending: gauge(
                 &r,
                 "churnwatch_timers_pending",

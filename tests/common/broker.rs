@@ -1,5 +1,7 @@
 //! A real Kafka-protocol broker for tests: a tansu process with SQLite
-//! storage in a temporary directory, on a free port, killed on drop.
+//! storage in a temporary directory (or in memory, where tansu creates a
+//! topic that a metadata request names, as Apache Kafka does by default),
+//! on a free port, killed on drop.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -11,9 +13,10 @@ pub struct Broker {
     port: u16,
     child: Child,
     dir: tempfile::TempDir,
+    storage: &'static str,
 }
 
-fn spawn(dir: &std::path::Path, port: u16) -> Child {
+fn spawn(dir: &std::path::Path, port: u16, storage: &str) -> Child {
     let url = format!("tcp://127.0.0.1:{port}");
     Command::new(tansu())
         .args([
@@ -23,7 +26,7 @@ fn spawn(dir: &std::path::Path, port: u16) -> Child {
             "--advertised-listener-url",
             &url,
             "--storage-engine",
-            "sqlite://tansu.db",
+            storage,
         ])
         .current_dir(dir)
         .stdout(Stdio::null())
@@ -72,10 +75,21 @@ pub fn free_port() -> u16 {
 }
 
 impl Broker {
+    /// tansu with SQLite storage: what survives a broker restart.
     pub fn start() -> Broker {
+        Broker::start_with("sqlite://tansu.db")
+    }
+
+    /// tansu with `memory://` storage: auto-creates topics on metadata
+    /// requests (with 4 partitions), like Apache Kafka's defaults.
+    pub fn start_memory() -> Broker {
+        Broker::start_with("memory://tansu/")
+    }
+
+    fn start_with(storage: &'static str) -> Broker {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let child = spawn(dir.path(), port);
+        let child = spawn(dir.path(), port, storage);
         let addr = format!("127.0.0.1:{port}");
         wait_listening(&addr);
         Broker {
@@ -83,6 +97,7 @@ impl Broker {
             port,
             child,
             dir,
+            storage,
         }
     }
 
@@ -94,7 +109,7 @@ impl Broker {
 
     /// Starts it again on the same port and storage.
     pub fn restart(&mut self) {
-        self.child = spawn(self.dir.path(), self.port);
+        self.child = spawn(self.dir.path(), self.port, self.storage);
         wait_listening(&self.addr);
     }
 }

@@ -1,0 +1,108 @@
+//! A `churnwatch run` process under test and what it serves over HTTP.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::bin;
+
+pub fn start_run(cfg: &Path) -> Run {
+    Run(Command::new(bin())
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start churnwatch run"))
+}
+
+/// A `churnwatch run` process that is killed when dropped, so a failing
+/// assertion does not leave it running (holding the test's stderr open and
+/// the broker busy) after the test has ended.
+pub struct Run(pub Child);
+
+impl std::ops::Deref for Run {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Run {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+pub fn wait_ready(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http_get(port, "/readyz").0 != 200 {
+        assert!(Instant::now() < deadline, "churnwatch never became ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until metric `name` on `port` reaches `at_least`; after `within`,
+/// fails the test with `what`.
+pub fn wait_for_metric(port: u16, name: &str, at_least: f64, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    while metric(port, name) < at_least {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn metric(port: u16, name: &str) -> f64 {
+    let (_, m) = http_get(port, "/metrics");
+    m.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Sum of every series of a metric family (labels or not).
+pub fn metric_sum(port: u16, family: &str) -> f64 {
+    let (_, m) = http_get(port, "/metrics");
+    m.lines()
+        .filter(|l| {
+            l.strip_prefix(family)
+                .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
+        .sum()
+}
+
+/// SIGTERM: the graceful shutdown an orchestrator sends.
+pub fn terminate(child: &Child) {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+}
