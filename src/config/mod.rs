@@ -77,6 +77,9 @@ pub struct KafkaConfig {
     pub alert_topic: String,
     /// Topic rejected events are written to, unchanged, with reason headers.
     pub dlq_topic: String,
+    /// How the input topics' producers pick a partition for a member id
+    /// (`bootstrap` and `replay --partitions` place members the same way).
+    pub partitioner: crate::event::partitioner::Partitioner,
     /// Any librdkafka property, passed through to every client
     /// (`security.protocol`, `sasl.*`, `ssl.*`, ...).
     pub client: BTreeMap<String, String>,
@@ -90,6 +93,7 @@ impl Default for KafkaConfig {
             input_topics: vec!["member-events".into()],
             alert_topic: "churn-alerts".into(),
             dlq_topic: "member-events-dlq".into(),
+            partitioner: Default::default(),
             client: BTreeMap::new(),
         }
     }
