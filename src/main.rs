@@ -61,6 +61,11 @@ enum Command {
         /// Config file (SPEC §8).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Spread members over this many partitions, as the input topic's
+        /// producers would (`kafka.partitioner`), each with its own clock:
+        /// the alerts of `run` over a topic of that many partitions.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        partitions: u32,
         /// No progress bar or summary on stderr.
         #[arg(long, short)]
         quiet: bool,
@@ -241,6 +246,7 @@ fn main() -> ExitCode {
             until,
             state,
             config,
+            partitions,
             quiet,
         } => {
             let cfg = match load_config(config.as_ref()) {
@@ -249,12 +255,13 @@ fn main() -> ExitCode {
             };
             logging::init(&cfg.log.level, cfg.log.json);
             let opts = ReplayOptions {
-                input,
-                output,
                 dlq,
                 until_ms: until,
                 state,
                 progress: !quiet,
+                partitions,
+                partitioner: cfg.kafka.partitioner,
+                ..ReplayOptions::new(input, output)
             };
             match replay::run(&opts, &cfg, Arc::new(Metrics::new())) {
                 Ok(summary) => {

@@ -246,3 +246,66 @@ fn restart_on_the_same_state_gives_the_same_alerts_as_one_run() {
     assert!(whole.len() > 30, "only {} alerts", whole.len());
     assert_eq!(comparable(&resumed), comparable(&whole));
 }
+
+/// `replay --partitions N` puts each member on the partition the topic's
+/// producers would use and gives every partition its own clock: the same
+/// alerts as replaying each partition's lines on their own.
+#[test]
+fn replay_with_partitions_equals_a_replay_of_each_partition() {
+    use churnwatch::event::partitioner::Partitioner;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.ndjson");
+    churnwatch(&[
+        "simulate",
+        "--members",
+        "240",
+        "--days",
+        "300",
+        "--end",
+        SIM_END,
+        "--seed",
+        "5",
+        "--output",
+        input.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&input).unwrap();
+    let mut parts = vec![String::new(); 3];
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let key = v["member_id"].as_str().unwrap();
+        let p = Partitioner::ConsistentRandom.partition(key.as_bytes(), 3) as usize;
+        parts[p].push_str(line);
+        parts[p].push('\n');
+    }
+    let replay = |input: &std::path::Path, name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "replay",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "-q",
+        ];
+        args.extend_from_slice(extra);
+        churnwatch(&args);
+        read_json_lines(&out)
+    };
+    let mut want = Vec::new();
+    for (p, lines) in parts.iter().enumerate() {
+        assert!(!lines.is_empty(), "partition {p} got no member");
+        let f = dir.path().join(format!("p{p}.ndjson"));
+        std::fs::write(&f, lines).unwrap();
+        want.extend(replay(&f, &format!("p{p}.alerts"), &[]));
+    }
+    let got = replay(&input, "all.alerts", &["--partitions", "3"]);
+    assert!(want.len() > 50, "{} alerts", want.len());
+    assert_same_alerts(&comparable(&got), &comparable(&want));
+    // One partition is not the same thing: its clock is pushed by everyone.
+    let single = replay(&input, "single.alerts", &[]);
+    eprintln!(
+        "partitions: {} alerts over 3 partitions, {} as one",
+        got.len(),
+        single.len()
+    );
+}

@@ -5,6 +5,12 @@
 //! with its alerts and dead letters written and flushed *before* the state
 //! commit. A crash therefore never loses an alert; at worst a re-run with the
 //! same `--state` repeats the last batch's alerts with the same `alert_id`s.
+//!
+//! By default the whole file is one partition with one clock. With
+//! `--partitions N` each member goes to the partition the input topic's
+//! producers would send its key to (`kafka.partitioner`), and each partition
+//! keeps its own clock, exactly as `run` over an N-partition topic holding
+//! the same lines: the file's order is each partition's order.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -16,6 +22,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::detect::Signal;
 use crate::engine::{Engine, EngineError, Outcome};
+use crate::event::partitioner::Partitioner;
 use crate::state::{Batch, RocksStore, StoreError};
 use crate::telemetry::events::{AlertPublished, DeadLetterWritten};
 use crate::telemetry::Metrics;
@@ -59,6 +66,30 @@ pub struct ReplayOptions {
     pub state: Option<PathBuf>,
     /// Show a progress bar (only when stderr is a terminal).
     pub progress: bool,
+    /// Logical partitions, members placed by `partitioner` (1: the whole
+    /// file is one partition).
+    pub partitions: u32,
+    pub partitioner: Partitioner,
+    /// Lines whose event time is after this (epoch ms) are skipped and
+    /// counted, not applied (`bootstrap`: the topic delivers them).
+    pub skip_after_ms: Option<i64>,
+}
+
+impl ReplayOptions {
+    /// Replay `input` into `output` with the defaults of `churnwatch replay`.
+    pub fn new(input: impl Into<String>, output: impl Into<String>) -> Self {
+        ReplayOptions {
+            input: input.into(),
+            output: output.into(),
+            dlq: None,
+            until_ms: None,
+            state: None,
+            progress: false,
+            partitions: 1,
+            partitioner: Partitioner::default(),
+            skip_after_ms: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -70,6 +101,10 @@ pub struct ReplaySummary {
     pub alerts: u64,
     pub alerts_by_signal: BTreeMap<&'static str, u64>,
     pub timers_fired: u64,
+    /// Lines after `skip_after_ms`, left out.
+    pub skipped_after: u64,
+    /// Accepted events per partition (with more than one partition).
+    pub events_by_partition: BTreeMap<u32, u64>,
     pub elapsed: Duration,
 }
 
@@ -90,6 +125,19 @@ impl std::fmt::Display for ReplaySummary {
         write!(f, "alerts: {}", self.alerts)?;
         for (s, n) in &self.alerts_by_signal {
             write!(f, " {s}={n}")?;
+        }
+        if self.skipped_after > 0 {
+            write!(
+                f,
+                "\nskipped {} lines after the end time",
+                self.skipped_after
+            )?;
+        }
+        if self.events_by_partition.len() > 1 {
+            write!(f, "\nevents by partition:")?;
+            for (p, n) in &self.events_by_partition {
+                write!(f, " {p}={n}")?;
+            }
         }
         Ok(())
     }
@@ -161,7 +209,16 @@ pub fn run(
     let mut engine_cfg = cfg.engine();
     engine_cfg.clock.idle_advance = false;
     let mut engine = Engine::new(store, engine_cfg, metrics.clone())?;
-    engine.assign(0)?;
+    let partitions = opts.partitions.max(1);
+    for p in 0..partitions {
+        engine.assign(p)?;
+    }
+    let placement = Placement {
+        validator: cfg.engine().validator,
+        partitions,
+        partitioner: opts.partitioner,
+        skip_after_ms: opts.skip_after_ms,
+    };
 
     let progress = progress_bar(opts.progress);
     let mut summary = ReplaySummary::default();
@@ -186,8 +243,17 @@ pub fn run(
             continue;
         }
         let wall = chrono::Utc::now().timestamp_millis();
-        match engine.process(0, payload, wall)? {
-            Outcome::Accepted => summary.events += 1,
+        let Some(partition) = placement.place(payload, wall) else {
+            summary.skipped_after += 1;
+            continue;
+        };
+        match engine.process(partition, payload, wall)? {
+            Outcome::Accepted => {
+                summary.events += 1;
+                if partitions > 1 {
+                    *summary.events_by_partition.entry(partition).or_default() += 1;
+                }
+            }
             Outcome::Duplicate => summary.duplicates += 1,
             Outcome::Rejected(r) => {
                 summary.rejected += 1;
@@ -267,6 +333,35 @@ fn finish_batch(
     dlq.flush().map_err(werr("dead letters"))?;
     engine.commit(Batch::default())?;
     Ok(())
+}
+
+/// Where a line goes.
+struct Placement {
+    validator: crate::event::Validator,
+    partitions: u32,
+    partitioner: Partitioner,
+    skip_after_ms: Option<i64>,
+}
+
+impl Placement {
+    /// The partition of the line's member, or `None` for a line after
+    /// `skip_after_ms`. A line that does not parse goes to partition 0,
+    /// where the engine rejects it with its reason.
+    fn place(&self, payload: &[u8], wall_ms: i64) -> Option<u32> {
+        if self.partitions == 1 && self.skip_after_ms.is_none() {
+            return Some(0);
+        }
+        let Ok(e) = self.validator.parse(payload, wall_ms) else {
+            return Some(0);
+        };
+        if self.skip_after_ms.is_some_and(|t| e.ts_ms > t) {
+            return None;
+        }
+        Some(
+            self.partitioner
+                .partition(e.member_id.as_bytes(), self.partitions),
+        )
+    }
 }
 
 fn write_dead_letter(
