@@ -7,6 +7,7 @@
 //! - [`alert`]: the alert contract, segments, risk score, playbook
 //! - [`engine`]: events in, state, timers and alerts out (shared by replay and run)
 //! - [`replay`]: the offline entry point
+//! - [`members`]: the member view: `GET /members/{id}` and `members export`
 //! - [`pipeline`]: the Kafka source, sink and rebalance handling
 //! - [`simulate`]: synthetic member journeys
 //! - [`config`]: the strict configuration tree
@@ -17,6 +18,7 @@ pub mod config;
 pub mod detect;
 pub mod engine;
 pub mod event;
+pub mod members;
 pub mod pipeline;
 pub mod replay;
 pub mod risk;

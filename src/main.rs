@@ -108,6 +108,11 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         idle_secs: u64,
     },
+    /// The member view: every member's stage, segment, risk and reasons.
+    Members {
+        #[command(subcommand)]
+        command: churnwatch::members::cli::MembersCommand,
+    },
     /// Generate synthetic member journeys as NDJSON.
     Simulate {
         /// Members to simulate.
@@ -230,7 +235,15 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             logging::init(&cfg.log.level, cfg.log.json);
-            match run_pipeline(&cfg) {
+            // An unreadable token file is a config error: caught before start.
+            let member_token = match churnwatch::members::api::token_for(&cfg.http) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("churnwatch: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match run_pipeline(&cfg, member_token) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "churnwatch run failed");
@@ -276,6 +289,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Members { command } => command.run(),
         Command::Simulate {
             members,
             days,
@@ -390,7 +404,7 @@ fn peek(cfg: &Config, topic: &str, max: usize, idle_secs: u64) -> anyhow::Result
     Ok(())
 }
 
-fn run_pipeline(cfg: &Config) -> anyhow::Result<()> {
+fn run_pipeline(cfg: &Config, member_token: Option<String>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -398,10 +412,17 @@ fn run_pipeline(cfg: &Config) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let metrics = Arc::new(Metrics::new());
     let control = pipeline::Control::default();
+    let member_api = match member_token {
+        Some(token) => {
+            churnwatch::members::api::router(control.members.clone(), cfg.engine(), token)
+        }
+        None => axum::Router::new(),
+    };
     rt.block_on(http::serve(
         &cfg.http.listen,
         metrics.clone(),
         control.ready.clone(),
+        member_api,
     ))
     .with_context(|| format!("http.listen: cannot listen on {}", cfg.http.listen))?;
     let shutdown = control.shutdown.clone();

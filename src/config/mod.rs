@@ -149,12 +149,19 @@ impl StateConfig {
 pub struct HttpConfig {
     /// Address of `/metrics`, `/healthz` and `/readyz`.
     pub listen: String,
+    /// Serve `GET /members/{member_id}` (personal data: off by default).
+    pub member_api: bool,
+    /// File holding the bearer token the member API requires (required when
+    /// `member_api` is on; surrounding whitespace is ignored).
+    pub member_api_token_file: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: "127.0.0.1:9464".into(),
+            member_api: false,
+            member_api_token_file: None,
         }
     }
 }
@@ -369,6 +376,12 @@ impl Config {
                     "must be an address like 127.0.0.1:9464, got {:?}",
                     self.http.listen
                 ),
+            ));
+        }
+        if self.http.member_api && self.http.member_api_token_file.is_none() {
+            return Err(ConfigError::invalid(
+                "http.member_api_token_file",
+                "is required when http.member_api = true (the member API serves personal data)",
             ));
         }
         if self.state.dir.as_os_str().is_empty() {

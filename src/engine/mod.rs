@@ -778,61 +778,7 @@ impl<S: Store> Engine<S> {
         now: i64,
         returning: Option<(OpenAlert, i64)>,
     ) {
-        let d = &self.cfg.detect;
-        let verdicts = [
-            (
-                Signal::PurchaseGap,
-                purchase_gap::evaluate(m, now, &d.purchase_gap, &self.cfg.risk),
-            ),
-            (
-                Signal::OpenRateDrop,
-                open_rate_drop::evaluate(m, now, &d.open_rate_drop),
-            ),
-            (
-                Signal::VisitDecline,
-                visit_decline::evaluate(m, now, &d.visit_decline),
-            ),
-            (
-                Signal::CheckinLapse,
-                checkin_lapse::evaluate(m, now, &d.checkin_lapse),
-            ),
-            (
-                Signal::SpendDecline,
-                spend_decline::evaluate(m, now, &d.spend_decline),
-            ),
-        ];
-        self.findings.clear();
-        for (signal, verdict) in verdicts {
-            let ep = &mut m.episodes[signal as usize];
-            match verdict {
-                Verdict::Fire(f) if !ep.open => {
-                    ep.open = true;
-                    ep.seq = ep.seq.wrapping_add(1);
-                    ep.opened_ms = f.since_ms;
-                    self.findings.push((signal, f));
-                }
-                Verdict::Recover if ep.open => ep.open = false,
-                _ => {}
-            }
-        }
-        let cooling = m.episodes[..Signal::StageChange as usize]
-            .iter()
-            .any(|e| e.open);
-        let life = &self.cfg.lifecycle;
-        let (old, new) = (m.stage, stage_change::stage_at(m, now, cooling, life));
-        if new != old {
-            let finding = stage_change::finding(m, old, new, now, life);
-            let ep = &mut m.episodes[Signal::StageChange as usize];
-            if let Some(f) = finding {
-                ep.open = true;
-                ep.seq = ep.seq.wrapping_add(1);
-                ep.opened_ms = f.since_ms;
-                self.findings.push((Signal::StageChange, f));
-            } else if new < Stage::Silent {
-                ep.open = false;
-            }
-            m.stage = new;
-        }
+        judge(m, now, &self.cfg, &mut self.findings);
         if self.findings.is_empty() && returning.is_none() {
             return;
         }
@@ -843,15 +789,7 @@ impl<S: Store> Engine<S> {
             .alerts
             .segments
             .classify(m, now, &self.cfg.detect.purchase_gap);
-        let model = crate::risk::assess(m, now, &self.cfg.risk);
-        let risk = risk_score(
-            m,
-            now,
-            m.stage,
-            &self.cfg.detect.purchase_gap,
-            life,
-            model.map(|(alive, _)| alive),
-        );
+        let (risk, model) = risk_of(m, now, &self.cfg);
         let with_model = |e: Evidence| match model {
             Some((alive, expected)) => e
                 .num("p_alive", (alive * 1e4).round() / 1e4)
@@ -950,23 +888,10 @@ impl<S: Store> Engine<S> {
         m: &mut MemberState,
         now: i64,
     ) -> Fired {
-        let d = &self.cfg.detect;
-        let mut due = i64::MAX;
-        let mut consider = |t: Option<i64>| {
-            if let Some(t) = t.filter(|t| *t > now) {
-                due = due.min(t);
-            }
-        };
-        if !m.episodes[Signal::PurchaseGap as usize].open {
-            consider(purchase_gap::due_ms(m, &d.purchase_gap, &self.cfg.risk));
-        }
-        if !m.episodes[Signal::CheckinLapse as usize].open {
-            consider(checkin_lapse::due_ms(m, &d.checkin_lapse));
-        }
-        consider(stage_change::due_ms(m, now, &self.cfg.lifecycle));
-        if !m.episodes[Signal::VisitDecline as usize].open {
-            consider(visit_decline::due_ms(m, now, &d.visit_decline));
-        }
+        let mut due = timer_checks(m, now, &self.cfg)
+            .map(|(_, t)| t)
+            .min()
+            .unwrap_or(i64::MAX);
         // Eviction waits for every detector timer, so it never takes an
         // alert (the churned stage change included) away.
         let mut fired = Fired::Evaluated;
@@ -1000,6 +925,126 @@ impl<S: Store> Engine<S> {
         m.timer_due_ms = due;
         fired
     }
+}
+
+/// Runs every detector on `m` at `now`, opens and closes its episodes and
+/// moves its lifecycle stage, exactly as an event or timer at `now` does;
+/// the findings of newly opened episodes go to `findings` (cleared first).
+/// Public so the member view (`members`) judges a member as the engine would.
+pub fn judge(
+    m: &mut MemberState,
+    now: i64,
+    cfg: &EngineConfig,
+    findings: &mut Vec<(Signal, Finding)>,
+) {
+    let d = &cfg.detect;
+    let verdicts = [
+        (
+            Signal::PurchaseGap,
+            purchase_gap::evaluate(m, now, &d.purchase_gap, &cfg.risk),
+        ),
+        (
+            Signal::OpenRateDrop,
+            open_rate_drop::evaluate(m, now, &d.open_rate_drop),
+        ),
+        (
+            Signal::VisitDecline,
+            visit_decline::evaluate(m, now, &d.visit_decline),
+        ),
+        (
+            Signal::CheckinLapse,
+            checkin_lapse::evaluate(m, now, &d.checkin_lapse),
+        ),
+        (
+            Signal::SpendDecline,
+            spend_decline::evaluate(m, now, &d.spend_decline),
+        ),
+    ];
+    findings.clear();
+    for (signal, verdict) in verdicts {
+        let ep = &mut m.episodes[signal as usize];
+        match verdict {
+            Verdict::Fire(f) if !ep.open => {
+                ep.open = true;
+                ep.seq = ep.seq.wrapping_add(1);
+                ep.opened_ms = f.since_ms;
+                findings.push((signal, f));
+            }
+            Verdict::Recover if ep.open => ep.open = false,
+            _ => {}
+        }
+    }
+    let cooling = m.episodes[..Signal::StageChange as usize]
+        .iter()
+        .any(|e| e.open);
+    let life = &cfg.lifecycle;
+    let (old, new) = (m.stage, stage_change::stage_at(m, now, cooling, life));
+    if new != old {
+        let finding = stage_change::finding(m, old, new, now, life);
+        let ep = &mut m.episodes[Signal::StageChange as usize];
+        if let Some(f) = finding {
+            ep.open = true;
+            ep.seq = ep.seq.wrapping_add(1);
+            ep.opened_ms = f.since_ms;
+            findings.push((Signal::StageChange, f));
+        } else if new < Stage::Silent {
+            ep.open = false;
+        }
+        m.stage = new;
+    }
+}
+
+/// The member's `risk_score` at `now` and the purchase model's
+/// `(p_alive, expected_purchases_90d)`, as alerts carry them.
+pub fn risk_of(m: &MemberState, now: i64, cfg: &EngineConfig) -> (f64, Option<(f64, f64)>) {
+    let model = crate::risk::assess(m, now, &cfg.risk);
+    let risk = risk_score(
+        m,
+        now,
+        m.stage,
+        &cfg.detect.purchase_gap,
+        &cfg.lifecycle,
+        model.map(|(alive, _)| alive),
+    );
+    (risk, model)
+}
+
+/// The absence checks a member's timer waits for, with the moment after
+/// `now` each could become true (the timer is due at the earliest). Named
+/// by the signal they check (`stage_change` for the lifecycle thresholds).
+pub fn timer_checks(
+    m: &MemberState,
+    now: i64,
+    cfg: &EngineConfig,
+) -> impl Iterator<Item = (Signal, i64)> {
+    let d = &cfg.detect;
+    let closed = |s: Signal| !m.episodes[s as usize].open;
+    [
+        (
+            Signal::PurchaseGap,
+            closed(Signal::PurchaseGap)
+                .then(|| purchase_gap::due_ms(m, &d.purchase_gap, &cfg.risk))
+                .flatten(),
+        ),
+        (
+            Signal::CheckinLapse,
+            closed(Signal::CheckinLapse)
+                .then(|| checkin_lapse::due_ms(m, &d.checkin_lapse))
+                .flatten(),
+        ),
+        (
+            Signal::StageChange,
+            stage_change::due_ms(m, now, &cfg.lifecycle),
+        ),
+        (
+            Signal::VisitDecline,
+            closed(Signal::VisitDecline)
+                .then(|| visit_decline::due_ms(m, now, &d.visit_decline))
+                .flatten(),
+        ),
+    ]
+    .into_iter()
+    .filter_map(move |(s, t)| t.filter(|t| *t > now).map(|t| (s, t)))
 }
 
 /// What a member's timer did.

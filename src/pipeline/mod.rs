@@ -115,6 +115,9 @@ pub struct Control {
     pub shutdown: Arc<AtomicBool>,
     /// Partitions assigned, store open, and the last batch committed recently.
     pub ready: Arc<AtomicBool>,
+    /// The store and the partitions processed or restoring here, for the
+    /// member API (`GET /members/{member_id}`).
+    pub members: Arc<crate::members::live::Live>,
 }
 
 /// librdkafka settings common to every client, then the pass-through ones.
@@ -221,6 +224,7 @@ pub fn run(
     // Shared with restore threads, which write only partitions the engine
     // is not processing.
     let store = Arc::new(RocksStore::open(&cfg.state.dir, &tuning)?);
+    control.members.set_store(store.clone());
     let engine = Engine::new(store, cfg.engine(), metrics.clone())?;
 
     let sink = Sink::new(
@@ -302,6 +306,7 @@ pub fn run(
         if let Err(e) = step.and_then(|()| driver.tick()) {
             break Err(e);
         }
+        driver.publish_partitions();
     };
     // Drain what the source already handed over, then finish publishing.
     while let Ok(msg) = rx.try_recv() {
@@ -466,6 +471,15 @@ impl Driver {
     /// input topics); partitions still restoring are not among them.
     fn owned(&self) -> BTreeSet<i32> {
         self.assigned.iter().map(|tp| tp.1).collect()
+    }
+
+    /// Tells the member API which partitions are processed here (with their
+    /// clocks) and which are restoring.
+    fn publish_partitions(&self) {
+        self.control.members.publish(
+            self.engine.clocks(),
+            self.restores.keys().map(|p| *p as u32),
+        );
     }
 
     /// Input partitions assigned by the group, restoring or not.

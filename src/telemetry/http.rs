@@ -48,11 +48,12 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 /// Binds `listen` now (so a bad address fails start-up) and serves until
-/// the runtime stops.
+/// the runtime stops. `extra` adds routes (the member API when enabled).
 pub async fn serve(
     listen: &str,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    extra: Router,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let addr: SocketAddr = listen.parse().map_err(|e| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{listen}: {e}"))
@@ -62,7 +63,8 @@ pub async fn serve(
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(AppState { metrics, ready });
+        .with_state(AppState { metrics, ready })
+        .merge(extra);
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
