@@ -8,6 +8,7 @@
 //! - [`engine`]: events in, state, timers and alerts out (shared by replay and run)
 //! - [`replay`]: the offline entry point
 //! - [`members`]: the member view: `GET /members/{id}` and `members export`
+//! - [`report`]: the campaign uplift report from the alert stream
 //! - [`pipeline`]: the Kafka source, sink and rebalance handling
 //! - [`simulate`]: synthetic member journeys
 //! - [`config`]: the strict configuration tree
@@ -21,6 +22,7 @@ pub mod event;
 pub mod members;
 pub mod pipeline;
 pub mod replay;
+pub mod report;
 pub mod risk;
 pub mod simulate;
 pub mod state;

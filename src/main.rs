@@ -108,6 +108,9 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         idle_secs: u64,
     },
+    /// Campaign uplift from the alert stream: per signal and segment,
+    /// treated vs holdout members who came back, with a 95% interval.
+    Report(churnwatch::report::cli::ReportArgs),
     /// The member view: every member's stage, segment, risk and reasons.
     Members {
         #[command(subcommand)]
@@ -290,6 +293,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Members { command } => command.run(),
+        Command::Report(args) => args.run(),
         Command::Simulate {
             members,
             days,

@@ -10,12 +10,12 @@
 use serde_json::{json, Value};
 
 use crate::alert::{self, Segment};
-use crate::detect::{days, stats, Signal, WeekWindows, EPISODE_SIGNALS};
+use crate::detect::{days, stats, Signal, EPISODE_SIGNALS};
 use crate::engine::{judge, risk_of, timer_checks, EngineConfig, META_CLOCK};
 use crate::event::{format_rfc3339_ms, DAY_MS};
 use crate::state::keys::{member_key, meta_key, partition_end, split_member_key};
 use crate::state::member::{Stage, NEVER};
-use crate::state::window::{week_start_ms, WeeklyCounts, WEEKS};
+use crate::state::window::{week_of, week_start_ms, WeeklyCounts, WEEKS};
 use crate::state::{MemberState, Store, StoreError, Table};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,12 +41,11 @@ pub struct OpenEpisode {
 pub struct Baselines {
     /// Median gap between purchase days (as `purchase_gap` measures it).
     pub typical_gap_days: Option<f64>,
-    /// Opens per send over the `open_rate_drop` baseline weeks.
+    /// Opens per send over the kept complete weeks (up to 16).
     pub open_rate: Option<f64>,
-    /// Visits per week over the `visit_decline` baseline weeks.
+    /// Visits per week over the kept complete weeks (up to 16).
     pub visits_per_week: Option<f64>,
-    /// Check-in days per week over the `checkin_lapse` habit window before
-    /// the last check-in.
+    /// Check-in days per week over the 28 days up to the last check-in.
     pub checkin_days_per_week: Option<f64>,
     /// Consecutive check-in days ending at the last check-in.
     pub checkin_streak_days: u32,
@@ -159,44 +158,39 @@ pub fn evaluate(
     }
 }
 
+/// Days before the last check-in over which the check-in rate is taken.
+const CHECKIN_WINDOW_DAYS: i32 = 28;
+
+/// Descriptive baselines over what the state keeps: the complete weeks of
+/// the weekly counts (up to 16, from the member's first full week) and the
+/// check-in days of the last four weeks before the last check-in. They
+/// describe the member; the detectors keep their own windows and tests.
 fn baselines(m: &MemberState, now_ms: i64, cfg: &EngineConfig) -> Baselines {
-    let d = &cfg.detect;
-    let open_rate = WeekWindows::at(
-        m,
-        now_ms,
-        d.open_rate_drop.recent_weeks,
-        d.open_rate_drop.baseline_weeks,
-        d.open_rate_drop.min_baseline_weeks,
-    )
-    .and_then(|w| {
-        let sends = m.sends.sum(w.baseline.0, w.baseline.1);
-        let opens = m.opens.sum(w.baseline.0, w.baseline.1).min(sends);
-        (sends > 0).then(|| round(opens as f64 / sends as f64, 3))
-    });
-    let visits_per_week = WeekWindows::at(
-        m,
-        now_ms,
-        d.visit_decline.recent_weeks,
-        d.visit_decline.baseline_weeks,
-        d.visit_decline.min_baseline_weeks,
-    )
-    .map(|w| {
-        round(
-            m.visits.sum(w.baseline.0, w.baseline.1) as f64 / w.baseline_weeks as f64,
-            3,
+    let cur = week_of(now_ms);
+    let (first, last) = ((week_of(m.first_seen_ms) + 1).max(cur - (WEEKS as i32 - 1)), cur - 1);
+    let weeks = last - first + 1;
+    let (open_rate, visits_per_week) = if weeks >= 1 {
+        let sends = m.sends.sum(first, last);
+        let opens = m.opens.sum(first, last).min(sends);
+        (
+            (sends > 0).then(|| round(opens as f64 / sends as f64, 3)),
+            Some(round(m.visits.sum(first, last) as f64 / weeks as f64, 3)),
         )
-    });
+    } else {
+        (None, None)
+    };
     let (checkin_days_per_week, checkin_streak_days) = if m.checkins.is_empty() {
         (None, 0)
     } else {
         let last = m.checkins.last_day;
-        let window = d.checkin_lapse.habit_window_days.max(1) as i32;
+        let window = CHECKIN_WINDOW_DAYS;
         let rate = m.checkins.count(last - window + 1, last) as f64 * 7.0 / window as f64;
         let streak = (0..)
             .take_while(|i| m.checkins.is_set(last - i))
             .count() as u32;
         (Some(round(rate, 3)), streak)
     };
+    let d = &cfg.detect;
     let amounts: Vec<f64> = m.purchases().iter().map(|p| p.amount as f64).collect();
     Baselines {
         typical_gap_days: crate::detect::purchase_gap::median_gap_days(m, &d.purchase_gap)
