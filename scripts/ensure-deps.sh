@@ -8,9 +8,10 @@
 #   prometheus               promtool: alert-rule tests, metrics format check
 #   python3, python3-yaml    contract checker, deploy checks
 #   curl                     quickstart and deploy checks talk to /metrics
+#   chromium                 renders `report --html` in tests/members_cli.rs
 set -euo pipefail
 need=()
-for p in clang libclang-dev cmake pkg-config libssl-dev prometheus python3 python3-yaml curl; do
+for p in clang libclang-dev cmake pkg-config libssl-dev prometheus python3 python3-yaml curl chromium; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 [ "${#need[@]}" -eq 0 ] && exit 0
