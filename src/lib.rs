@@ -9,12 +9,14 @@
 //! - [`replay`]: the offline entry point
 //! - [`members`]: the member view: `GET /members/{id}` and `members export`
 //! - [`report`]: the campaign uplift report from the alert stream
+//! - [`bootstrap`]: `run`'s state built from a history file
 //! - [`pipeline`]: the Kafka source, sink and rebalance handling
 //! - [`simulate`]: synthetic member journeys
 //! - [`config`]: the strict configuration tree
 //! - [`telemetry`]: metrics and logs
 
 pub mod alert;
+pub mod bootstrap;
 pub mod config;
 pub mod detect;
 pub mod engine;

@@ -70,6 +70,31 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Build `run`'s state directory (`state.dir`) from a history file, as
+    /// `run` would have built it from the input topic, and record where
+    /// `run` starts on each partition: the first record after --until.
+    Bootstrap {
+        /// Config file (SPEC §8): brokers, topics, `state.dir`,
+        /// `kafka.partitioner`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// History NDJSON file (SPEC §1 events), `-` for stdin.
+        #[arg(long)]
+        input: String,
+        /// Where the history ends (RFC 3339): later history lines are
+        /// skipped, the topic delivers them.
+        #[arg(long, value_parser = parse_time)]
+        until: i64,
+        /// Alerts raised while bootstrapping (not published to Kafka).
+        #[arg(long, default_value = "bootstrap-alerts.ndjson")]
+        alerts: PathBuf,
+        /// Rejected history lines [default: ALERTS.dlq].
+        #[arg(long)]
+        dlq: Option<PathBuf>,
+        /// No progress bar or summary on stderr.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Fit the BG/NBD population parameters (r, alpha, a, b; weeks) from the
     /// purchase events of an NDJSON file; other lines are ignored.
     Fit {
@@ -294,6 +319,48 @@ fn main() -> ExitCode {
         }
         Command::Members { command } => command.run(),
         Command::Report(args) => args.run(),
+        Command::Bootstrap {
+            config,
+            input,
+            until,
+            alerts,
+            dlq,
+            quiet,
+        } => {
+            let cfg = match load_config(config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            logging::init(&cfg.log.level, cfg.log.json);
+            let opts = churnwatch::bootstrap::BootstrapOptions {
+                input,
+                until_ms: until,
+                alerts,
+                dlq,
+                progress: !quiet,
+            };
+            let result = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .context("tokio runtime")
+                .and_then(|rt| {
+                    churnwatch::bootstrap::run(&opts, &cfg, Arc::new(Metrics::new()), rt.handle())
+                        .map_err(anyhow::Error::from)
+                });
+            match result {
+                Ok(summary) => {
+                    if !quiet {
+                        eprintln!("{summary}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("churnwatch bootstrap: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Simulate {
             members,
             days,

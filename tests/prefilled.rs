@@ -6,13 +6,11 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -22,45 +20,6 @@ use churnwatch::simulate::{generate, member_id, population_of, Population, SimOp
 use common::broker::Broker;
 use common::run::*;
 use common::*;
-
-/// Creates `topic` with `partitions` partitions (test set-up, not churnwatch).
-fn create_topic(broker: &Broker, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .create()
-        .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let res = rt
-        .block_on(admin.create_topics(
-            &[NewTopic::new(
-                topic,
-                partitions,
-                TopicReplication::Fixed(-1),
-            )],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
-        ))
-        .unwrap();
-    for r in res {
-        r.unwrap();
-    }
-}
-
-/// Partition counts of every topic (a request naming no topic creates none).
-fn topic_partitions(broker: &Broker) -> BTreeMap<String, usize> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .create()
-        .unwrap();
-    let md = c.fetch_metadata(None, Duration::from_secs(10)).unwrap();
-    md.topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .map(|t| (t.name().to_string(), t.partitions().len()))
-        .collect()
-}
 
 /// Every payload of one partition, in offset order, read to partition EOF.
 fn read_partition(broker: &Broker, topic: &str, partition: i32) -> Vec<Vec<u8>> {
@@ -88,40 +47,6 @@ fn read_partition(broker: &Broker, topic: &str, partition: i32) -> Vec<Vec<u8>> 
             _ => {}
         }
     }
-}
-
-fn config_file(dir: &Path, broker: &Broker, http_port: u16, extra: &str) -> PathBuf {
-    let cfg = dir.join("churnwatch.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-[kafka]
-brokers = "{brokers}"
-group_id = "test-group"
-[kafka.client]
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-[state]
-dir = "{state}"
-[http]
-listen = "127.0.0.1:{http_port}"
-[time]
-idle_advance = false
-[pipeline]
-topic_partitions = 1
-batch_max_messages = 700
-shutdown_grace_ms = 5000
-[log]
-level = "warn"
-{extra}
-"#,
-            brokers = broker.addr,
-            state = dir.join("state").display(),
-        ),
-    )
-    .unwrap();
-    cfg
 }
 
 /// Members on the 4 partitions in the proportions 10 : 5 : 3 : 1, so
@@ -179,7 +104,7 @@ fn replay_file(dir: &Path, name: &str, lines: &[Vec<u8>]) -> Vec<serde_json::Val
 fn run_on_a_prefilled_skewed_topic_equals_a_replay_of_each_partition() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start();
-    create_topic(&broker, "member-events", 4);
+    broker.create_topic("member-events", 4);
 
     // A year of journeys, produced before churnwatch starts.
     let end = chrono::DateTime::parse_from_rfc3339(SIM_END)
@@ -288,41 +213,11 @@ fn run_on_a_prefilled_skewed_topic_equals_a_replay_of_each_partition() {
     );
 }
 
-/// Every alert on the (one-partition) alert topic, once `want` distinct ids
-/// arrived and nothing more came for a few seconds.
-fn read_alerts(broker: &Broker, want: usize) -> Vec<serde_json::Value> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .set("group.id", "test-alert-reader")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("churn-alerts", 0, Offset::Beginning)
-        .unwrap();
-    c.assign(&tpl).unwrap();
-    let mut out: Vec<serde_json::Value> = Vec::new();
-    let mut ids = BTreeSet::new();
-    let mut deadline = Instant::now() + Duration::from_secs(120);
-    let mut settling = false;
-    while Instant::now() < deadline {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-            let a: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-            ids.insert(a["alert_id"].as_str().unwrap().to_string());
-            out.push(a);
-        }
-        if !settling && ids.len() >= want {
-            settling = true;
-            deadline = Instant::now() + Duration::from_secs(3);
-        }
-    }
-    out
-}
-
 /// Starts `run` on an input topic of `n` partitions with a fresh group and
 /// checks it becomes ready with a changelog of `n` partitions.
 fn starts_with_partitions(broker: &Broker, dir: &Path, n: i32) {
     let topic = format!("events-{n}");
-    create_topic(broker, &topic, n);
+    broker.create_topic(&topic, n);
     let d = dir.join(format!("p{n}"));
     std::fs::create_dir_all(&d).unwrap();
     let port = common::broker::free_port();
@@ -348,7 +243,7 @@ fn starts_with_partitions(broker: &Broker, dir: &Path, n: i32) {
     assert_eq!(metric(port, "churnwatch_partitions_assigned"), n as f64);
     terminate(&run);
     assert!(run.wait().unwrap().success());
-    let topics = topic_partitions(broker);
+    let topics = broker.topic_partitions();
     assert_eq!(
         topics.get(&format!("{group}-state-changelog")),
         Some(&(n as usize)),
@@ -365,7 +260,7 @@ fn any_input_partition_count_starts_on_a_broker_that_auto_creates_topics() {
     }
     // Looking never created anything: no topic has the broker's default
     // count unless churnwatch or the test asked for it.
-    let topics = topic_partitions(&broker);
+    let topics = broker.topic_partitions();
     for (name, count) in &topics {
         assert!(
             name.starts_with("events-")
@@ -391,8 +286,8 @@ fn any_input_partition_count_starts_on_a_sqlite_broker() {
 fn an_existing_changelog_with_another_partition_count_stops_start_up_naming_both() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start_memory();
-    create_topic(&broker, "member-events", 3);
-    create_topic(&broker, "test-group-state-changelog", 2);
+    broker.create_topic("member-events", 3);
+    broker.create_topic("test-group-state-changelog", 2);
     let port = common::broker::free_port();
     let cfg = config_file(dir.path(), &broker, port, "");
     let out = Command::new(bin())

@@ -321,14 +321,16 @@ pub fn drop_partition<S: Store + ?Sized>(
     Ok(deleted)
 }
 
-/// The restore consumer's client context: partition EOF is how a restore
-/// ends, not an error worth logging; the rest goes through the same
-/// rate-limited log as the pipeline's clients.
-struct RestoreContext {
+/// The client context of consumers that read a partition to its end (the
+/// restore, `bootstrap`'s seam search): partition EOF is how they end, not
+/// an error worth logging; the rest goes through the same rate-limited log
+/// as the pipeline's clients.
+#[derive(Default)]
+pub struct ReaderContext {
     log: KafkaClientLog,
 }
 
-impl ClientContext for RestoreContext {
+impl ClientContext for ReaderContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         self.log.emit(
             (level as i32) <= (RDKafkaLogLevel::Error as i32),
@@ -348,7 +350,7 @@ impl ClientContext for RestoreContext {
     }
 }
 
-impl ConsumerContext for RestoreContext {}
+impl ConsumerContext for ReaderContext {}
 
 /// What a restore read.
 #[derive(Debug, Default)]
@@ -384,9 +386,8 @@ pub fn restore<S: Store + ?Sized>(
         // full wait when it has little to return (tansu does) should not
         // set the pace. 1.8x faster from tansu (`benches/restore.rs`).
         .set("fetch.wait.max.ms", "10");
-    let consumer: BaseConsumer<RestoreContext> = client.create_with_context(RestoreContext {
-        log: KafkaClientLog::default(),
-    })?;
+    let consumer: BaseConsumer<ReaderContext> =
+        client.create_with_context(ReaderContext::default())?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition as i32, Offset::Offset(from))?;
     consumer.assign(&tpl)?;

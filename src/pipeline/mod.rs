@@ -225,6 +225,7 @@ pub fn run(
     // is not processing.
     let store = Arc::new(RocksStore::open(&cfg.state.dir, &tuning)?);
     control.members.set_store(store.clone());
+    check_bootstrapped_partitions(cfg, &store, rt)?;
     let engine = Engine::new(store, cfg.engine(), metrics.clone())?;
 
     let sink = Sink::new(
@@ -317,6 +318,35 @@ pub fn run(
     drop(rx);
     let _ = source.thread.join();
     result
+}
+
+/// A state directory built by `churnwatch bootstrap` holds members on the
+/// partitions of a topic with a given partition count; on a topic with
+/// another count they would sit on the wrong partitions.
+fn check_bootstrapped_partitions(
+    cfg: &Config,
+    store: &RocksStore,
+    rt: &tokio::runtime::Handle,
+) -> Result<(), PipelineError> {
+    let key = crate::state::keys::meta_key(
+        GLOBAL_PARTITION,
+        crate::bootstrap::META_BOOTSTRAP_PARTITIONS,
+    );
+    let Some(want) = changelog::read_i64(store, &key)? else {
+        return Ok(());
+    };
+    let counts = rt
+        .block_on(topics::input_partitions(cfg))
+        .map_err(|e| PipelineError::Topics(e.to_string()))?;
+    for (topic, n) in counts {
+        if n as i64 != want {
+            return Err(PipelineError::Topics(format!(
+                "state.dir {} was bootstrapped for {want} partitions, but input topic {topic} has {n}: bootstrap again for this topic",
+                cfg.state.dir.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// How long a revocation waits for the revoked partitions' changelog.

@@ -160,3 +160,48 @@ fn check_counts(
     }
     Ok(())
 }
+
+/// The partition count of every input topic, in config order.
+pub async fn input_partitions(cfg: &Config) -> Result<Vec<(String, usize)>, TopicsError> {
+    let admin: AdminClient<DefaultClientContext> = super::client_config(cfg)
+        .create()
+        .map_err(|e| TopicsError::Fatal(format!("admin client: {e}")))?;
+    let known = all_partitions(&admin)?;
+    cfg.kafka
+        .input_topics
+        .iter()
+        .map(|t| match known.get(t) {
+            Some(n) => Ok((t.clone(), *n)),
+            None => Err(TopicsError::Retry(format!(
+                "input topic {t} does not exist"
+            ))),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_client_may_create_a_topic_by_asking_for_it() {
+        let mut cfg = Config::default();
+        cfg.kafka
+            .client
+            .insert("allow.auto.create.topics".into(), "true".into());
+        assert_eq!(
+            crate::pipeline::client_config(&cfg).get("allow.auto.create.topics"),
+            Some("false")
+        );
+    }
+
+    #[test]
+    fn a_changelog_of_another_size_is_a_fatal_mismatch_naming_both_topics() {
+        let inputs = [("member-events".to_string(), 6)];
+        let err = check_counts("g-state-changelog", 4, &inputs).unwrap_err();
+        assert!(matches!(err, TopicsError::Fatal(_)));
+        let text = err.to_string();
+        assert!(text.contains("g-state-changelog has 4") && text.contains("member-events has 6"));
+        assert!(check_counts("g-state-changelog", 6, &inputs).is_ok());
+    }
+}

@@ -1,11 +1,17 @@
 //! A `churnwatch run` process under test and what it serves over HTTP.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
 use super::bin;
+use super::broker::Broker;
 
 pub fn start_run(cfg: &Path) -> Run {
     Run(Command::new(bin())
@@ -105,4 +111,70 @@ pub fn terminate(child: &Child) {
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
+}
+
+/// A `run` config for tests: idle advance off (the clock follows event
+/// time only), short group timeouts for tansu, `extra` TOML appended.
+pub fn config_file(dir: &Path, broker: &Broker, http_port: u16, extra: &str) -> PathBuf {
+    let cfg = dir.join("churnwatch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "test-group"
+[kafka.client]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+[state]
+dir = "{state}"
+[http]
+listen = "127.0.0.1:{http_port}"
+[time]
+idle_advance = false
+[pipeline]
+topic_partitions = 1
+batch_max_messages = 700
+shutdown_grace_ms = 5000
+[log]
+level = "warn"
+{extra}
+"#,
+            brokers = broker.addr,
+            state = dir.join("state").display(),
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// Every alert on the (one-partition) alert topic, once `want` distinct ids
+/// arrived and nothing more came for a few seconds.
+pub fn read_alerts(broker: &Broker, want: usize) -> Vec<serde_json::Value> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", "test-alert-reader")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("churn-alerts", 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let mut out: Vec<serde_json::Value> = Vec::new();
+    let mut ids = BTreeSet::new();
+    let mut deadline = Instant::now() + Duration::from_secs(120);
+    let mut settling = false;
+    while Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            let a: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            ids.insert(a["alert_id"].as_str().unwrap().to_string());
+            out.push(a);
+        }
+        if !settling && ids.len() >= want {
+            settling = true;
+            deadline = Instant::now() + Duration::from_secs(3);
+        }
+    }
+    out
 }
