@@ -44,7 +44,11 @@ impl Write for Capture {
 }
 
 fn event(i: usize, member: &str, kind: &str, day: i64) -> Vec<u8> {
-    let amount = if kind == "purchase" { ",\"amount\":25.0" } else { "" };
+    let amount = if kind == "purchase" {
+        ",\"amount\":25.0"
+    } else {
+        ""
+    };
     format!(
         r#"{{"event_id":"e{i}","member_id":"{member}","type":"{kind}","ts":{}{amount}}}"#,
         1_700_000_000_000 + day * 86_400_000
@@ -84,7 +88,11 @@ fn app_with(dir: &std::path::Path, restoring: &[u32], processing: bool) -> axum:
     api::router(live, EngineConfig::default(), TOKEN.to_string())
 }
 
-async fn get(app: &axum::Router, member: &str, auth: Option<&str>) -> (StatusCode, serde_json::Value) {
+async fn get(
+    app: &axum::Router,
+    member: &str,
+    auth: Option<&str>,
+) -> (StatusCode, serde_json::Value) {
     let mut req = Request::get(format!("/members/{member}"));
     if let Some(a) = auth {
         req = req.header("authorization", a);
@@ -95,7 +103,9 @@ async fn get(app: &axum::Router, member: &str, auth: Option<&str>) -> (StatusCod
         .await
         .unwrap();
     let status = resp.status();
-    let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
     (status, serde_json::from_slice(&body).unwrap())
 }
 
@@ -131,7 +141,10 @@ async fn answers_401_without_or_with_a_wrong_token_and_200_with_it() {
         .unwrap()
         .contains(&"stage_change".into()));
     assert!(v["holdout"].is_boolean());
-    assert!(v["last_event"]["purchase"].as_str().unwrap().starts_with("2024-01-02"));
+    assert!(v["last_event"]["purchase"]
+        .as_str()
+        .unwrap()
+        .starts_with("2024-01-02"));
 }
 
 #[tokio::test]
@@ -150,7 +163,10 @@ async fn answers_503_naming_the_partition_while_one_restores() {
     let (status, v) = get(&app, "on-partition-5", Some(&format!("Bearer {TOKEN}"))).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
     assert_eq!(v["restoring_partitions"], serde_json::json!([5]));
-    assert!(v["error"].as_str().unwrap().contains("partition(s) 5 restoring"));
+    assert!(v["error"]
+        .as_str()
+        .unwrap()
+        .contains("partition(s) 5 restoring"));
     // A member on a partition processed here is served meanwhile.
     assert_eq!(
         get(&app, MEMBER, Some(&format!("Bearer {TOKEN}"))).await.0,
@@ -166,7 +182,10 @@ async fn answers_503_naming_the_partition_when_another_instance_owns_it() {
     let (status, v) = get(&app, MEMBER, Some(&format!("Bearer {TOKEN}"))).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
     assert_eq!(v["partition"], 2);
-    assert!(v["error"].as_str().unwrap().contains("owned by another instance"));
+    assert!(v["error"]
+        .as_str()
+        .unwrap()
+        .contains("owned by another instance"));
 }
 
 #[tokio::test]

@@ -117,9 +117,17 @@ fn export_at_the_end_of_a_replay_agrees_with_each_members_last_alert() {
         .iter()
         .map(String::as_str)
         .collect();
-    let clock = rows.iter().filter_map(|r| ms(&r["evaluated_at"])).max().unwrap();
+    let clock = rows
+        .iter()
+        .filter_map(|r| ms(&r["evaluated_at"]))
+        .max()
+        .unwrap();
     for r in &rows {
-        assert_eq!(ms(&r["evaluated_at"]), Some(clock), "one partition, one clock");
+        assert_eq!(
+            ms(&r["evaluated_at"]),
+            Some(clock),
+            "one partition, one clock"
+        );
         for e in r["open_episodes"].as_array().unwrap() {
             // An episode opened by judging at the clock (not by an event or
             // timer yet) has an alert still to come; the others were raised.
@@ -162,10 +170,16 @@ fn export_at_a_later_time_moves_members_to_silent_and_churned_by_the_thresholds(
         } else {
             continue;
         };
-        assert_eq!(r["stage"], want, "{days:.1} days since the last purchase: {r}");
+        assert_eq!(
+            r["stage"], want,
+            "{days:.1} days since the last purchase: {r}"
+        );
         assert!(r["risk_score"].as_f64().unwrap() >= 60.0, "{r}");
     }
-    assert!(silent > 50 && churned > 50, "silent {silent}, churned {churned}");
+    assert!(
+        silent > 50 && churned > 50,
+        "silent {silent}, churned {churned}"
+    );
     // Not before the stored clock: the state no longer holds the past.
     let early = churnwatch::event::format_rfc3339_ms(clock - DAY_MS);
     let out = Command::new(bin())
@@ -220,7 +234,12 @@ fn csv_ndjson_and_parquet_exports_hold_the_same_rows_and_filters_apply() {
         .collect();
     let want_f: BTreeMap<_, _> = want
         .iter()
-        .map(|(k, (s, r))| (k.clone(), (s.clone(), r.parse::<f64>().unwrap().to_string())))
+        .map(|(k, (s, r))| {
+            (
+                k.clone(),
+                (s.clone(), r.parse::<f64>().unwrap().to_string()),
+            )
+        })
         .collect();
     assert_eq!(from_csv, want_f);
 
@@ -264,11 +283,20 @@ fn csv_ndjson_and_parquet_exports_hold_the_same_rows_and_filters_apply() {
     assert_eq!(from_parquet, want_f);
 
     let filtered = dir.path().join("f.ndjson");
-    export(&state, &filtered, &["--min-risk", "60", "--stage", "silent"]);
+    export(
+        &state,
+        &filtered,
+        &["--min-risk", "60", "--stage", "silent"],
+    );
     let rows = read_json_lines(&filtered);
     assert!(!rows.is_empty());
-    assert!(rows.iter().all(|r| r["stage"] == "silent" && r["risk_score"].as_f64().unwrap() >= 60.0));
-    let expected = want.values().filter(|(s, r)| s == "silent" && r.parse::<f64>().unwrap() >= 60.0).count();
+    assert!(rows
+        .iter()
+        .all(|r| r["stage"] == "silent" && r["risk_score"].as_f64().unwrap() >= 60.0));
+    let expected = want
+        .values()
+        .filter(|(s, r)| s == "silent" && r.parse::<f64>().unwrap() >= 60.0)
+        .count();
     assert_eq!(rows.len(), expected);
 }
 
@@ -316,7 +344,10 @@ fn cdnow_risk_score_ranks_customers_who_never_buy_again_at_least_as_well_as_rece
     assert_eq!(risk.len(), 2357, "every CDNOW customer is exported");
     let (a_risk, a_rec) = (auc(&risk), auc(&recency));
     println!("CDNOW, no purchase in the 39 weeks after 1997-09-30: AUC risk_score {a_risk:.3}, recency {a_rec:.3}");
-    assert!(a_risk >= a_rec, "risk_score AUC {a_risk:.3} < recency {a_rec:.3}");
+    assert!(
+        a_risk >= a_rec,
+        "risk_score AUC {a_risk:.3} < recency {a_rec:.3}"
+    );
 }
 
 /// Alerts of a campaign where treated members come back with probability
@@ -396,7 +427,10 @@ fn report_interval_contains_the_uplift_the_campaign_was_given() {
         row["holdout_members"]
     );
     assert!(f("ci_low") <= 0.10 && 0.10 <= f("ci_high"), "{row:?}");
-    assert!(f("ci_low") > 0.0, "an uplift of 10 points is detected: {row:?}");
+    assert!(
+        f("ci_low") > 0.0,
+        "an uplift of 10 points is detected: {row:?}"
+    );
     assert_eq!(row["note"], "campaigns helped");
     assert_eq!(f("pending"), 0.0);
     // Segments split the same units.
@@ -419,7 +453,12 @@ fn report_interval_contains_the_uplift_the_campaign_was_given() {
 fn chromium() -> Option<&'static str> {
     ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
-        .find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
 }
 
 #[test]
@@ -428,7 +467,13 @@ fn html_report_renders_its_chart_in_headless_chromium() {
     let alerts = dir.path().join("alerts.ndjson");
     campaign_alerts(&alerts, 2_000, 0.20, 0.10);
     let html = dir.path().join("report.html");
-    churnwatch(&["report", "--alerts", alerts.to_str().unwrap(), "--html", html.to_str().unwrap()]);
+    churnwatch(&[
+        "report",
+        "--alerts",
+        alerts.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+    ]);
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("<svg") && page.contains("purchase_gap"));
     let Some(browser) = chromium() else {
@@ -460,10 +505,20 @@ fn html_report_renders_its_chart_in_headless_chromium() {
     let dom = String::from_utf8_lossy(&dom.stdout);
     assert!(dom.contains("<svg"), "no SVG in the rendered DOM:\n{dom}");
     assert!(dom.matches("class=\"bar treated\"").count() >= 2, "{dom}");
-    let out = run(&[format!("--screenshot={}", shot.display()), "--window-size=1000,700".into()]);
-    let png = std::fs::read(&shot).unwrap_or_else(|_| {
-        panic!("no screenshot: {}", String::from_utf8_lossy(&out.stderr))
-    });
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "{} bytes", png.len());
-    println!("rendered by {browser}: {} ({} bytes)", shot.display(), png.len());
+    let out = run(&[
+        format!("--screenshot={}", shot.display()),
+        "--window-size=1000,700".into(),
+    ]);
+    let png = std::fs::read(&shot)
+        .unwrap_or_else(|_| panic!("no screenshot: {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 5_000,
+        "{} bytes",
+        png.len()
+    );
+    println!(
+        "rendered by {browser}: {} ({} bytes)",
+        shot.display(),
+        png.len()
+    );
 }

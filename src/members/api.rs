@@ -138,7 +138,11 @@ async fn member(
             )
         }
     };
-    tracing::debug!(status = status.as_u16(), partition, "member api: request served");
+    tracing::debug!(
+        status = status.as_u16(),
+        partition,
+        "member api: request served"
+    );
     answer(status, body)
 }
 

@@ -71,7 +71,10 @@ impl MembersCommand {
                 config,
                 quiet,
             } => {
-                let cfg = match config.as_ref().map_or_else(Config::from_env, |p| Config::load(p)) {
+                let cfg = match config
+                    .as_ref()
+                    .map_or_else(Config::from_env, |p| Config::load(p))
+                {
                     Ok(c) => c,
                     Err(e) => {
                         eprintln!("churnwatch members export: {e}");

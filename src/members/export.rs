@@ -195,7 +195,9 @@ pub fn export<S: Store + ?Sized>(
             .or(clocks.get(&p).copied().flatten())
             .unwrap_or(m.last_event_ms);
         let v = view::evaluate(&id, p, &m, now, cfg);
-        if opts.min_risk.is_some_and(|r| v.risk_score < r) || opts.stage.is_some_and(|s| v.stage != s) {
+        if opts.min_risk.is_some_and(|r| v.risk_score < r)
+            || opts.stage.is_some_and(|s| v.stage != s)
+        {
             continue;
         }
         sink.row(&v)?;
@@ -316,10 +318,11 @@ impl CsvSink {
         let mut out = csv::WriterBuilder::new()
             .buffer_capacity(1 << 20)
             .from_writer(file);
-        out.write_record(COLUMNS).map_err(|source| ExportError::Csv {
-            path: path.to_string(),
-            source,
-        })?;
+        out.write_record(COLUMNS)
+            .map_err(|source| ExportError::Csv {
+                path: path.to_string(),
+                source,
+            })?;
         Ok(CsvSink {
             out,
             path: path.to_string(),
@@ -451,7 +454,9 @@ impl Columns {
         Columns {
             // member_id, stage, segment, open_signals, open_alert_ids,
             // open_since, awaiting_return_alert_id, next_timer_checks
-            strings: (0..8).map(|_| StringBuilder::with_capacity(n, n * 16)).collect(),
+            strings: (0..8)
+                .map(|_| StringBuilder::with_capacity(n, n * 16))
+                .collect(),
             // risk_score, p_alive, expected_purchases_90d, 5 baselines, total_spend
             floats: (0..9).map(|_| Float64Builder::with_capacity(n)).collect(),
             // partition, checkin_streak_days, purchase_count

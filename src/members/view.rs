@@ -167,7 +167,10 @@ const CHECKIN_WINDOW_DAYS: i32 = 28;
 /// describe the member; the detectors keep their own windows and tests.
 fn baselines(m: &MemberState, now_ms: i64, cfg: &EngineConfig) -> Baselines {
     let cur = week_of(now_ms);
-    let (first, last) = ((week_of(m.first_seen_ms) + 1).max(cur - (WEEKS as i32 - 1)), cur - 1);
+    let (first, last) = (
+        (week_of(m.first_seen_ms) + 1).max(cur - (WEEKS as i32 - 1)),
+        cur - 1,
+    );
     let weeks = last - first + 1;
     let (open_rate, visits_per_week) = if weeks >= 1 {
         let sends = m.sends.sum(first, last);
@@ -185,9 +188,7 @@ fn baselines(m: &MemberState, now_ms: i64, cfg: &EngineConfig) -> Baselines {
         let last = m.checkins.last_day;
         let window = CHECKIN_WINDOW_DAYS;
         let rate = m.checkins.count(last - window + 1, last) as f64 * 7.0 / window as f64;
-        let streak = (0..)
-            .take_while(|i| m.checkins.is_set(last - i))
-            .count() as u32;
+        let streak = (0..).take_while(|i| m.checkins.is_set(last - i)).count() as u32;
         (Some(round(rate, 3)), streak)
     };
     let d = &cfg.detect;
@@ -311,7 +312,10 @@ impl MemberView {
 }
 
 /// The stored stream clock of `partition` (as the engine committed it).
-pub fn stored_clock<S: Store + ?Sized>(store: &S, partition: u32) -> Result<Option<i64>, ViewError> {
+pub fn stored_clock<S: Store + ?Sized>(
+    store: &S,
+    partition: u32,
+) -> Result<Option<i64>, ViewError> {
     Ok(store
         .get(Table::Meta, &meta_key(partition, META_CLOCK))?
         .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
@@ -472,7 +476,10 @@ mod tests {
         let v = evaluate("m", 0, &m, m.last_event_ms, &EngineConfig::default());
         let l = &v.last_event;
         assert_eq!(l.any, Some(m.last_event_ms));
-        assert_eq!(l.check_in, Some(m.last_event_ms.div_euclid(DAY_MS) * DAY_MS));
+        assert_eq!(
+            l.check_in,
+            Some(m.last_event_ms.div_euclid(DAY_MS) * DAY_MS)
+        );
         assert!(l.visit.unwrap() <= m.first_seen_ms);
         assert_eq!(l.purchase, None);
         assert_eq!(v.baselines.checkin_streak_days, 2);

@@ -49,7 +49,7 @@ impl ReportArgs {
 
     fn report(self) -> Result<(), (u8, String)> {
         let fail = |e: &dyn std::fmt::Display| (1, e.to_string());
-        if self.horizon_days.is_some_and(|h| !(h > 0.0)) {
+        if self.horizon_days.is_some_and(|h| h.is_nan() || h <= 0.0) {
             return Err((2, "--horizon-days must be positive".into()));
         }
         let mut b = Builder::default();

@@ -91,17 +91,13 @@ fn chart(rows: &[&Row]) -> String {
 }
 
 pub fn render(report: &Report) -> String {
-    let signals: Vec<&Row> = report
-        .rows
-        .iter()
-        .filter(|r| r.segment == "all")
-        .collect();
+    let signals: Vec<&Row> = report.rows.iter().filter(|r| r.segment == "all").collect();
     let mut rows = String::new();
     for r in report.summary_rows() {
         let u = r.uplift();
-        let _ = write!(
+        let _ = writeln!(
             rows,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&r.signal),
             esc(&r.segment),
             r.treated.members,

@@ -293,14 +293,11 @@ fn pct(v: Option<f64>) -> String {
 impl Report {
     /// Rows by signal (segment `all`), then by segment (signal `all`).
     pub fn summary_rows(&self) -> impl Iterator<Item = &Row> {
-        self.rows
-            .iter()
-            .filter(|r| r.segment == "all")
-            .chain(
-                self.rows
-                    .iter()
-                    .filter(|r| r.signal == "all" && r.segment != "all"),
-            )
+        self.rows.iter().filter(|r| r.segment == "all").chain(
+            self.rows
+                .iter()
+                .filter(|r| r.signal == "all" && r.segment != "all"),
+        )
     }
 
     /// The terminal table: per signal, then per segment.
@@ -432,8 +429,20 @@ mod tests {
             .iter()
             .find(|r| r.signal == "purchase_gap" && r.segment == "all")
             .unwrap();
-        assert_eq!(row.treated, Tally { members: 2, returned: 1 });
-        assert_eq!(row.holdout, Tally { members: 1, returned: 0 });
+        assert_eq!(
+            row.treated,
+            Tally {
+                members: 2,
+                returned: 1
+            }
+        );
+        assert_eq!(
+            row.holdout,
+            Tally {
+                members: 1,
+                returned: 0
+            }
+        );
         assert_eq!(row.pending, 1);
         assert_eq!(row.note(), "holdout too small to tell");
     }
@@ -444,8 +453,14 @@ mod tests {
         let row = Row {
             signal: "x".into(),
             segment: "all".into(),
-            treated: Tally { members: 70, returned: 56 },
-            holdout: Tally { members: 80, returned: 48 },
+            treated: Tally {
+                members: 70,
+                returned: 56,
+            },
+            holdout: Tally {
+                members: 80,
+                returned: 48,
+            },
             pending: 0,
         };
         let u = row.uplift().unwrap();

@@ -59,7 +59,10 @@ pub fn read_topic(cfg: &Config, topic: &str, b: &mut Builder) -> Result<(), Topi
         if let Some(payload) = m.payload() {
             b.line(&String::from_utf8_lossy(payload), &name, n)?;
         }
-        if ends.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
+        if ends
+            .get(&m.partition())
+            .is_some_and(|end| m.offset() + 1 >= *end)
+        {
             ends.remove(&m.partition());
         }
     }

@@ -54,4 +54,3 @@ pub fn auc(scores: &[(f64, bool)]) -> f64 {
     let neg = s.len() as f64 - pos;
     (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
 }
-
