@@ -259,7 +259,11 @@ def metrics_of(scrape):
 # Families labelled by partition have no sample, so no `# TYPE` line, until
 # partitions are assigned; the live scrape runs without a broker. They are
 # checked against the names the telemetry module registers instead.
-PER_PARTITION = {"churnwatch_consumer_lag"}
+PER_PARTITION = {
+    "churnwatch_consumer_lag",
+    "churnwatch_stream_clock_seconds",
+    "churnwatch_stream_clock_lag_seconds",
+}
 
 
 def registered_in_source():
