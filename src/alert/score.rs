@@ -1,121 +1,95 @@
-//! The 0–100 `risk_score`: how likely the member is to lapse, at detection
-//! time.
+//! The 0–100 `risk_score`: the estimated probability, in percent, that the
+//! member makes no purchase within `risk.horizon_days` of the detection.
 //!
-//! Two parts, combined like independent probabilities
-//! (`1 − (1 − recency)(1 − signals)`):
-//! - recency: how far past their own usual purchase gap the member is,
-//!   `1 − exp(−(overdue ratio − 1) / 1.5)` once overdue (the overdue ratio is
-//!   days since the last purchase over the usual gap; members without a gap
-//!   history are measured against the `silent` threshold);
-//! - signals: each open cooling episode adds its weight
-//!   (`1 − Π(1 − w)`): purchase_gap 0.35, stage_change 0.30, visit_decline
-//!   0.20, checkin_lapse 0.20, open_rate_drop 0.15, spend_decline 0.15.
+//! The number comes from the purchase model (`crate::risk`): P(no purchase
+//! in the horizon) under MBG/NBD given the member's repeat purchases, the
+//! time of the last one and their age, passed through a logistic
+//! calibration fitted on CDNOW, then with the odds multiplied by
+//! `risk.signal_odds_ratio` for each open engagement signal. How it was
+//! calibrated and how well it ranks: docs/risk-model.md.
 //!
-//! The stage then sets a floor: `silent` ≥ 60, `churned` ≥ 85.
+//! No stage floors or hand weights: a score is a probability, so a member
+//! scored 70 lapses about 70% of the time, whatever the stage.
 
-use crate::detect::{days, purchase_gap, stage_change, Signal};
-use crate::state::member::{Stage, NEVER};
+use crate::detect::Signal;
+use crate::risk;
 use crate::state::MemberState;
 
-const WEIGHTS: [f64; 6] = [0.35, 0.15, 0.20, 0.20, 0.15, 0.30];
+/// Signals about engagement rather than purchases. `purchase_gap` and
+/// `stage_change` are left out: they are read off the same purchase
+/// history the model already uses, so counting them again would double it.
+pub const ENGAGEMENT_SIGNALS: [Signal; 4] = [
+    Signal::OpenRateDrop,
+    Signal::VisitDecline,
+    Signal::CheckinLapse,
+    Signal::SpendDecline,
+];
 
-/// Weight of 1 − P(alive) in the blend.
-const MODEL_WEIGHT: f64 = 0.5;
-
-pub fn risk_score(
-    m: &MemberState,
-    now_ms: i64,
-    stage: Stage,
-    gap_cfg: &purchase_gap::Config,
-    life: &stage_change::Config,
-    p_alive: Option<f64>,
-) -> f64 {
-    let anchor = m
-        .last_purchase_ms()
-        .unwrap_or(if m.last_active_ms == NEVER {
-            m.first_seen_ms
-        } else {
-            m.last_active_ms
-        });
-    let usual = purchase_gap::median_gap_days(m, gap_cfg)
-        .unwrap_or(life.silent_days / 2.0)
-        .max(1.0);
-    let ratio = days(now_ms - anchor) / usual;
-    let recency = if ratio > 1.0 {
-        1.0 - (-(ratio - 1.0) / 1.5).exp()
-    } else {
-        0.0
-    };
-    let mut keep = 1.0;
-    for (i, ep) in m.episodes.iter().enumerate() {
-        if ep.open {
-            keep *= 1.0 - WEIGHTS[i];
-        }
+/// The member's risk score at `now_ms`, in percent with one decimal.
+pub fn risk_score(m: &MemberState, now_ms: i64, cfg: &risk::Config) -> f64 {
+    let open = ENGAGEMENT_SIGNALS
+        .iter()
+        .filter(|s| m.episodes[**s as usize].open)
+        .count();
+    let p = risk::lapse_probability(m, now_ms, open, cfg);
+    if !p.is_finite() {
+        return 0.0;
     }
-    let signals = 1.0 - keep;
-    // The purchase model is a third, independent piece of evidence: half
-    // its probability of the member having lapsed counts like an open
-    // signal of weight 0.5. BG/NBD's P(alive) is 1 for one-time buyers, so
-    // they are scored on recency and signals alone.
-    let model = p_alive.map_or(0.0, |p| MODEL_WEIGHT * (1.0 - p.clamp(0.0, 1.0)));
-    let mut score = 100.0 * (1.0 - (1.0 - recency) * (1.0 - signals) * (1.0 - model));
-    score = match stage {
-        Stage::Silent => score.max(60.0),
-        Stage::Churned => score.max(85.0),
-        _ => score,
-    };
-    (score.clamp(0.0, 100.0) * 10.0).round() / 10.0
-}
-
-/// Index of a signal's weight, for the docs and tests.
-pub fn weight(signal: Signal) -> f64 {
-    WEIGHTS.get(signal as usize).copied().unwrap_or(0.0)
+    (p.clamp(0.0, 1.0) * 1000.0).round() / 10.0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::detect::testkit::{day, member};
-    use crate::event::EventKind::Purchase;
+    use crate::event::EventKind::{Purchase, Visit};
 
-    #[test]
-    fn risk_grows_with_overdue_time_and_open_episodes() {
-        let mut m = member(
-            &(0..5)
-                .map(|i| (Purchase, i as f64 * 10.0, 20.0))
+    fn regular() -> MemberState {
+        member(
+            &(0..6)
+                .map(|i| (Purchase, i as f64 * 14.0, 20.0))
                 .collect::<Vec<_>>(),
-        );
-        let (g, l) = (
-            purchase_gap::Config::default(),
-            stage_change::Config::default(),
-        );
-        let on_time = risk_score(&m, day(45.0), Stage::Active, &g, &l, None);
-        let late = risk_score(&m, day(80.0), Stage::Cooling, &g, &l, None);
-        assert_eq!(on_time, 0.0);
-        assert!(late > 80.0, "{late}");
-        let quiet = risk_score(&m, day(50.0), Stage::Active, &g, &l, None);
-        m.episodes[Signal::VisitDecline as usize].open = true;
-        assert!(risk_score(&m, day(50.0), Stage::Cooling, &g, &l, None) > quiet);
-        assert_eq!(weight(Signal::PurchaseGap), 0.35);
-        assert!(risk_score(&m, day(50.0), Stage::Churned, &g, &l, None) >= 85.0);
+        )
     }
 
     #[test]
-    fn a_low_p_alive_raises_the_score_and_a_certain_one_leaves_it() {
-        let m = member(
-            &(0..5)
-                .map(|i| (Purchase, i as f64 * 10.0, 20.0))
-                .collect::<Vec<_>>(),
-        );
-        let (g, l) = (
-            purchase_gap::Config::default(),
-            stage_change::Config::default(),
-        );
-        let base = risk_score(&m, day(45.0), Stage::Active, &g, &l, None);
-        assert_eq!(
-            risk_score(&m, day(45.0), Stage::Active, &g, &l, Some(1.0)),
-            base
-        );
-        assert!(risk_score(&m, day(45.0), Stage::Active, &g, &l, Some(0.1)) > base + 20.0);
+    fn risk_grows_the_longer_a_regular_buyer_stays_away() {
+        let m = regular();
+        let cfg = risk::Config::default();
+        let scores: Vec<f64> = [72.0, 100.0, 160.0, 250.0]
+            .iter()
+            .map(|d| risk_score(&m, day(*d), &cfg))
+            .collect();
+        assert!(scores.windows(2).all(|w| w[0] < w[1]), "{scores:?}");
+        assert!(scores[0] < 40.0 && scores[3] > 80.0, "{scores:?}");
+    }
+
+    #[test]
+    fn an_open_engagement_signal_raises_the_score_a_purchase_signal_does_not() {
+        let mut m = regular();
+        let cfg = risk::Config::default();
+        let base = risk_score(&m, day(90.0), &cfg);
+        m.episodes[Signal::PurchaseGap as usize].open = true;
+        assert_eq!(risk_score(&m, day(90.0), &cfg), base);
+        m.episodes[Signal::VisitDecline as usize].open = true;
+        assert!(risk_score(&m, day(90.0), &cfg) > base + 3.0);
+    }
+
+    #[test]
+    fn a_longer_horizon_means_a_lower_risk_of_not_buying() {
+        let m = regular();
+        let short = risk::Config::default();
+        let long = risk::Config {
+            horizon_days: 365.0,
+            ..short.clone()
+        };
+        assert!(risk_score(&m, day(90.0), &long) < risk_score(&m, day(90.0), &short));
+    }
+
+    #[test]
+    fn members_who_never_bought_get_a_probability_too() {
+        let m = member(&[(Visit, 0.0, 0.0)]);
+        let s = risk_score(&m, day(10.0), &risk::Config::default());
+        assert!((50.0..100.0).contains(&s), "{s}");
     }
 }

@@ -478,12 +478,11 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        if d.open_rate_drop.recent_weeks + d.open_rate_drop.baseline_weeks > 16
-            || d.open_rate_drop.recent_weeks == 0
-        {
+        let o = &d.open_rate_drop;
+        if o.window_weeks > 16 || o.min_recent_weeks == 0 || o.min_recent_weeks > o.window_weeks {
             return Err(ConfigError::invalid(
-                "detect.open_rate_drop.baseline_weeks",
-                "recent_weeks (≥ 1) plus baseline_weeks must be at most 16 (the weeks kept per member)",
+                "detect.open_rate_drop.window_weeks",
+                "must be at most 16 (the weeks kept per member) and at least min_recent_weeks (≥ 1)",
             ));
         }
         if d.visit_decline.recent_weeks + d.visit_decline.baseline_weeks > 16
@@ -507,27 +506,34 @@ impl Config {
                 "recent_days and baseline_days must be positive and add up to at most 127",
             ));
         }
-        if d.spend_decline.recent_orders as usize + d.spend_decline.min_baseline_orders as usize
-            > crate::state::member::PURCHASE_HISTORY
+        if d.spend_decline.min_recent_orders == 0
+            || d.spend_decline.min_recent_orders as usize > crate::state::member::PURCHASE_HISTORY
         {
             return Err(ConfigError::invalid(
-                "detect.spend_decline.min_baseline_orders",
-                "recent_orders plus min_baseline_orders must be at most 10 (the orders kept per member)",
+                "detect.spend_decline.min_recent_orders",
+                "must be between 1 and 10 (the orders kept per member)",
             ));
         }
         for (key, v) in [
             (
-                "detect.open_rate_drop.max_p_value",
-                d.open_rate_drop.max_p_value,
+                "detect.open_rate_drop.threshold",
+                d.open_rate_drop.threshold,
             ),
-            (
-                "detect.visit_decline.max_p_value",
-                d.visit_decline.max_p_value,
-            ),
+            ("detect.spend_decline.threshold", d.spend_decline.threshold),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(ConfigError::invalid(key, "must be a positive number"));
+            }
+        }
+        for (key, v) in [
             ("detect.checkin_lapse.max_p_value", c.max_p_value),
             (
                 "detect.open_rate_drop.drop_ratio",
                 d.open_rate_drop.drop_ratio,
+            ),
+            (
+                "detect.visit_decline.max_p_value",
+                d.visit_decline.max_p_value,
             ),
             (
                 "detect.visit_decline.drop_ratio",
@@ -584,6 +590,21 @@ impl Config {
             if !(v.is_finite() && v > 0.0) {
                 return Err(ConfigError::invalid(key, "must be a positive number"));
             }
+        }
+        for (key, v) in [
+            ("risk.horizon_days", self.risk.horizon_days),
+            ("risk.calibration_slope", self.risk.calibration_slope),
+            ("risk.signal_odds_ratio", self.risk.signal_odds_ratio),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(ConfigError::invalid(key, "must be a positive number"));
+            }
+        }
+        if !self.risk.calibration_intercept.is_finite() {
+            return Err(ConfigError::invalid(
+                "risk.calibration_intercept",
+                "must be a finite number",
+            ));
         }
         if self.kafka.input_topics.is_empty() {
             return Err(ConfigError::invalid(

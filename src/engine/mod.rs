@@ -998,14 +998,7 @@ pub fn judge(
 /// `(p_alive, expected_purchases_90d)`, as alerts carry them.
 pub fn risk_of(m: &MemberState, now: i64, cfg: &EngineConfig) -> (f64, Option<(f64, f64)>) {
     let model = crate::risk::assess(m, now, &cfg.risk);
-    let risk = risk_score(
-        m,
-        now,
-        m.stage,
-        &cfg.detect.purchase_gap,
-        &cfg.lifecycle,
-        model.map(|(alive, _)| alive),
-    );
+    let risk = risk_score(m, now, &cfg.risk);
     (risk, model)
 }
 

@@ -162,6 +162,45 @@ pub fn p_alive(kind: ModelKind, params: &ModelParams, rfm: &Rfm) -> f64 {
     }
 }
 
+/// Probability of no purchase at all in (T, T + horizon] given the history.
+///
+/// A member who has dropped out buys nothing; one still alive at T buys as a
+/// Poisson process whose rate has the posterior Gamma(r + x, α + T), and can
+/// only drop out right after a purchase (in both models), so
+///
+/// ```text
+/// P(none in t) = 1 − P(alive) · (1 − ((α + T) / (α + T + t))^(r + x))
+/// ```
+///
+/// Closed form, no ₂F₁: cheap enough for every alert. NaN for invalid input
+/// or a negative horizon.
+pub fn p_no_purchase_within(
+    kind: ModelKind,
+    params: &ModelParams,
+    rfm: &Rfm,
+    horizon_weeks: f64,
+) -> f64 {
+    if horizon_weeks.is_nan() || horizon_weeks < 0.0 {
+        return f64::NAN;
+    }
+    let alive = p_alive(kind, params, rfm);
+    // (1 − q) computed as −expm1(ln q) keeps precision for short horizons.
+    let ln_q = -(params.r + rfm.x) * (horizon_weeks / (params.alpha + rfm.t)).ln_1p();
+    let buys_if_alive = -ln_q.exp_m1();
+    (1.0 - alive * buys_if_alive).clamp(0.0, 1.0)
+}
+
+/// Probability that someone who has never bought, known for `weeks`, makes
+/// no purchase in the next `horizon_weeks`: the population's Gamma(r, α)
+/// purchase rate updated by `weeks` without a purchase. Nobody can have
+/// dropped out before a first purchase in either model.
+pub fn p_no_first_purchase_within(params: &ModelParams, weeks: f64, horizon_weeks: f64) -> f64 {
+    let weeks = weeks.max(0.0);
+    (-(params.r) * (horizon_weeks / (params.alpha + weeks)).ln_1p())
+        .exp()
+        .clamp(0.0, 1.0)
+}
+
 /// The age T (weeks since the first purchase) from which P(alive | x, t_x, T)
 /// is at most `p`, if no further purchase comes. P(alive) only falls as T
 /// grows, and log-odds of drop-out are linear in ln(α+T), so this is closed

@@ -16,8 +16,9 @@ use bgnbd::{ModelKind, ModelParams, Rfm};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Compute `p_alive` and `expected_purchases_90d` for alerts and blend
-    /// P(alive) into `risk_score`.
+    /// Put `p_alive` and `expected_purchases_90d` into alert evidence and
+    /// let `purchase_gap` fire on a low P(alive). `risk_score` uses the model
+    /// either way: it is defined as the model's lapse probability.
     pub enabled: bool,
     /// `bgnbd` or `mbgnbd`.
     pub model: String,
@@ -29,6 +30,20 @@ pub struct Config {
     pub a: f64,
     /// Beta `b` of the drop-out probability.
     pub b: f64,
+    /// `risk_score` is the probability, in percent, of no purchase within
+    /// this many days.
+    pub horizon_days: f64,
+    /// Calibration of the model's probability (logistic, on its log-odds):
+    /// calibrated log-odds = intercept + slope · model log-odds. Defaults
+    /// fitted on CDNOW alerts (docs/risk-model.md); 0 and 1 leave the
+    /// model's probability as it is.
+    pub calibration_intercept: f64,
+    pub calibration_slope: f64,
+    /// Each open engagement signal (`open_rate_drop`, `visit_decline`,
+    /// `checkin_lapse`, `spend_decline`) multiplies the odds of lapsing by
+    /// this. Purchase-based signals (`purchase_gap`, `stage_change`) do not:
+    /// the purchase model already knows the history they come from.
+    pub signal_odds_ratio: f64,
 }
 
 impl Default for Config {
@@ -47,6 +62,10 @@ impl Default for Config {
             alpha: p.alpha,
             a: p.a,
             b: p.b,
+            horizon_days: 90.0,
+            calibration_intercept: 0.0515,
+            calibration_slope: 0.8945,
+            signal_odds_ratio: 1.5,
         }
     }
 }
@@ -99,6 +118,35 @@ pub fn assess(m: &MemberState, now_ms: i64, cfg: &Config) -> Option<(f64, f64)> 
     let alive = bgnbd::p_alive(kind, &p, &rfm);
     let expected = bgnbd::expected_purchases(kind, &p, &rfm, 90.0 / 7.0);
     (alive.is_finite() && expected.is_finite()).then_some((alive, expected))
+}
+
+/// The estimated probability (0–1) that the member makes no purchase in the
+/// `horizon_days` after `now_ms`: the purchase model's own probability
+/// (members who never bought: the population's purchase rate after the
+/// time they have been known without buying), calibrated, then shifted by
+/// `open_signals` open engagement signals (counted by the caller: which
+/// signals count is the alert layer's business, not the model's).
+pub fn lapse_probability(m: &MemberState, now_ms: i64, open_signals: usize, cfg: &Config) -> f64 {
+    let params = cfg.params();
+    let kind = cfg.kind().unwrap_or(ModelKind::MbgNbd);
+    let horizon = cfg.horizon_days / 7.0;
+    let raw = match member_rfm(m, now_ms) {
+        Some(rfm) => bgnbd::p_no_purchase_within(kind, &params, &rfm, horizon),
+        None => {
+            let weeks = (now_ms - m.first_seen_ms) as f64 / (7 * DAY_MS) as f64;
+            bgnbd::p_no_first_purchase_within(&params, weeks, horizon)
+        }
+    };
+    if !raw.is_finite() {
+        return f64::NAN;
+    }
+    // Log-odds clipped to ±ln(1e6): a model "certainty" of 1e-12 is not one.
+    let p = raw.clamp(1e-6, 1.0 - 1e-6);
+    let signals = open_signals as f64;
+    let z = cfg.calibration_intercept
+        + cfg.calibration_slope * (p / (1.0 - p)).ln()
+        + signals * cfg.signal_odds_ratio.max(f64::MIN_POSITIVE).ln();
+    1.0 / (1.0 + (-z).exp())
 }
 
 /// P(alive) alone (no expected purchases, so no 2F1): what the

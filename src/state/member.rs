@@ -7,8 +7,10 @@ use crate::detect::{Signal, EPISODE_SIGNALS};
 use crate::event::{Event, EventKind};
 
 /// Version byte leading every encoded member; bump on layout changes and
-/// keep decoding the old ones.
-pub const FORMAT_VERSION: u8 = 1;
+/// keep decoding the old ones. Version 2 appends the long-run totals
+/// (`WeeklyCounts::older`, `older_log_spend`); a version 1 member decodes
+/// with them at zero, so its long run starts at its 16-week window.
+pub const FORMAT_VERSION: u8 = 2;
 /// Purchases kept individually (newest first out): enough for the median of
 /// the recent gaps, a gap trend and an order-value baseline.
 pub const PURCHASE_HISTORY: usize = 10;
@@ -92,6 +94,9 @@ pub struct MemberState {
     /// Distinct UTC days with a purchase (BG/NBD counts same-day orders once).
     pub purchase_days: u32,
     pub total_spend: f64,
+    /// Sum of ln(amount) of the purchases no longer kept individually
+    /// (`purchase_count − purchases_len` of them): the long-run spend level.
+    pub older_log_spend: f32,
     /// The newest purchases, oldest first.
     pub purchases: [Purchase; PURCHASE_HISTORY],
     pub purchases_len: u8,
@@ -119,6 +124,7 @@ impl MemberState {
             purchase_count: 0,
             purchase_days: 0,
             total_spend: 0.0,
+            older_log_spend: 0.0,
             purchases: [Purchase::default(); PURCHASE_HISTORY],
             purchases_len: 0,
             visits: WeeklyCounts::default(),
@@ -138,6 +144,12 @@ impl MemberState {
     /// The kept purchases, oldest first.
     pub fn purchases(&self) -> &[Purchase] {
         &self.purchases[..self.purchases_len as usize]
+    }
+
+    /// Purchases counted only in the long-run totals.
+    pub fn older_purchases(&self) -> u32 {
+        self.purchase_count
+            .saturating_sub(self.purchases_len as u32)
     }
 
     pub fn last_purchase_ms(&self) -> Option<i64> {
@@ -209,8 +221,11 @@ impl MemberState {
             self.purchases[pos] = p;
             self.purchases_len += 1;
         } else if pos > 0 {
+            self.older_log_spend += log_amount(self.purchases[0].amount) as f32;
             self.purchases.copy_within(1..pos, 0);
             self.purchases[pos - 1] = p;
+        } else {
+            self.older_log_spend += log_amount(p.amount) as f32;
         }
     }
 
@@ -256,6 +271,11 @@ impl MemberState {
         for h in self.recent_ids {
             w.u32(h);
         }
+        // Version 2: long-run totals.
+        for c in [&self.visits, &self.sends, &self.opens] {
+            w.u32(c.older);
+        }
+        w.f32(self.older_log_spend);
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -267,7 +287,7 @@ impl MemberState {
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(buf);
         let v = r.u8()?;
-        if v != FORMAT_VERSION {
+        if v != 1 && v != FORMAT_VERSION {
             return Err(DecodeError::Version(v));
         }
         let mut m = MemberState::new(r.i64()?);
@@ -323,8 +343,20 @@ impl MemberState {
         for h in m.recent_ids.iter_mut() {
             *h = r.u32()?;
         }
+        if v >= 2 {
+            for c in [&mut m.visits, &mut m.sends, &mut m.opens] {
+                c.older = r.u32()?;
+            }
+            m.older_log_spend = r.f32()?;
+        }
         Ok(m)
     }
+}
+
+/// The log order value the spend detector works on (a zero order counts as
+/// one cent, so it stays finite).
+pub fn log_amount(amount: f32) -> f64 {
+    (amount as f64).max(0.01).ln()
 }
 
 #[cfg(test)]
@@ -377,6 +409,21 @@ mod tests {
     fn encoded_member_stays_within_512_bytes_whatever_the_history() {
         let n = busy_member().to_bytes().len();
         assert!(n <= 512, "encoded member is {n} bytes");
+    }
+
+    #[test]
+    fn decodes_version_1_members_with_empty_long_run_totals() {
+        let m = busy_member();
+        let mut v1 = m.to_bytes();
+        // Version 1 is version 2 without the 16 trailing long-run bytes.
+        v1.truncate(v1.len() - 16);
+        v1[0] = 1;
+        let old = MemberState::decode(&v1).unwrap();
+        assert_eq!(old.visits.older, 0);
+        assert_eq!(old.older_log_spend, 0.0);
+        assert_eq!(old.visits.slots, m.visits.slots);
+        assert_eq!(old.recent_ids, m.recent_ids);
+        assert!(m.visits.older > 0 && m.older_log_spend > 0.0);
     }
 
     #[test]

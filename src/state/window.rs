@@ -33,12 +33,19 @@ pub fn day_of(ts_ms: i64) -> i32 {
 pub struct WeeklyCounts {
     pub newest_week: i32,
     pub slots: [u16; WEEKS],
+    /// Events in the weeks before the oldest slot: the member's long-run
+    /// history, which the sequential detectors use as their baseline so
+    /// that a change cannot become its own baseline by sliding into it.
+    pub older: u32,
 }
 
 impl WeeklyCounts {
     pub fn add(&mut self, week: i32) {
         if week > self.newest_week {
             let shift = (week - self.newest_week) as usize;
+            let kept = WEEKS.saturating_sub(shift);
+            let rolled: u32 = self.slots[kept..].iter().map(|s| *s as u32).sum();
+            self.older = self.older.saturating_add(rolled);
             if shift >= WEEKS {
                 self.slots = [0; WEEKS];
             } else {
@@ -48,9 +55,17 @@ impl WeeklyCounts {
             self.newest_week = week;
         }
         let idx = (self.newest_week - week) as usize;
-        if let Some(s) = self.slots.get_mut(idx) {
-            *s = s.saturating_add(1);
+        match self.slots.get_mut(idx) {
+            Some(s) => *s = s.saturating_add(1),
+            // Too late for its week's slot: still part of the long run.
+            None => self.older = self.older.saturating_add(1),
         }
+    }
+
+    /// Events in all weeks before `week` (slots and long-run total).
+    pub fn before(&self, week: i32) -> u32 {
+        let oldest = self.newest_week - (WEEKS as i32 - 1);
+        self.older + self.sum(oldest, week - 1)
     }
 
     pub fn count(&self, week: i32) -> u32 {
@@ -150,8 +165,13 @@ mod tests {
         w.add(103 + WEEKS as i32 - 1);
         assert_eq!(w.count(100), 0, "slid out of the window");
         assert_eq!(w.count(103), 1);
-        w.add(90); // too old: dropped
+        w.add(90); // too old for a slot: long run only
         assert_eq!(w.sum(0, 200), 2);
+        assert_eq!(
+            w.older, 4,
+            "slid-out and too-late events stay in the long run"
+        );
+        assert_eq!(w.before(103 + WEEKS as i32), 6);
     }
 
     #[test]
