@@ -10,6 +10,7 @@
 //! - [`members`]: the member view: `GET /members/{id}` and `members export`
 //! - [`report`]: the campaign uplift report from the alert stream
 //! - [`bootstrap`]: `run`'s state built from a history file
+//! - [`inspect`]: `churnwatch state inspect`, a state directory for operators
 //! - [`pipeline`]: the Kafka source, sink and rebalance handling
 //! - [`simulate`]: synthetic member journeys
 //! - [`config`]: the strict configuration tree
@@ -21,6 +22,7 @@ pub mod config;
 pub mod detect;
 pub mod engine;
 pub mod event;
+pub mod inspect;
 pub mod members;
 pub mod pipeline;
 pub mod replay;

@@ -136,6 +136,12 @@ enum Command {
     /// Campaign uplift from the alert stream: per signal and segment,
     /// treated vs holdout members who came back, with a 95% interval.
     Report(churnwatch::report::cli::ReportArgs),
+    /// Look into a state directory: partitions, clocks, offsets and the
+    /// records moved to the quarantine.
+    State {
+        #[command(subcommand)]
+        command: churnwatch::inspect::StateCommand,
+    },
     /// The member view: every member's stage, segment, risk and reasons.
     Members {
         #[command(subcommand)]
@@ -318,6 +324,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Members { command } => command.run(),
+        Command::State { command } => command.run(),
         Command::Report(args) => args.run(),
         Command::Bootstrap {
             config,

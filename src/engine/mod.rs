@@ -38,10 +38,11 @@ use crate::state::keys::{
     member_key, meta_key, partition_end, partition_prefix, split_timer_key, timer_bound, timer_key,
 };
 use crate::state::member::{OpenAlert, Stage, NEVER};
+use crate::state::quarantine::{Kind as QuarantineKind, Quarantined};
 use crate::state::{Batch, MemberState, Store, StoreError, Table};
 use crate::telemetry::events::{
     ClockReleased, DuplicateAbsorbed, EventConsumed, EventRejected, MemberAlerted, MemberCreated,
-    MemberEvicted, MemberReactivated, StateCommitted, TimersFired,
+    MemberEvicted, MemberReactivated, StateCommitted, StateQuarantined, TimersFired,
 };
 use crate::telemetry::Metrics;
 
@@ -171,6 +172,12 @@ pub struct Engine<S: Store> {
     /// pass runs: the pass may already have moved past it.
     refire: Option<Vec<u8>>,
     raised: Vec<RaisedAlert>,
+    /// Undecodable records found since the last commit: moved to the
+    /// quarantine table (and their originals deleted) by the commit, and
+    /// reported to the caller through [`Engine::take_quarantined`].
+    quarantine: Vec<Quarantined>,
+    /// How many of `quarantine` the caller has taken.
+    quarantine_taken: usize,
     findings: Vec<(Signal, Finding)>,
     stats: EngineStats,
 }
@@ -185,6 +192,8 @@ impl<S: Store> Engine<S> {
             overlay: BTreeMap::new(),
             refire: None,
             raised: Vec::new(),
+            quarantine: Vec::new(),
+            quarantine_taken: 0,
             findings: Vec::new(),
             stats: EngineStats::default(),
         })
@@ -272,6 +281,12 @@ impl<S: Store> Engine<S> {
             self.overlay.remove(&k);
         }
         self.raised.retain(|a| a.partition != partition);
+        let taken = self.quarantine[..self.quarantine_taken]
+            .iter()
+            .filter(|q| q.partition != partition)
+            .count();
+        self.quarantine.retain(|q| q.partition != partition);
+        self.quarantine_taken = taken;
     }
 
     /// Processes one input message of `partition`.
@@ -399,6 +414,15 @@ impl<S: Store> Engine<S> {
     ) -> Result<(), EngineError> {
         let started = std::time::Instant::now();
         let mut batch = Batch::default();
+        // First, so that a member who starts afresh after a quarantine is
+        // written after (over) the deletion of the undecodable original.
+        for q in self.quarantine.drain(..) {
+            q.write_to(&mut batch);
+            if q.kind == QuarantineKind::Member {
+                batch.delete(Table::Members, q.key);
+            }
+        }
+        self.quarantine_taken = 0;
         let mut members = 0;
         for (&p, part) in self.parts.iter_mut() {
             for (id, cm) in part.members.drain() {
@@ -527,14 +551,20 @@ impl<S: Store> Engine<S> {
             }
             return Ok((key, cm));
         }
-        let state = match self.load(partition, member_id)? {
-            Some(m) => m,
-            None => {
+        Ok(match self.load_or_quarantine(partition, member_id)? {
+            Loaded::Found(m) => (member_id.into(), Cached::clean(*m)),
+            Loaded::Absent => {
                 MemberCreated.emit(&self.metrics);
-                MemberState::new(ts_ms)
+                (member_id.into(), Cached::clean(MemberState::new(ts_ms)))
             }
-        };
-        Ok((member_id.into(), Cached::clean(state)))
+            // Starts afresh, written over the undecodable original.
+            Loaded::Quarantined => {
+                MemberCreated.emit(&self.metrics);
+                let mut cm = Cached::clean(MemberState::new(ts_ms));
+                cm.dirty = true;
+                (member_id.into(), cm)
+            }
+        })
     }
 
     /// Like [`Self::checkout`], but `None` for a member without state.
@@ -553,9 +583,63 @@ impl<S: Store> Engine<S> {
         if let Some(entry) = part.members.remove_entry(member_id) {
             return Ok(Some(entry));
         }
-        Ok(self
-            .load(partition, member_id)?
-            .map(|state| (member_id.into(), Cached::clean(state))))
+        match self.load_or_quarantine(partition, member_id)? {
+            Loaded::Found(state) => Ok(Some((member_id.into(), Cached::clean(*state)))),
+            Loaded::Absent => Ok(None),
+            Loaded::Quarantined => {
+                // Gone: deleted (with a changelog tombstone) at the commit,
+                // and not loaded (and quarantined) again before it.
+                let gone = Cached {
+                    state: MemberState::new(0),
+                    dirty: true,
+                    evicted: true,
+                };
+                if let Some(part) = self.parts.get_mut(&partition) {
+                    part.members.insert(member_id.into(), gone);
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// A member's stored state; a value that does not decode is moved to
+    /// the quarantine and the member starts afresh, rather than stopping
+    /// the partition (and stopping it again after every restart).
+    fn load_or_quarantine(
+        &mut self,
+        partition: u32,
+        member_id: &str,
+    ) -> Result<Loaded, EngineError> {
+        let key = member_key(partition, member_id);
+        let Some(bytes) = self.store.get(Table::Members, &key)? else {
+            return Ok(Loaded::Absent);
+        };
+        match MemberState::decode(&bytes) {
+            Ok(m) => Ok(Loaded::Found(Box::new(m))),
+            Err(e) => {
+                self.quarantine_record(Quarantined::new(
+                    QuarantineKind::Member,
+                    partition,
+                    &key,
+                    &bytes,
+                    e.to_string(),
+                ));
+                Ok(Loaded::Quarantined)
+            }
+        }
+    }
+
+    fn quarantine_record(&mut self, q: Quarantined) {
+        StateQuarantined(&q).emit(&self.metrics);
+        self.quarantine.push(q);
+    }
+
+    /// Records moved to the quarantine since the last call, for the caller
+    /// to dead-letter. They are written by the next commit.
+    pub fn take_quarantined(&mut self) -> Vec<Quarantined> {
+        let new = self.quarantine[self.quarantine_taken..].to_vec();
+        self.quarantine_taken = self.quarantine.len();
+        new
     }
 
     /// Marks a member for deletion at the next commit.
@@ -644,6 +728,13 @@ impl<S: Store> Engine<S> {
                 cursor.extend_from_slice(&key);
                 cursor.push(0);
                 let Some((_, due, member)) = split_timer_key(&key) else {
+                    self.quarantine_record(Quarantined::new(
+                        QuarantineKind::Timer,
+                        p,
+                        &key,
+                        &[],
+                        "timer key does not split into due time and member id".into(),
+                    ));
                     self.overlay.insert(key, false);
                     continue;
                 };
@@ -732,7 +823,9 @@ impl<S: Store> Engine<S> {
             .range(from.clone()..end.clone())
             .find(|(_, put)| **put)
         {
-            best = split_timer_key(k).map_or(best, |t| t.1);
+            // An unsplittable key is due at once: the firing pass moves it
+            // to the quarantine instead of it hiding every timer after it.
+            best = split_timer_key(k).map_or(NEVER, |t| t.1);
         }
         for _ in 0..8 {
             let chunk = self.store.scan(Table::Timers, &from, &end, 64)?;
@@ -743,7 +836,7 @@ impl<S: Store> Engine<S> {
                 .iter()
                 .find(|(k, _)| self.overlay.get(k) != Some(&false))
             {
-                let due = split_timer_key(k).map_or(best, |t| t.1);
+                let due = split_timer_key(k).map_or(NEVER, |t| t.1);
                 return Ok(best.min(due));
             }
             from = last.clone();
@@ -1038,6 +1131,14 @@ pub fn timer_checks(
     ]
     .into_iter()
     .filter_map(move |(s, t)| t.filter(|t| *t > now).map(|t| (s, t)))
+}
+
+/// A member's stored state, as found.
+enum Loaded {
+    Found(Box<MemberState>),
+    Absent,
+    /// It did not decode and was moved to the quarantine.
+    Quarantined,
 }
 
 /// What a member's timer did.

@@ -497,3 +497,77 @@ fn a_member_active_in_every_way_is_still_evicted_once_silent() {
     assert_eq!(e.member(0, "busy").unwrap(), None);
     assert_eq!(commit_changes(&mut e), ["-busy"]);
 }
+
+#[test]
+fn an_undecodable_member_value_is_quarantined_and_the_member_starts_afresh() {
+    let store = Arc::new(MemoryStore::new());
+    {
+        let mut e = engine(store.clone());
+        weekly_buyer(&mut e, "m1", 5);
+        weekly_buyer(&mut e, "m2", 5);
+        e.commit(Batch::default()).unwrap();
+    }
+    let key = crate::state::keys::member_key(0, "m1");
+    let mut b = Batch::default();
+    b.put(Table::Members, key.clone(), vec![0xff, 1, 2, 3]);
+    store.write(b).unwrap();
+
+    let mut e = engine(store.clone());
+    let l = line("late", "m1", "visit", day(30.0), None);
+    assert_eq!(e.process(0, &l, WALL).unwrap(), Outcome::Accepted);
+    let q = e.take_quarantined();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].kind, crate::state::quarantine::Kind::Member);
+    assert_eq!(q[0].value, vec![0xff, 1, 2, 3]);
+    assert!(e.take_quarantined().is_empty(), "reported once");
+    e.commit(Batch::default()).unwrap();
+    // Set aside with its reason; the member is new; m2 is untouched.
+    let listed = crate::state::quarantine::list(&*store).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key, key);
+    let m1 = e.member(0, "m1").unwrap().unwrap();
+    assert_eq!(m1.purchase_count, 0);
+    assert_eq!(e.member(0, "m2").unwrap().unwrap().purchase_count, 5);
+    // m2's timers still fire.
+    e.advance_clock_to(day(50.0)).unwrap();
+    assert!(signals(&e.take_alerts()).contains(&"purchase_gap"));
+}
+
+#[test]
+fn a_corrupt_member_reached_by_its_timer_is_quarantined_and_deleted() {
+    let store = Arc::new(MemoryStore::new());
+    {
+        let mut e = engine(store.clone());
+        weekly_buyer(&mut e, "m1", 5);
+        weekly_buyer(&mut e, "m2", 5);
+        e.commit(Batch::default()).unwrap();
+    }
+    let mut b = Batch::default();
+    b.put(
+        Table::Members,
+        crate::state::keys::member_key(0, "m1"),
+        b"garbage".to_vec(),
+    );
+    // And a timer key that does not even split.
+    b.put(Table::Timers, vec![0, 0, 0, 0, 1, 2], Vec::new());
+    store.write(b).unwrap();
+    let mut e = engine(store.clone());
+    e.assign(0).unwrap();
+    e.advance_clock_to(day(50.0)).unwrap();
+    // m2's gap fires; m1 is set aside, not fired, not fatal.
+    let alerts = e.take_alerts();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].alert.member_id, "m2");
+    let kinds: Vec<_> = e.take_quarantined().iter().map(|q| q.kind).collect();
+    assert!(
+        kinds.contains(&crate::state::quarantine::Kind::Member),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&crate::state::quarantine::Kind::Timer),
+        "{kinds:?}"
+    );
+    e.commit(Batch::default()).unwrap();
+    assert!(e.member(0, "m1").unwrap().is_none());
+    assert_eq!(crate::state::quarantine::list(&*store).unwrap().len(), 2);
+}

@@ -37,6 +37,7 @@ use crate::state::keys::{
     member_key, meta_key, partition_end, partition_prefix, timer_key, GLOBAL_PARTITION,
 };
 use crate::state::member::NEVER;
+use crate::state::quarantine::{Kind as QuarantineKind, Quarantined};
 use crate::state::{Batch, Store, StoreError, Table};
 use crate::telemetry::events::KafkaClientLog;
 
@@ -155,8 +156,11 @@ pub struct Restorer<'a, S: Store + ?Sized> {
     partition: u32,
     batch_records: usize,
     input_topics: &'a [String],
-    /// Records of the commit in progress: (member id, value or tombstone).
-    open: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Records of the commit in progress: (offset, member id, value or
+    /// tombstone).
+    open: Vec<(i64, Vec<u8>, Option<Vec<u8>>)>,
+    /// Records moved to the quarantine so far (written with the batches).
+    pub quarantined: Vec<Quarantined>,
     batch: Batch,
     batch_members: usize,
     /// Records read, and members written, so far.
@@ -181,13 +185,18 @@ impl<'a, S: Store + ?Sized> Restorer<'a, S> {
             open: Vec::new(),
             batch: Batch::default(),
             batch_members: 0,
+            quarantined: Vec::new(),
             records: 0,
             members: 0,
             mark: None,
         }
     }
 
-    /// One changelog record at `offset`.
+    /// One changelog record at `offset`. A record that cannot be decoded
+    /// is moved to the quarantine (see [`Restorer::quarantined`]) and left
+    /// out: a member record is skipped; a marker is skipped and the records
+    /// before it join the next commit, so the state still never runs ahead
+    /// of a marker's offsets.
     pub fn apply(
         &mut self,
         offset: i64,
@@ -197,18 +206,38 @@ impl<'a, S: Store + ?Sized> Restorer<'a, S> {
     ) -> Result<(), RestoreError> {
         self.records += 1;
         if !marker {
-            self.open.push((key.to_vec(), value.map(<[u8]>::to_vec)));
+            self.open
+                .push((offset, key.to_vec(), value.map(<[u8]>::to_vec)));
             return Ok(());
         }
-        let mark = PartitionMark::decode(value.unwrap_or_default())?;
+        let mark = match PartitionMark::decode(value.unwrap_or_default()) {
+            Ok(m) => m,
+            Err(e) => {
+                self.set_aside(offset, key, value.unwrap_or_default(), e.to_string());
+                return Ok(());
+            }
+        };
         let p = self.partition;
-        for (id, value) in self.open.drain(..) {
-            let id = std::str::from_utf8(&id)
-                .map_err(|_| RestoreError::Corrupt("member id is not utf-8".into()))?;
-            let mkey = member_key(p, id);
+        for (at, id, value) in std::mem::take(&mut self.open) {
+            let Ok(member) = std::str::from_utf8(&id) else {
+                self.set_aside(
+                    at,
+                    &id,
+                    value.as_deref().unwrap_or_default(),
+                    "member id is not utf-8".into(),
+                );
+                continue;
+            };
+            let mkey = member_key(p, member);
             match value {
                 Some(mut v) => {
-                    let (due, _) = split_member_value(&v)?;
+                    let due = match split_member_value(&v) {
+                        Ok((due, _)) => due,
+                        Err(e) => {
+                            self.set_aside(at, &id, &v, e.to_string());
+                            continue;
+                        }
+                    };
                     // The state is the value after its 9-byte header: shift
                     // it in place rather than copy it into a new buffer.
                     v.drain(..9);
@@ -218,7 +247,7 @@ impl<'a, S: Store + ?Sized> Restorer<'a, S> {
                     // member's due time when it reaches them.
                     if due != NEVER {
                         self.batch
-                            .put(Table::Timers, timer_key(p, due, id), Vec::new());
+                            .put(Table::Timers, timer_key(p, due, member), Vec::new());
                     }
                 }
                 None => self.batch.delete(Table::Members, mkey),
@@ -258,6 +287,19 @@ impl<'a, S: Store + ?Sized> Restorer<'a, S> {
             self.flush()?;
         }
         Ok(())
+    }
+
+    fn set_aside(&mut self, offset: i64, key: &[u8], value: &[u8], reason: String) {
+        let mut q = Quarantined::new(
+            QuarantineKind::Changelog,
+            self.partition,
+            key,
+            value,
+            reason,
+        );
+        q.offset = Some(offset);
+        q.write_to(&mut self.batch);
+        self.quarantined.push(q);
     }
 
     /// Writes what was applied so far (whole commits only).
@@ -360,6 +402,8 @@ pub struct Restored {
     /// The next changelog offset now reflected in local state.
     pub next: i64,
     pub seconds: f64,
+    /// Records that could not be decoded, moved to the quarantine table.
+    pub quarantined: Vec<Quarantined>,
 }
 
 /// Reads partition `partition` of the changelog from `from` to partition EOF
@@ -430,6 +474,7 @@ pub fn restore<S: Store + ?Sized>(
         members: r.members,
         next,
         seconds: started.elapsed().as_secs_f64(),
+        quarantined: std::mem::take(&mut r.quarantined),
     })
 }
 
@@ -524,17 +569,52 @@ mod tests {
     }
 
     #[test]
-    fn unknown_record_formats_are_errors() {
+    fn undecodable_records_are_quarantined_and_the_rest_restored() {
         let store = MemoryStore::default();
         let t = topics();
         let mut r = Restorer::new(&store, 0, &t, 10);
+        // What was seen in the field: a value of an unknown format, then a
+        // valid marker. It used to stop the instance at every restart.
         let mut v = member_value(NEVER, b"a");
-        v[0] = 9;
+        v[0] = 255;
         r.apply(0, false, b"m-1", Some(&v)).unwrap();
-        assert!(matches!(
-            r.apply(1, true, MARKER_KEY, Some(&mark(1, 1))),
-            Err(RestoreError::Corrupt(_))
-        ));
+        r.apply(1, false, b"m-2", Some(&member_value(NEVER, b"b")))
+            .unwrap();
+        r.apply(2, false, &[0xff, 0xfe], Some(&member_value(NEVER, b"c")))
+            .unwrap();
+        r.apply(3, true, MARKER_KEY, Some(&mark(1, 1))).unwrap();
+        // A marker that does not decode: its records join the next commit.
+        r.apply(4, false, b"m-3", Some(&member_value(NEVER, b"d")))
+            .unwrap();
+        r.apply(5, true, MARKER_KEY, Some(b"{not json")).unwrap();
+        r.apply(6, true, MARKER_KEY, Some(&mark(2, 9))).unwrap();
+        r.finish().unwrap();
+        let reasons: Vec<(Option<i64>, &str)> = r
+            .quarantined
+            .iter()
+            .map(|q| (q.offset, q.reason.as_str()))
+            .collect();
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert!(reasons[0].1.contains("format 255"), "{reasons:?}");
+        assert_eq!(reasons[1].1, "member id is not utf-8");
+        assert_eq!(reasons[2].0, Some(5));
+        assert_eq!(
+            store.get(Table::Members, &member_key(0, "m-2")).unwrap(),
+            Some(b"b".to_vec())
+        );
+        assert_eq!(
+            store.get(Table::Members, &member_key(0, "m-3")).unwrap(),
+            Some(b"d".to_vec())
+        );
+        assert_eq!(
+            store.get(Table::Members, &member_key(0, "m-1")).unwrap(),
+            None
+        );
+        assert_eq!(
+            read_i64(&store, &offset_key("member-events", 0)).unwrap(),
+            Some(9)
+        );
+        assert_eq!(crate::state::quarantine::list(&store).unwrap().len(), 3);
     }
 
     #[test]

@@ -69,11 +69,13 @@ use rdkafka::ClientConfig;
 use crate::config::Config;
 use crate::engine::{Change, Engine, EngineError, Outcome};
 use crate::state::keys::GLOBAL_PARTITION;
+use crate::state::quarantine::{Kind as QuarantineKind, Quarantined};
 use crate::state::{Batch, RocksStore, RocksTuning, Store, StoreError, Table};
 use crate::telemetry::events::{
     AlertDelivered, AlertPublished, BatchProcessed, BrokerError, ChangelogWritten, ConsumerLag,
     DeadLetterWritten, LogThrottle, OutboxDepth, OutboxRecovered, PartitionDropped, PartitionOwned,
     PartitionsChanged, Readiness, RestoreFinished, RestoreStarted, RestoreStopped,
+    StateQuarantined,
 };
 use crate::telemetry::Metrics;
 use changelog::{PartitionMark, RestoreError};
@@ -98,8 +100,6 @@ pub enum PipelineError {
     },
     #[error("creating topics: {0}")]
     Topics(String),
-    #[error("corrupt outbox entry {seq}: {reason}")]
-    Outbox { seq: u64, reason: String },
     #[error("restoring partition {partition} from the changelog: {source}")]
     Restore {
         partition: u32,
@@ -349,6 +349,21 @@ fn check_bootstrapped_partitions(
     Ok(())
 }
 
+/// The dead letter of a record moved to the quarantine: its bytes, its key,
+/// `churnwatch.error = corrupt_state: …`, and as source the pseudo-topic
+/// `churnwatch-state/<kind>` with the record's partition (and changelog
+/// offset, else -1), so it never looks like an input message.
+fn quarantine_dead_letter(q: &crate::state::quarantine::Quarantined) -> OutboxRecord {
+    OutboxRecord::DeadLetter {
+        key: Some(q.key.clone()),
+        payload: q.value.clone(),
+        error: q.dead_letter_error(),
+        topic: format!("churnwatch-state/{}", q.kind.as_str()),
+        partition: q.partition as i32,
+        offset: q.offset.unwrap_or(-1),
+    }
+}
+
 /// How long a revocation waits for the revoked partitions' changelog.
 const REVOKE_FLUSH: Duration = Duration::from_secs(2);
 
@@ -426,6 +441,7 @@ impl Driver {
         // published again first (changelog records once their partition is
         // assigned again, see `restore`).
         let mut outbox = BTreeMap::new();
+        let mut corrupt = Vec::new();
         let mut from = outbox::key(0);
         let end = outbox::key(u64::MAX);
         loop {
@@ -434,19 +450,52 @@ impl Driver {
             from = last.clone();
             from.push(0);
             for (k, v) in chunk {
-                let seq = outbox::seq_of(&k).unwrap_or_default();
-                let rec = OutboxRecord::decode(&v).map_err(|e| PipelineError::Outbox {
-                    seq,
-                    reason: e.to_string(),
-                })?;
-                outbox.insert(seq, rec);
+                let Some(seq) = outbox::seq_of(&k) else {
+                    corrupt.push(Quarantined::new(
+                        QuarantineKind::Outbox,
+                        GLOBAL_PARTITION,
+                        &k,
+                        &v,
+                        "outbox key is not a sequence number".into(),
+                    ));
+                    continue;
+                };
+                match OutboxRecord::decode(&v) {
+                    Ok(rec) => {
+                        outbox.insert(seq, rec);
+                    }
+                    // Set aside, not fatal: a crash loop on one bad entry
+                    // would hold every alert behind it hostage.
+                    Err(e) => corrupt.push(Quarantined::new(
+                        QuarantineKind::Outbox,
+                        GLOBAL_PARTITION,
+                        &k,
+                        &v,
+                        e.to_string(),
+                    )),
+                }
             }
         }
         OutboxRecovered {
             records: outbox.len(),
         }
         .emit(&metrics);
-        let next_seq = outbox.keys().next_back().map_or(0, |s| s + 1);
+        let mut next_seq = outbox.keys().next_back().map_or(0, |s| s + 1);
+        if !corrupt.is_empty() {
+            // Moved aside and dead-lettered in one write, before anything
+            // else happens.
+            let mut batch = Batch::default();
+            for q in &corrupt {
+                StateQuarantined(q).emit(&metrics);
+                q.write_to(&mut batch);
+                batch.delete(Table::Outbox, q.key.clone());
+                let rec = quarantine_dead_letter(q);
+                batch.put(Table::Outbox, outbox::key(next_seq), rec.encode());
+                outbox.insert(next_seq, rec);
+                next_seq += 1;
+            }
+            engine.store().write(batch)?;
+        }
         let changelog = cfg.pipeline.changelog.then(|| {
             let mut client = client_config(cfg);
             client.set(
@@ -809,6 +858,9 @@ impl Driver {
                     });
                 }
             };
+            for q in &r.quarantined {
+                self.push(quarantine_dead_letter(q));
+            }
             RestoreFinished {
                 partition: p,
                 records: r.records,
@@ -985,8 +1037,12 @@ impl Driver {
         self.pending_puts.push(seq);
     }
 
-    /// Moves the engine's alerts into the outbox.
+    /// Moves the engine's alerts, and dead letters for the records it
+    /// moved to the quarantine, into the outbox.
     fn collect_alerts(&mut self) -> Result<(), PipelineError> {
+        for q in self.engine.take_quarantined() {
+            self.push(quarantine_dead_letter(&q));
+        }
         let emitted = chrono::Utc::now().timestamp_millis();
         for raised in self.engine.take_alerts() {
             let a = raised.alert;

@@ -22,7 +22,7 @@ use super::changelog::{self, restoring_key, RestoreError, Restored};
 use super::outbox;
 use super::source::TopicPartition;
 use crate::state::{Batch, RocksStore, Store, Table};
-use crate::telemetry::events::{BrokerError, LogThrottle, RestoreProgress};
+use crate::telemetry::events::{BrokerError, LogThrottle, RestoreProgress, StateQuarantined};
 use crate::telemetry::Metrics;
 
 /// Everything a restore thread needs; built on the engine thread.
@@ -185,6 +185,7 @@ fn restore(
         )
     };
     let mut restored = read(task.from)?;
+    let mut quarantined = std::mem::take(&mut restored.quarantined);
     if restored.records > 0 && !task.pending.is_empty() {
         // Unpublished changes first: once they are gone, nothing stale can
         // reach the changelog, whatever happens next.
@@ -198,7 +199,13 @@ fn restore(
         mark_restoring(store, p, 0)?;
         done.from_scratch = true;
         restored = read(0)?;
+        // The same bad records are met again on the second read.
+        quarantined = std::mem::take(&mut restored.quarantined);
     }
+    for q in &quarantined {
+        StateQuarantined(q).emit(&task.metrics);
+    }
+    restored.quarantined = quarantined;
     // `changelog::restore` made its writes durable; the partition is owned
     // here again, so it is no longer a candidate for dropping.
     let mut finished = Batch::default();

@@ -310,6 +310,12 @@ fn finish_batch(
     summary: &mut ReplaySummary,
     metrics: &Metrics,
 ) -> Result<(), ReplayError> {
+    // Records of a reused `--state` that no longer decode were moved to
+    // its quarantine table; they are dead letters too.
+    for q in engine.take_quarantined() {
+        write_dead_letter(dlq, summary.lines, &q.dead_letter_error(), &q.value)?;
+        DeadLetterWritten.emit(metrics);
+    }
     let emitted = chrono::Utc::now().timestamp_millis();
     json.clear();
     for raised in engine.take_alerts() {

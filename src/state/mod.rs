@@ -10,6 +10,7 @@ pub mod codec;
 pub mod keys;
 pub mod member;
 pub mod memory;
+pub mod quarantine;
 pub mod rocks;
 pub mod window;
 
@@ -29,10 +30,19 @@ pub enum Table {
     Outbox,
     /// Checkpoints: per-partition offsets and watermarks, format version.
     Meta,
+    /// Records that could not be decoded, moved aside with their reason
+    /// (see [`quarantine`]).
+    Quarantine,
 }
 
 impl Table {
-    pub const ALL: [Table; 4] = [Table::Members, Table::Timers, Table::Outbox, Table::Meta];
+    pub const ALL: [Table; 5] = [
+        Table::Members,
+        Table::Timers,
+        Table::Outbox,
+        Table::Meta,
+        Table::Quarantine,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -40,6 +50,7 @@ impl Table {
             Table::Timers => "timers",
             Table::Outbox => "outbox",
             Table::Meta => "meta",
+            Table::Quarantine => "quarantine",
         }
     }
 }

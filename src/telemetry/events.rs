@@ -302,6 +302,27 @@ impl MemberEvicted {
     }
 }
 
+/// A record that could not be decoded was moved aside. Logged once per
+/// record, with its partition and never its key (it holds a member id).
+pub struct StateQuarantined<'a>(pub &'a crate::state::quarantine::Quarantined);
+
+impl StateQuarantined<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        let q = self.0;
+        m.state_quarantined
+            .with_label_values(&[q.kind.as_str()])
+            .inc();
+        tracing::warn!(
+            kind = q.kind.as_str(),
+            partition = q.partition,
+            offset = q.offset,
+            bytes = q.value.len(),
+            reason = %q.reason,
+            "undecodable record moved to quarantine; processing goes on (churnwatch state inspect lists it)"
+        );
+    }
+}
+
 /// A partition's restore from the changelog started.
 pub struct RestoreStarted {
     pub partition: u32,

@@ -38,6 +38,7 @@ pub struct Metrics {
     pub outbox_depth: IntGauge,
     pub members_tracked: IntGauge,
     pub members_evicted: IntCounter,
+    pub state_quarantined: IntCounterVec,
     pub state_live_sst_bytes: IntGauge,
     pub state_block_cache_usage_bytes: IntGauge,
     pub state_pending_compaction_bytes: IntGauge,
@@ -254,6 +255,18 @@ impl Metrics {
                 "churnwatch_members_evicted_total",
                 "Members deleted after state.evict_after_days without activity.",
             ),
+            state_quarantined: {
+                let c = counter_vec(
+                    &r,
+                    "churnwatch_state_quarantined_total",
+                    "Stored or changelog records that could not be decoded, moved aside to the quarantine table and dead-lettered, by kind (member, timer, outbox, changelog).",
+                    &["kind"],
+                );
+                for k in ["member", "timer", "outbox", "changelog"] {
+                    c.with_label_values(&[k]);
+                }
+                c
+            },
             state_live_sst_bytes: gauge(
                 &r,
                 "churnwatch_state_live_sst_bytes",
