@@ -387,6 +387,12 @@ impl Config {
         if self.state.dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("state.dir", "must not be empty"));
         }
+        if self.time.max_timers_per_commit == 0 {
+            return Err(ConfigError::invalid(
+                "time.max_timers_per_commit",
+                "must be at least 1",
+            ));
+        }
         if self.state.block_cache_mb == 0 {
             return Err(ConfigError::invalid(
                 "state.block_cache_mb",

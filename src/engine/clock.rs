@@ -16,6 +16,11 @@ pub struct ClockConfig {
     pub idle_advance: bool,
     /// A partition with no new events for this long counts as idle.
     pub idle_after_ms: i64,
+    /// At most this many timers fire between two commits: a clock that
+    /// jumps far (an idle advance after a long outage, the first event of a
+    /// partition after months) fires in chunks, each committed before the
+    /// next, so memory is set by this bound, not by how many timers are due.
+    pub max_timers_per_commit: usize,
 }
 
 impl Default for ClockConfig {
@@ -25,6 +30,7 @@ impl Default for ClockConfig {
             future_skew_ms: crate::event::DAY_MS,
             idle_advance: true,
             idle_after_ms: 30_000,
+            max_timers_per_commit: 20_000,
         }
     }
 }

@@ -83,6 +83,10 @@ pub enum Outcome {
     Duplicate,
     /// Invalid input: nothing changed; the caller dead-letters it.
     Rejected(Rejection),
+    /// Not applied yet: the event moves its partition's clock past more
+    /// timers than may fire before a commit (`time.max_timers_per_commit`).
+    /// Some have fired; commit, then give the engine the same event again.
+    Deferred,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -171,6 +175,10 @@ pub struct Engine<S: Store> {
     /// The smallest timer key scheduled at or before the clock while a firing
     /// pass runs: the pass may already have moved past it.
     refire: Option<Vec<u8>>,
+    /// The due time a firing pass runs up to (`NEVER` outside a pass): a
+    /// timer scheduled up to it during the pass must be fired by the pass,
+    /// even if its chunk of keys was already read.
+    firing_until: i64,
     raised: Vec<RaisedAlert>,
     /// Undecodable records found since the last commit: moved to the
     /// quarantine table (and their originals deleted) by the commit, and
@@ -178,6 +186,9 @@ pub struct Engine<S: Store> {
     quarantine: Vec<Quarantined>,
     /// How many of `quarantine` the caller has taken.
     quarantine_taken: usize,
+    /// Timers fired since the last commit (bounded by
+    /// `time.max_timers_per_commit`).
+    fired_since_commit: usize,
     findings: Vec<(Signal, Finding)>,
     stats: EngineStats,
 }
@@ -191,9 +202,11 @@ impl<S: Store> Engine<S> {
             parts: BTreeMap::new(),
             overlay: BTreeMap::new(),
             refire: None,
+            firing_until: NEVER,
             raised: Vec::new(),
             quarantine: Vec::new(),
             quarantine_taken: 0,
+            fired_since_commit: 0,
             findings: Vec::new(),
             stats: EngineStats::default(),
         })
@@ -319,12 +332,13 @@ impl<S: Store> Engine<S> {
             DuplicateAbsorbed.emit(&self.metrics);
             return Ok(Outcome::Duplicate);
         }
-        self.stats.events += 1;
-        EventConsumed { kind: e.kind }.emit(&self.metrics);
-
         // Every timer the event's clock passes fires before the event is
         // applied (the member's own timer too, if due by then).
-        self.observe(partition, e.ts_ms)?;
+        if !self.observe(partition, e.ts_ms)? {
+            return Ok(Outcome::Deferred);
+        }
+        self.stats.events += 1;
+        EventConsumed { kind: e.kind }.emit(&self.metrics);
 
         let (key, mut cm) = self.checkout(partition, &e.member_id, e.ts_ms)?;
         if cm.state.timer_due_ms != NEVER && cm.state.timer_due_ms <= e.ts_ms {
@@ -359,37 +373,35 @@ impl<S: Store> Engine<S> {
         self.checkin(partition, key, cm);
         // A late event can leave its member with a timer the clock has
         // already passed: it fires now, not whenever the next event comes.
-        self.fire_partition(partition)?;
+        self.fire_until(partition, NEVER, usize::MAX)?;
         Ok(Outcome::Accepted)
     }
 
     /// Moves the clock of every assigned partition forward to `to_ms`
-    /// (`replay --until`), firing every timer due by then.
-    pub fn advance_clock_to(&mut self, to_ms: i64) -> Result<u64, EngineError> {
+    /// (`replay --until`), firing every timer due by then. `false` when the
+    /// per-commit bound stopped it first: commit, then call again.
+    pub fn advance_clock_to(&mut self, to_ms: i64) -> Result<bool, EngineError> {
         let parts: Vec<u32> = self.parts.keys().copied().collect();
-        let mut fired = 0;
         for p in parts {
-            fired += self.advance_partition_clock(p, to_ms)?;
+            if !self.advance_partition_clock(p, to_ms)? {
+                return Ok(false);
+            }
         }
-        Ok(fired)
+        Ok(true)
     }
 
     /// Moves the clock of `partition` forward to `to_ms` (wall-clock advance
     /// of an idle, caught-up partition), firing every timer due by then.
     /// A clock never moves back; an unassigned partition is left alone.
+    /// `false` when `time.max_timers_per_commit` timers have fired since the
+    /// last commit and more are due: commit, then call again.
     pub fn advance_partition_clock(
         &mut self,
         partition: u32,
         to_ms: i64,
-    ) -> Result<u64, EngineError> {
-        let Some(part) = self.parts.get_mut(&partition) else {
-            return Ok(0);
-        };
-        if to_ms > part.clock_ms {
-            part.clock_ms = to_ms;
-            part.clock_dirty = true;
-        }
-        self.fire_partition(partition)
+    ) -> Result<bool, EngineError> {
+        let limit = self.cfg.clock.max_timers_per_commit;
+        self.fire_until(partition, to_ms, limit)
     }
 
     /// Alerts raised since the last call, in the order they were raised.
@@ -488,6 +500,7 @@ impl<S: Store> Engine<S> {
             self.store.write(batch)?;
         }
         self.stats.commits += 1;
+        self.fired_since_commit = 0;
         StateCommitted {
             members,
             seconds: started.elapsed().as_secs_f64(),
@@ -674,38 +687,43 @@ impl<S: Store> Engine<S> {
             .collect()
     }
 
-    /// Takes an event time of `partition` into its high mark and clock, and
-    /// fires the timers the clock passes.
-    fn observe(&mut self, partition: u32, ts_ms: i64) -> Result<(), EngineError> {
+    /// Takes an event time of `partition` into its high mark and clock,
+    /// firing the timers the clock passes first. `false` (nothing taken)
+    /// when the per-commit bound stopped the firing: commit and retry.
+    fn observe(&mut self, partition: u32, ts_ms: i64) -> Result<bool, EngineError> {
         let lateness = self.cfg.clock.allowed_lateness_ms;
         let part = self
             .parts
-            .get_mut(&partition)
+            .get(&partition)
             .expect("partition assigned before use");
         if ts_ms <= part.max_ts {
-            return Ok(());
+            return Ok(true);
         }
+        let limit = self.cfg.clock.max_timers_per_commit;
+        if !self.fire_until(partition, ts_ms.saturating_sub(lateness), limit)? {
+            return Ok(false);
+        }
+        let part = self.parts.get_mut(&partition).expect("assigned");
         part.max_ts = ts_ms;
         part.max_ts_dirty = true;
-        let watermark = ts_ms.saturating_sub(lateness);
-        if watermark <= part.clock_ms {
-            return Ok(());
-        }
-        part.clock_ms = watermark;
-        part.clock_dirty = true;
-        self.fire_partition(partition)?;
-        Ok(())
+        Ok(true)
     }
 
-    /// Fires every timer of `partition` due at or before its clock, in due
-    /// order (ties in member id order).
-    fn fire_partition(&mut self, p: u32) -> Result<u64, EngineError> {
+    /// Moves the clock of `p` to `target` (never back), firing every timer
+    /// due by then in due order (ties in member id order), but no more than
+    /// `limit` since the last commit. When the limit stops it, the clock
+    /// stays at the last timer fired and `false` says more are due.
+    fn fire_until(&mut self, p: u32, target: i64, limit: usize) -> Result<bool, EngineError> {
         let Some(part) = self.parts.get(&p) else {
-            return Ok(0);
+            return Ok(true);
         };
-        let clock = part.clock_ms;
-        if clock == NEVER || part.next_due > clock {
-            return Ok(0);
+        let target = target.max(part.clock_ms);
+        if target == NEVER {
+            return Ok(true);
+        }
+        if part.next_due > target {
+            self.set_clock(p, target);
+            return Ok(true);
         }
         // Everything before the partition's lower bound has fired and is
         // only tombstones now: seeking past them keeps this pass cheap.
@@ -715,18 +733,17 @@ impl<S: Store> Engine<S> {
         } else {
             timer_bound(p, from_due.saturating_sub(1))
         };
-        let end = timer_bound(p, clock);
+        let end = timer_bound(p, target);
         self.refire = None;
+        self.firing_until = target;
         let mut fired = 0;
-        loop {
+        let mut stopped_at: Option<i64> = None;
+        'pass: loop {
             let keys = self.due_timer_keys(&cursor, &end, 512)?;
-            if keys.is_empty() {
+            let Some(last) = keys.last().cloned() else {
                 break;
-            }
+            };
             for key in keys {
-                cursor.clear();
-                cursor.extend_from_slice(&key);
-                cursor.push(0);
                 let Some((_, due, member)) = split_timer_key(&key) else {
                     self.quarantine_record(Quarantined::new(
                         QuarantineKind::Timer,
@@ -738,37 +755,71 @@ impl<S: Store> Engine<S> {
                     self.overlay.insert(key, false);
                     continue;
                 };
+                if self.fired_since_commit >= limit {
+                    stopped_at = Some(due);
+                    break 'pass;
+                }
+                cursor.clear();
+                cursor.extend_from_slice(&key);
+                cursor.push(0);
                 let Some((mkey, mut cm)) = self.checkout_existing(p, member)? else {
                     self.overlay.insert(key, false);
                     continue;
                 };
                 if cm.state.timer_due_ms == due {
+                    // The clock reaches each timer as it fires.
+                    self.set_clock(p, due);
                     if self.on_timer(p, &mkey, &mut cm.state, due) == Fired::Evicted {
                         self.evict(&mut cm);
                     }
                     cm.dirty = true;
                     fired += 1;
+                    self.fired_since_commit += 1;
                 } else {
                     // A stale entry (rescheduled without cleaning up).
                     self.overlay.insert(key, false);
                 }
                 self.checkin(p, mkey, cm);
-            }
-            // A fired timer can reschedule its member to a moment that has
-            // also passed; go back for it rather than leave it behind.
-            if let Some(r) = self.refire.take().filter(|r| *r < cursor) {
-                cursor = r;
+                // A fired timer can reschedule its member to a moment this
+                // pass still reaches, among keys already read: read again
+                // from here, so that every timer fires in due order.
+                if let Some(r) = self.refire.take() {
+                    if r < cursor {
+                        cursor = r;
+                        continue 'pass;
+                    }
+                    if r < last {
+                        continue 'pass;
+                    }
+                }
             }
         }
-        let next = self.peek_next_due(p, clock)?;
-        if let Some(part) = self.parts.get_mut(&p) {
-            part.next_due = next;
-        }
+        self.firing_until = NEVER;
         if fired > 0 {
             self.stats.timers_fired += fired;
             TimersFired { count: fired }.emit(&self.metrics);
         }
-        Ok(fired)
+        if stopped_at.is_some() {
+            // `next_due` stays what it was at the start of the pass, lowered
+            // by every timer scheduled since: still a lower bound of what is
+            // pending, so the next pass picks up where this one stopped.
+            return Ok(false);
+        }
+        self.set_clock(p, target);
+        let next = self.peek_next_due(p, target)?;
+        if let Some(part) = self.parts.get_mut(&p) {
+            part.next_due = next;
+        }
+        Ok(true)
+    }
+
+    fn set_clock(&mut self, p: u32, to: i64) {
+        if let Some(part) = self.parts.get_mut(&p) {
+            if to > part.clock_ms {
+                part.clock_ms = to;
+                part.clock_dirty = true;
+            }
+        }
     }
 
     /// Timer keys in `[from, to)`, merging the store with uncommitted changes.
@@ -1007,7 +1058,9 @@ impl<S: Store> Engine<S> {
         if due != NEVER {
             let key = timer_key(partition, due, member_id);
             let clock = self.parts.get(&partition).map_or(NEVER, |p| p.clock_ms);
-            if due <= clock && self.refire.as_ref().is_none_or(|r| key < *r) {
+            if due <= clock.max(self.firing_until)
+                && self.refire.as_ref().is_none_or(|r| key < *r)
+            {
                 self.refire = Some(key.clone());
             }
             self.overlay.insert(key, true);

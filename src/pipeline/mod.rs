@@ -974,7 +974,6 @@ impl Driver {
         self.batch_received = Some(started);
         self.last_message = Instant::now();
         let wall = chrono::Utc::now().timestamp_millis();
-        let mut offsets = Batch::default();
         let mut moved: BTreeMap<TopicPartition, i64> = BTreeMap::new();
         for m in &messages {
             let tp = (m.topic().to_string(), m.partition());
@@ -985,9 +984,16 @@ impl Driver {
                 continue; // already in the state (redelivered after a rebalance race)
             }
             let payload = m.payload().unwrap_or_default();
-            if let Outcome::Rejected(r) =
-                self.engine.process(m.partition() as u32, payload, wall)?
-            {
+            let outcome = loop {
+                match self.engine.process(m.partition() as u32, payload, wall)? {
+                    // More timers due than may fire before a commit: commit
+                    // what fired (with the offsets before this message),
+                    // then give the engine the same message again.
+                    Outcome::Deferred => self.commit_consumed(&moved)?,
+                    outcome => break outcome,
+                }
+            };
+            if let Outcome::Rejected(r) = outcome {
                 self.push(OutboxRecord::DeadLetter {
                     key: m.key().map(<[u8]>::to_vec),
                     payload: payload.to_vec(),
@@ -1002,17 +1008,8 @@ impl Driver {
             moved.insert(tp.clone(), m.offset() + 1);
             self.offsets.insert(tp, m.offset() + 1);
         }
-        for (tp, next) in &moved {
-            offsets.put(
-                Table::Meta,
-                offset_key(&tp.0, tp.1),
-                next.to_le_bytes().to_vec(),
-            );
-            self.unmarked.insert(tp.1);
-        }
-        self.collect_alerts()?;
+        self.commit_consumed(&moved)?;
         self.batch_received = None;
-        self.commit(offsets)?;
         BatchProcessed {
             seconds: started.elapsed().as_secs_f64(),
         }
@@ -1028,6 +1025,25 @@ impl Driver {
         }
         self.publish();
         Ok(())
+    }
+
+    /// Commits the engine's changes with the next input offsets in `moved`,
+    /// the alerts and dead letters so far in the outbox.
+    fn commit_consumed(
+        &mut self,
+        moved: &BTreeMap<TopicPartition, i64>,
+    ) -> Result<(), PipelineError> {
+        let mut offsets = Batch::default();
+        for (tp, next) in moved {
+            offsets.put(
+                Table::Meta,
+                offset_key(&tp.0, tp.1),
+                next.to_le_bytes().to_vec(),
+            );
+            self.unmarked.insert(tp.1);
+        }
+        self.collect_alerts()?;
+        self.commit(offsets)
     }
 
     fn push(&mut self, rec: OutboxRecord) {
@@ -1272,7 +1288,17 @@ impl Driver {
                 .all(|tp| self.caught_up.contains(tp));
             let behind = self.engine.clock_ms(p as u32).is_none_or(|c| c < to);
             if idle && caught_up && behind {
-                self.engine.advance_partition_clock(p as u32, to)?;
+                // One chunk of at most `time.max_timers_per_commit` timers
+                // per tick, each committed, and none while the outbox is
+                // full: memory stays bounded however many are due.
+                if self.outbox.len() >= self.outbox_max {
+                    return Ok(());
+                }
+                if !self.engine.advance_partition_clock(p as u32, to)? {
+                    self.collect_alerts()?;
+                    self.commit(Batch::default())?;
+                    return Ok(());
+                }
             }
         }
         Ok(())

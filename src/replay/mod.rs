@@ -247,7 +247,22 @@ pub fn run(
             summary.skipped_after += 1;
             continue;
         };
-        match engine.process(partition, payload, wall)? {
+        let outcome = loop {
+            match engine.process(partition, payload, wall)? {
+                // Too many timers due at once: commit what fired, go on.
+                Outcome::Deferred => finish_batch(
+                    &mut engine,
+                    &mut out,
+                    &mut dlq,
+                    &mut json,
+                    &mut summary,
+                    &metrics,
+                )?,
+                outcome => break outcome,
+            }
+        };
+        match outcome {
+            Outcome::Deferred => unreachable!("retried above"),
             Outcome::Accepted => {
                 summary.events += 1;
                 if partitions > 1 {
@@ -282,7 +297,16 @@ pub fn run(
         }
     }
     if let Some(until) = opts.until_ms {
-        engine.advance_clock_to(until)?;
+        while !engine.advance_clock_to(until)? {
+            finish_batch(
+                &mut engine,
+                &mut out,
+                &mut dlq,
+                &mut json,
+                &mut summary,
+                &metrics,
+            )?;
+        }
     }
     finish_batch(
         &mut engine,
