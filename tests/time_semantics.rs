@@ -145,4 +145,3 @@ fn two_halves_over_one_state_equal_one_run() {
     assert!(whole.len() > 50, "{} alerts", whole.len());
     assert_eq!(whole, halves);
 }
-

@@ -186,6 +186,9 @@ pub struct Engine<S: Store> {
     quarantine: Vec<Quarantined>,
     /// How many of `quarantine` the caller has taken.
     quarantine_taken: usize,
+    /// A commit the store refused (disk full, read-only): written, before
+    /// anything newer, by the next commit that gets through.
+    unwritten: Option<Batch>,
     /// Timers fired since the last commit (bounded by
     /// `time.max_timers_per_commit`).
     fired_since_commit: usize,
@@ -206,6 +209,7 @@ impl<S: Store> Engine<S> {
             raised: Vec::new(),
             quarantine: Vec::new(),
             quarantine_taken: 0,
+            unwritten: None,
             fired_since_commit: 0,
             findings: Vec::new(),
             stats: EngineStats::default(),
@@ -496,8 +500,20 @@ impl<S: Store> Engine<S> {
             }
         }
         batch.ops.extend(extra.ops);
+        // A batch the store refused before is written first, with this one,
+        // in one atomic write: nothing is lost and the order is kept.
+        let batch = match self.unwritten.take() {
+            Some(mut older) => {
+                older.ops.extend(batch.ops);
+                older
+            }
+            None => batch,
+        };
         if !batch.is_empty() {
-            self.store.write(batch)?;
+            if let Err(e) = self.store.write_ref(&batch) {
+                self.unwritten = Some(batch);
+                return Err(e.into());
+            }
         }
         self.stats.commits += 1;
         self.fired_since_commit = 0;
@@ -645,6 +661,11 @@ impl<S: Store> Engine<S> {
     fn quarantine_record(&mut self, q: Quarantined) {
         StateQuarantined(&q).emit(&self.metrics);
         self.quarantine.push(q);
+    }
+
+    /// Whether a commit the store refused is waiting to be written again.
+    pub fn has_unwritten(&self) -> bool {
+        self.unwritten.is_some()
     }
 
     /// Records moved to the quarantine since the last call, for the caller
@@ -1058,8 +1079,7 @@ impl<S: Store> Engine<S> {
         if due != NEVER {
             let key = timer_key(partition, due, member_id);
             let clock = self.parts.get(&partition).map_or(NEVER, |p| p.clock_ms);
-            if due <= clock.max(self.firing_until)
-                && self.refire.as_ref().is_none_or(|r| key < *r)
+            if due <= clock.max(self.firing_until) && self.refire.as_ref().is_none_or(|r| key < *r)
             {
                 self.refire = Some(key.clone());
             }

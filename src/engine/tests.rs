@@ -582,8 +582,8 @@ fn a_long_clock_jump_fires_its_timers_in_bounded_chunks_with_the_same_alerts() {
         let mut cfg = EngineConfig::default();
         cfg.alerts.holdout_share = 0.0;
         cfg.clock.max_timers_per_commit = limit;
-        let mut e = Engine::new(Arc::new(MemoryStore::new()), cfg, Arc::new(Metrics::new()))
-            .unwrap();
+        let mut e =
+            Engine::new(Arc::new(MemoryStore::new()), cfg, Arc::new(Metrics::new())).unwrap();
         for m in 0..30 {
             weekly_buyer(&mut e, &format!("m{m:02}"), 5);
         }
@@ -621,4 +621,72 @@ fn a_long_clock_jump_fires_its_timers_in_bounded_chunks_with_the_same_alerts() {
     // 30 members x 3 timers (gap, silent, churned) in chunks of 7.
     assert!(commits >= 12, "{commits} commits");
     assert_eq!(chunked, all);
+}
+
+#[test]
+fn a_refused_commit_is_kept_and_written_first_once_the_store_takes_writes() {
+    use crate::state::faulty::FaultyStore;
+    let lines: Vec<Vec<u8>> = (0..40)
+        .map(|i| {
+            line(
+                &format!("p{i}"),
+                &format!("m{}", i % 4),
+                "purchase",
+                day(i as f64 * 2.0),
+                Some(10.0),
+            )
+        })
+        .collect();
+    let run = || {
+        let store = Arc::new(MemoryStore::new());
+        let mut e = engine_on(store.clone());
+        let mut alerts = Vec::new();
+        for l in &lines {
+            e.process(0, l, WALL).unwrap();
+            alerts.extend(e.take_alerts());
+            e.commit(Batch::default()).unwrap();
+        }
+        e.advance_clock_to(day(200.0)).unwrap();
+        alerts.extend(e.take_alerts());
+        e.commit(Batch::default()).unwrap();
+        let m0 = store.get(Table::Members, &member_key(0, "m0")).unwrap();
+        (alerts, m0)
+    };
+    let (want, want_m0) = run();
+    // Commits refused for events 10 to 13: the events they carried must
+    // not be lost, nor their order changed.
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let mut e = engine_on(store.clone());
+    let mut alerts = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        e.process(0, l, WALL).unwrap();
+        alerts.extend(e.take_alerts());
+        store.fail_writes((10..14).contains(&i));
+        if e.commit(Batch::default()).is_err() {
+            // The pipeline holds its input here and retries with back-off.
+            for _ in 0..3 {
+                assert!(e.commit(Batch::default()).is_err());
+            }
+            store.fail_writes(false);
+            e.commit(Batch::default()).unwrap();
+        }
+    }
+    e.advance_clock_to(day(200.0)).unwrap();
+    alerts.extend(e.take_alerts());
+    e.commit(Batch::default()).unwrap();
+    assert!(store.refused() >= 4);
+    assert_eq!(alerts, want);
+    assert_eq!(
+        store
+            .inner()
+            .get(Table::Members, &member_key(0, "m0"))
+            .unwrap(),
+        want_m0
+    );
+}
+
+fn engine_on<S: Store>(store: S) -> Engine<S> {
+    let mut cfg = EngineConfig::default();
+    cfg.alerts.holdout_share = 0.0;
+    Engine::new(store, cfg, Arc::new(Metrics::new())).unwrap()
 }

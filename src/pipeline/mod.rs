@@ -75,7 +75,7 @@ use crate::telemetry::events::{
     AlertDelivered, AlertPublished, BatchProcessed, BrokerError, ChangelogWritten, ConsumerLag,
     DeadLetterWritten, LogThrottle, OutboxDepth, OutboxRecovered, PartitionDropped, PartitionOwned,
     PartitionsChanged, Readiness, RestoreFinished, RestoreStarted, RestoreStopped,
-    StateQuarantined,
+    StateQuarantined, StateWriteFailed, StateWritesResumed,
 };
 use crate::telemetry::Metrics;
 use changelog::{PartitionMark, RestoreError};
@@ -364,6 +364,13 @@ fn quarantine_dead_letter(q: &crate::state::quarantine::Quarantined) -> OutboxRe
     }
 }
 
+/// The state store refusing writes, and when to try again.
+struct StoreDown {
+    since: Instant,
+    backoff: Duration,
+    next_try: Instant,
+}
+
 /// How long a revocation waits for the revoked partitions' changelog.
 const REVOKE_FLUSH: Duration = Duration::from_secs(2);
 
@@ -417,6 +424,12 @@ struct Driver {
     /// Acknowledged changelog positions (next offset) to checkpoint.
     checkpoints: BTreeMap<i32, i64>,
     last_message: Instant,
+    /// Set while the state store refuses writes (disk full, read-only):
+    /// consumption is paused and the refused commit retried with back-off.
+    store_down: Option<StoreDown>,
+    /// Input batches received while the store refused writes, processed in
+    /// order once it accepts them again.
+    held: std::collections::VecDeque<(Vec<rdkafka::message::OwnedMessage>, Instant)>,
     /// When each processing partition last delivered a message (or was
     /// handed to the engine), for its idle clock advance.
     last_seen: BTreeMap<i32, Instant>,
@@ -536,6 +549,8 @@ impl Driver {
             unmarked: BTreeSet::new(),
             checkpoints: BTreeMap::new(),
             last_message: Instant::now(),
+            store_down: None,
+            held: std::collections::VecDeque::new(),
             last_seen: BTreeMap::new(),
             last_commit: Instant::now(),
             last_stats: Instant::now() - Duration::from_secs(60),
@@ -568,7 +583,13 @@ impl Driver {
 
     fn handle(&mut self, msg: SourceMsg) -> Result<(), PipelineError> {
         match msg {
-            SourceMsg::Batch(messages, received) => self.batch(messages, received),
+            SourceMsg::Batch(messages, received) => {
+                if self.store_down.is_some() || !self.held.is_empty() {
+                    self.held.push_back((messages, received));
+                    return Ok(());
+                }
+                self.batch(messages, received)
+            }
             SourceMsg::Assigned(parts, reply) => {
                 let owned = self.owned();
                 let mut starts = Vec::with_capacity(parts.len());
@@ -765,6 +786,9 @@ impl Driver {
         let Some(cl) = &self.changelog else {
             return;
         };
+        if self.store_down.is_some() {
+            return; // launched again once the store takes writes
+        }
         if self.control.shutdown.load(Ordering::Relaxed) {
             return;
         }
@@ -849,13 +873,24 @@ impl Driver {
                 Ok(r) => r,
                 Err(source) => {
                     RestoreStopped { partition: p }.emit(&self.metrics);
-                    if matches!(source, RestoreError::Stopped) {
-                        continue;
+                    match source {
+                        RestoreError::Stopped => continue,
+                        // Disk trouble: wait it out like a refused commit,
+                        // then restore again (from where it started).
+                        RestoreError::Store(e) => {
+                            self.store_refused(&e)?;
+                            for tp in std::mem::take(&mut job.parts) {
+                                self.start_restore(tp)?;
+                            }
+                            continue;
+                        }
+                        source => {
+                            return Err(PipelineError::Restore {
+                                partition: p,
+                                source,
+                            })
+                        }
                     }
-                    return Err(PipelineError::Restore {
-                        partition: p,
-                        source,
-                    });
                 }
             };
             for q in &r.quarantined {
@@ -975,7 +1010,7 @@ impl Driver {
         self.last_message = Instant::now();
         let wall = chrono::Utc::now().timestamp_millis();
         let mut moved: BTreeMap<TopicPartition, i64> = BTreeMap::new();
-        for m in &messages {
+        for (i, m) in messages.iter().enumerate() {
             let tp = (m.topic().to_string(), m.partition());
             if !self.assigned.contains(&tp) {
                 continue; // polled before a revocation, or still restoring
@@ -989,7 +1024,16 @@ impl Driver {
                     // More timers due than may fire before a commit: commit
                     // what fired (with the offsets before this message),
                     // then give the engine the same message again.
-                    Outcome::Deferred => self.commit_consumed(&moved)?,
+                    Outcome::Deferred => {
+                        self.commit_consumed(&moved)?;
+                        if self.store_down.is_some() {
+                            // Nothing more until the store takes writes:
+                            // this message and the rest wait, in order.
+                            self.held.push_front((messages[i..].to_vec(), received));
+                            self.batch_received = None;
+                            return Ok(());
+                        }
+                    }
                     outcome => break outcome,
                 }
             };
@@ -1085,6 +1129,15 @@ impl Driver {
     /// records (alerts, dead letters, and the changelog of what this commit
     /// changes), deletions of delivered ones, and changelog checkpoints.
     fn commit(&mut self, mut extra: Batch) -> Result<(), PipelineError> {
+        if self.store_down.is_some() {
+            // A real write, so that recovery is only declared when the
+            // store takes one.
+            extra.put(
+                Table::Meta,
+                crate::state::keys::meta_key(GLOBAL_PARTITION, "store_probe"),
+                chrono::Utc::now().timestamp_millis().to_le_bytes().to_vec(),
+            );
+        }
         for seq in self.pending_puts.drain(..) {
             if let Some(rec) = self.outbox.get(&seq) {
                 extra.put(Table::Outbox, outbox::key(seq), rec.encode());
@@ -1100,7 +1153,7 @@ impl Driver {
                 next.to_le_bytes().to_vec(),
             );
         }
-        if self.changelog.is_some() {
+        let result = if self.changelog.is_some() {
             let (outbox, next_seq, unmarked, offsets) = (
                 &mut self.outbox,
                 &mut self.next_seq,
@@ -1115,7 +1168,7 @@ impl Driver {
                 *next_seq += 1;
                 written += 1;
             };
-            self.engine.commit_with(extra, |change, b| {
+            let result = self.engine.commit_with(extra, |change, b| {
                 let (partition, member_id, value) = match change {
                     Change::Member {
                         partition,
@@ -1169,14 +1222,78 @@ impl Driver {
                     },
                     b,
                 );
-            })?;
-            ChangelogWritten(written).emit(&self.metrics);
+            });
+            if result.is_ok() {
+                ChangelogWritten(written).emit(&self.metrics);
+            }
+            result
         } else {
-            self.engine.commit(extra)?;
+            self.engine.commit(extra)
+        };
+        match result {
+            Ok(()) => {
+                if let Some(down) = self.store_down.take() {
+                    self.store_recovered(down)?;
+                }
+            }
+            // Disk trouble is waited out, not fatal: the engine keeps the
+            // refused batch and writes it first next time.
+            Err(EngineError::Store(e)) => {
+                self.store_refused(&e)?;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
         }
         self.last_commit = Instant::now();
         OutboxDepth(self.outbox.len()).emit(&self.metrics);
         Ok(())
+    }
+
+    /// The store refused a commit: pause consumption (first time), count,
+    /// log (rate-limited) and schedule a retry with back-off.
+    fn store_refused(&mut self, error: &StoreError) -> Result<(), PipelineError> {
+        let now = Instant::now();
+        let down = self.store_down.get_or_insert_with(|| StoreDown {
+            since: now,
+            backoff: Duration::from_millis(250),
+            next_try: now,
+        });
+        down.backoff = (down.backoff * 2).min(Duration::from_secs(30));
+        down.next_try = now + down.backoff;
+        StateWriteFailed {
+            error,
+            log: self.error_log.due(),
+        }
+        .emit(&self.metrics);
+        self.control.ready.store(false, Ordering::Relaxed);
+        let tpl = self.assigned_list();
+        if tpl.count() > 0 {
+            self.consumer.pause(&tpl)?;
+        }
+        Ok(())
+    }
+
+    /// The store took a write again: resume consumption.
+    fn store_recovered(&mut self, down: StoreDown) -> Result<(), PipelineError> {
+        StateWritesResumed {
+            after: down.since.elapsed(),
+        }
+        .emit(&self.metrics);
+        self.launch_restores();
+        let tpl = self.assigned_list();
+        if tpl.count() > 0 {
+            self.consumer.resume(&tpl)?;
+        }
+        Ok(())
+    }
+
+    /// Every input partition the engine processes, as a list for librdkafka.
+    fn assigned_list(&self) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for tp in &self.assigned {
+            tpl.add_partition(&tp.0, tp.1);
+        }
+        tpl
     }
 
     /// Hands committed, not yet in-flight outbox records to the producer, in
@@ -1187,6 +1304,12 @@ impl Driver {
     /// also waits while its partition is not assigned here: another
     /// instance may own it now (see `restore`).
     fn publish(&mut self) {
+        if self.store_down.is_some() {
+            // Records of a refused commit are not durable yet: published
+            // only once they are, so a crash cannot publish what a restart
+            // would not raise again.
+            return;
+        }
         let owned = self.owned();
         let mut alerts_unacknowledged = false;
         for (seq, rec) in &self.outbox {
@@ -1228,6 +1351,25 @@ impl Driver {
 
     /// Periodic work: acknowledgements, retries, idle clock, gauges.
     fn tick(&mut self) -> Result<(), PipelineError> {
+        if let Some(down) = &self.store_down {
+            if Instant::now() >= down.next_try {
+                self.commit(Batch::default())?;
+            }
+            if self.store_down.is_some() {
+                let (ok, _) = self.sink.drain_acks();
+                self.acknowledged(ok);
+                self.control.ready.store(false, Ordering::Relaxed);
+                Readiness { ready: false }.emit(&self.metrics);
+                return Ok(());
+            }
+        }
+        // Input held while the store refused writes goes first, in order.
+        while self.store_down.is_none() {
+            let Some((messages, received)) = self.held.pop_front() else {
+                break;
+            };
+            self.batch(messages, received)?;
+        }
         self.finish_restores()?;
         let (ok, failed) = self.sink.drain_acks();
         self.acknowledged(ok);
@@ -1286,7 +1428,10 @@ impl Driver {
                 .iter()
                 .filter(|tp| tp.1 == p)
                 .all(|tp| self.caught_up.contains(tp));
-            let behind = self.engine.clock_ms(p as u32).is_none_or(|c| c < to);
+            // A partition whose clock never started (nothing delivered yet)
+            // is not started by the wall clock: its first events may be a
+            // backlog of history, which would all be late.
+            let behind = self.engine.clock_ms(p as u32).is_some_and(|c| c < to);
             if idle && caught_up && behind {
                 // One chunk of at most `time.max_timers_per_commit` timers
                 // per tick, each committed, and none while the outbox is

@@ -66,4 +66,15 @@ impl Store for MemoryStore {
         }
         Ok(())
     }
+
+    fn write_ref(&self, batch: &Batch) -> Result<(), StoreError> {
+        let mut t = self.tables.write().expect("memory store lock poisoned");
+        for op in &batch.ops {
+            match &op.value {
+                Some(v) => t.insert((op.table, op.key.clone()), v.clone()),
+                None => t.remove(&(op.table, op.key.clone())),
+            };
+        }
+        Ok(())
+    }
 }

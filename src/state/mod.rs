@@ -7,6 +7,7 @@
 //! or rebuilt on its own.
 
 pub mod codec;
+pub mod faulty;
 pub mod keys;
 pub mod member;
 pub mod memory;
@@ -73,17 +74,21 @@ pub enum StoreError {
     },
     #[error("state format version {found} is newer than this build understands ({supported})")]
     Version { found: u8, supported: u8 },
+    /// A write refused by a store that is not RocksDB (the fault-injecting
+    /// test store).
+    #[error("state store refused the write: {0}")]
+    Refused(String),
 }
 
 /// One atomic group of writes. The engine builds one per input batch and
 /// hands it to the store in a single call, so state, timers, outbox and
 /// offsets always move together.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Batch {
     pub ops: Vec<Op>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Op {
     pub table: Table,
     pub key: Vec<u8>,
@@ -145,6 +150,12 @@ pub trait Store: Send + Sync {
     /// Applies the batch atomically and durably (to the write-ahead log).
     fn write(&self, batch: Batch) -> Result<(), StoreError>;
 
+    /// [`Store::write`] of a batch the caller keeps, to write it again if
+    /// the store refuses it (a full disk, a read-only file system).
+    fn write_ref(&self, batch: &Batch) -> Result<(), StoreError> {
+        self.write(batch.clone())
+    }
+
     /// Applies the batch atomically but without the write-ahead log: for
     /// bulk loads that can be redone (a restore), made durable afterwards by
     /// [`Store::persist`]. Until then a crash may lose it.
@@ -178,6 +189,9 @@ impl<S: Store + ?Sized> Store for Box<S> {
     fn write(&self, batch: Batch) -> Result<(), StoreError> {
         (**self).write(batch)
     }
+    fn write_ref(&self, batch: &Batch) -> Result<(), StoreError> {
+        (**self).write_ref(batch)
+    }
     fn write_bulk(&self, batch: Batch) -> Result<(), StoreError> {
         (**self).write_bulk(batch)
     }
@@ -204,6 +218,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn write(&self, batch: Batch) -> Result<(), StoreError> {
         (**self).write(batch)
+    }
+    fn write_ref(&self, batch: &Batch) -> Result<(), StoreError> {
+        (**self).write_ref(batch)
     }
     fn write_bulk(&self, batch: Batch) -> Result<(), StoreError> {
         (**self).write_bulk(batch)

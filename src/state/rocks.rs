@@ -132,20 +132,19 @@ impl RocksStore {
 }
 
 impl RocksStore {
-    fn write_with(&self, mut batch: Batch, opts: &WriteOptions) -> Result<(), StoreError> {
+    fn write_with(&self, batch: &Batch, opts: &WriteOptions) -> Result<(), StoreError> {
         // Key order lets the memtable reuse its skip-list position from one
         // insert to the next; the sort is stable, so two writes to one key
         // keep their order.
-        batch
-            .ops
-            .sort_by(|a, b| (a.table, &a.key).cmp(&(b.table, &b.key)));
+        let mut ops: Vec<&super::Op> = batch.ops.iter().collect();
+        ops.sort_by(|a, b| (a.table, &a.key).cmp(&(b.table, &b.key)));
         let cfs = Table::ALL.map(|t| self.cf(t));
         let mut wb = WriteBatch::default();
-        for op in batch.ops {
+        for op in ops {
             let cf = cfs[op.table as usize];
-            match op.value {
-                Some(v) => wb.put_cf(cf, op.key, v),
-                None => wb.delete_cf(cf, op.key),
+            match &op.value {
+                Some(v) => wb.put_cf(cf, &op.key, v),
+                None => wb.delete_cf(cf, &op.key),
             }
         }
         self.db.write_opt(wb, opts)?;
@@ -184,13 +183,17 @@ impl Store for RocksStore {
     }
 
     fn write(&self, batch: Batch) -> Result<(), StoreError> {
+        self.write_with(&batch, &self.write_opts)
+    }
+
+    fn write_ref(&self, batch: &Batch) -> Result<(), StoreError> {
         self.write_with(batch, &self.write_opts)
     }
 
     fn write_bulk(&self, batch: Batch) -> Result<(), StoreError> {
         let mut opts = WriteOptions::default();
         opts.disable_wal(true);
-        self.write_with(batch, &opts)
+        self.write_with(&batch, &opts)
     }
 
     /// Flushes the memtables of every table to SST files: what was written

@@ -323,6 +323,42 @@ impl StateQuarantined<'_> {
     }
 }
 
+/// The state store refused a commit (disk full, read-only file system):
+/// consumption is paused and the commit retried with back-off.
+pub struct StateWriteFailed<'a> {
+    pub error: &'a crate::state::StoreError,
+    /// `false` for repeats inside the rate-limit window.
+    pub log: bool,
+}
+
+impl StateWriteFailed<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.state_write_errors.inc();
+        m.state_write_failing.set(1);
+        if self.log {
+            tracing::error!(
+                error = %self.error,
+                "state store refused a write: consumption paused, retrying with back-off; nothing consumed is lost"
+            );
+        }
+    }
+}
+
+/// The state store took a write again after refusing some.
+pub struct StateWritesResumed {
+    pub after: std::time::Duration,
+}
+
+impl StateWritesResumed {
+    pub fn emit(&self, m: &Metrics) {
+        m.state_write_failing.set(0);
+        tracing::warn!(
+            seconds = self.after.as_secs_f64(),
+            "state store accepts writes again: consumption resumed"
+        );
+    }
+}
+
 /// A partition's restore from the changelog started.
 pub struct RestoreStarted {
     pub partition: u32,

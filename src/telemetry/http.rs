@@ -31,7 +31,13 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     let restoring = s.metrics.restoring_partitions.get();
-    if restoring > 0 {
+    if s.metrics.state_write_failing.get() > 0 {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the state store refuses writes (disk full or read-only?); consumption paused, retrying\n"
+                .to_string(),
+        )
+    } else if restoring > 0 {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: restoring {restoring} partition(s) from the changelog\n"),

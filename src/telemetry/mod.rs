@@ -39,6 +39,8 @@ pub struct Metrics {
     pub members_tracked: IntGauge,
     pub members_evicted: IntCounter,
     pub state_quarantined: IntCounterVec,
+    pub state_write_errors: IntCounter,
+    pub state_write_failing: IntGauge,
     pub state_live_sst_bytes: IntGauge,
     pub state_block_cache_usage_bytes: IntGauge,
     pub state_pending_compaction_bytes: IntGauge,
@@ -254,6 +256,16 @@ impl Metrics {
                 &r,
                 "churnwatch_members_evicted_total",
                 "Members deleted after state.evict_after_days without activity.",
+            ),
+            state_write_errors: counter(
+                &r,
+                "churnwatch_state_write_errors_total",
+                "State store writes (commits) refused, e.g. disk full or read-only; each is retried with back-off while consumption is paused.",
+            ),
+            state_write_failing: gauge(
+                &r,
+                "churnwatch_state_write_failing",
+                "1 while the state store refuses writes and consumption is paused, else 0.",
             ),
             state_quarantined: {
                 let c = counter_vec(
