@@ -1,0 +1,210 @@
+//! A full disk under the state store, for real: `run` with its state on a
+//! small tmpfs that is filled up mid-stream. Consumption pauses, /readyz
+//! says why, write errors are counted; once space is freed it resumes by
+//! itself and nothing consumed is lost or published with other content.
+//! Needs root (to mount a tmpfs); skipped with a note otherwise.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::broker::Broker;
+use common::run::*;
+use common::*;
+
+/// A tmpfs of `mb` MiB mounted at a fresh directory, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(mb: u32) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().ok()?.keep();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Fills the file system of `dir` with one file, until no space is left.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.flush();
+    path
+}
+
+fn simulate(dir: &Path, name: &str, seed: &str) -> PathBuf {
+    let out = dir.join(name);
+    churnwatch(&[
+        "simulate",
+        "--members",
+        "200",
+        "--end",
+        SIM_END,
+        "--seed",
+        seed,
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    out
+}
+
+fn produce_file(broker: &Broker, path: &Path) -> usize {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let p: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "20")
+        .create()
+        .unwrap();
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut n = 0;
+    for l in text.lines() {
+        let mut rec = Some(BaseRecord::<str, str>::to("member-events").payload(l));
+        while let Some(r) = rec.take() {
+            if let Err((_, r)) = p.send(r) {
+                rec = Some(r);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        n += 1;
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+    n
+}
+
+fn consumed(port: u16) -> f64 {
+    metric_sum(port, "churnwatch_events_consumed_total")
+        + metric_sum(port, "churnwatch_events_duplicate_total")
+        + metric_sum(port, "churnwatch_events_rejected_total")
+}
+
+#[test]
+fn a_full_disk_pauses_consumption_and_it_resumes_by_itself_once_space_is_freed() {
+    let Some(disk) = Tmpfs::mount(128) else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    broker.create_topic("member-events", 1);
+    let port = common::broker::free_port();
+    let cfg = config_file(dir.path(), &broker, port, "");
+    let state = disk.0.join("state");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("dir = \"{}\"", dir.path().join("state").display()),
+        &format!(
+            "dir = \"{}\"\nwrite_buffer_mb = 2\nblock_cache_mb = 8",
+            state.display()
+        ),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let first = simulate(dir.path(), "first.ndjson", "3");
+    let second = simulate(dir.path(), "second.ndjson", "4");
+
+    let mut run = start_run(&cfg);
+    wait_ready(port);
+    let n1 = produce_file(&broker, &first);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while consumed(port) < n1 as f64 {
+        assert!(Instant::now() < deadline, "first part not consumed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The disk fills up; the rest of the stream arrives.
+    let filler = fill(&disk.0);
+    let n2 = produce_file(&broker, &second);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(port, "churnwatch_state_write_failing") != 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "writes never failed on a full disk ({} consumed)",
+            consumed(port)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, body) = http_get(port, "/readyz");
+    assert_eq!(status, 503);
+    assert!(body.contains("refuses writes"), "{body}");
+    assert!(metric(port, "churnwatch_state_write_errors_total") >= 1.0);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "run stopped on a full disk"
+    );
+    let paused_at = consumed(port);
+    assert!(paused_at < (n1 + n2) as f64, "consumed everything anyway");
+
+    // Space is freed: it resumes by itself and catches up.
+    std::fs::remove_file(filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while consumed(port) < (n1 + n2) as f64 || metric(port, "churnwatch_outbox_depth") > 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "did not resume: {} of {} consumed",
+            consumed(port),
+            n1 + n2
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(metric(port, "churnwatch_state_write_failing"), 0.0);
+    assert_eq!(http_get(port, "/readyz").0, 200);
+    assert_eq!(
+        consumed(port),
+        (n1 + n2) as f64,
+        "every message exactly once"
+    );
+
+    // The alerts are exactly those of a replay of the same stream.
+    let both = dir.path().join("both.ndjson");
+    let mut all = std::fs::read_to_string(&first).unwrap();
+    all.push_str(&std::fs::read_to_string(&second).unwrap());
+    std::fs::write(&both, all).unwrap();
+    let out = dir.path().join("replay.ndjson");
+    churnwatch(&[
+        "replay",
+        "--input",
+        both.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    let want = read_json_lines(&out);
+    let ids: std::collections::BTreeSet<String> = want
+        .iter()
+        .map(|a| a["alert_id"].as_str().unwrap().to_string())
+        .collect();
+    let got = read_alerts(&broker, ids.len());
+    terminate(&run);
+    assert!(run.wait().unwrap().success());
+    eprintln!(
+        "disk full: paused after {paused_at} of {} messages; {} alerts on the topic, {} from replay",
+        n1 + n2,
+        got.len(),
+        want.len()
+    );
+    // Redelivered copies are allowed, but only identical ones.
+    let mut by_id = std::collections::BTreeMap::new();
+    for a in comparable(&got) {
+        let id = a["alert_id"].as_str().unwrap().to_string();
+        if let Some(prev) = by_id.insert(id.clone(), a.clone()) {
+            assert_eq!(prev, a, "alert {id} published with two contents");
+        }
+    }
+    let unique: Vec<serde_json::Value> = by_id.into_values().collect();
+    assert_same_alerts(&unique, &comparable(&want));
+}
