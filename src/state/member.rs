@@ -187,7 +187,7 @@ impl MemberState {
             EventKind::CheckIn => {
                 let day = day_of(e.ts_ms);
                 if !self.checkins.is_set(day) {
-                    self.checkin_count += 1;
+                    self.checkin_count = self.checkin_count.saturating_add(1);
                 }
                 self.checkins.set(day);
             }
@@ -199,9 +199,9 @@ impl MemberState {
         let day = day_of(ts_ms);
         let same_day = self.purchases().iter().any(|p| day_of(p.ts_ms) == day);
         if !same_day {
-            self.purchase_days += 1;
+            self.purchase_days = self.purchase_days.saturating_add(1);
         }
-        self.purchase_count += 1;
+        self.purchase_count = self.purchase_count.saturating_add(1);
         self.total_spend += amount;
         self.first_purchase_ms = if self.first_purchase_ms == NEVER {
             ts_ms

@@ -41,8 +41,10 @@ pub struct WeeklyCounts {
 
 impl WeeklyCounts {
     pub fn add(&mut self, week: i32) {
+        // Differences in i64: a stored value (or a corrupt one that still
+        // decodes) can be anywhere in the i32 range.
         if week > self.newest_week {
-            let shift = (week - self.newest_week) as usize;
+            let shift = (week as i64 - self.newest_week as i64) as usize;
             let kept = WEEKS.saturating_sub(shift);
             let rolled: u32 = self.slots[kept..].iter().map(|s| *s as u32).sum();
             self.older = self.older.saturating_add(rolled);
@@ -54,7 +56,7 @@ impl WeeklyCounts {
             }
             self.newest_week = week;
         }
-        let idx = (self.newest_week - week) as usize;
+        let idx = (self.newest_week as i64 - week as i64) as usize;
         match self.slots.get_mut(idx) {
             Some(s) => *s = s.saturating_add(1),
             // Too late for its week's slot: still part of the long run.
@@ -64,8 +66,9 @@ impl WeeklyCounts {
 
     /// Events in all weeks before `week` (slots and long-run total).
     pub fn before(&self, week: i32) -> u32 {
-        let oldest = self.newest_week - (WEEKS as i32 - 1);
-        self.older + self.sum(oldest, week - 1)
+        let oldest = self.newest_week.saturating_sub(WEEKS as i32 - 1);
+        self.older
+            .saturating_add(self.sum(oldest, week.saturating_sub(1)))
     }
 
     pub fn count(&self, week: i32) -> u32 {
@@ -77,9 +80,12 @@ impl WeeklyCounts {
         }
     }
 
-    /// Sum over the weeks `from..=to`.
+    /// Sum over the weeks `from..=to` (only the kept weeks can count).
     pub fn sum(&self, from: i32, to: i32) -> u32 {
-        (from..=to).map(|w| self.count(w)).sum()
+        let from = from.max(self.newest_week.saturating_sub(WEEKS as i32 - 1));
+        (from..=to.min(self.newest_week))
+            .map(|w| self.count(w))
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -102,7 +108,7 @@ impl DayBitmap {
             let shift = if self.bits == 0 {
                 BITMAP_DAYS
             } else {
-                day - self.last_day
+                (day as i64 - self.last_day as i64).min(BITMAP_DAYS as i64) as i32
             };
             self.bits = if shift >= BITMAP_DAYS {
                 0
@@ -111,8 +117,8 @@ impl DayBitmap {
             };
             self.last_day = day;
         }
-        let idx = self.last_day - day;
-        if idx < BITMAP_DAYS {
+        let idx = self.last_day as i64 - day as i64;
+        if idx < BITMAP_DAYS as i64 {
             self.bits |= 1u128 << idx;
         }
     }
@@ -122,9 +128,12 @@ impl DayBitmap {
         (0..BITMAP_DAYS as i64).contains(&idx) && self.bits & (1u128 << idx) != 0
     }
 
-    /// Days set in `from..=to`.
+    /// Days set in `from..=to` (only the kept days can be).
     pub fn count(&self, from: i32, to: i32) -> u32 {
-        (from..=to).filter(|d| self.is_set(*d)).count() as u32
+        let from = from.max(self.last_day.saturating_sub(BITMAP_DAYS - 1));
+        (from..=to.min(self.last_day))
+            .filter(|d| self.is_set(*d))
+            .count() as u32
     }
 
     pub fn is_empty(&self) -> bool {
@@ -152,6 +161,26 @@ impl DayBitmap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_extremes_neither_overflow_nor_loop() {
+        // What a value that decodes can hold, however it got there.
+        let mut w = WeeklyCounts {
+            newest_week: i32::MIN,
+            ..WeeklyCounts::default()
+        };
+        w.add(2_900);
+        assert_eq!(w.count(2_900), 1);
+        assert_eq!(w.sum(i32::MIN, i32::MAX), 1);
+        assert_eq!(w.before(i32::MIN), w.older);
+        let mut b = DayBitmap {
+            last_day: i32::MIN,
+            bits: 1,
+        };
+        b.set(20_000);
+        assert!(b.is_set(20_000));
+        assert_eq!(b.count(i32::MIN, i32::MAX), 1);
+    }
 
     #[test]
     fn weekly_counts_slide_and_keep_late_events_in_their_week() {
