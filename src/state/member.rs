@@ -312,12 +312,12 @@ impl MemberState {
             };
         }
         for c in [&mut m.visits, &mut m.sends, &mut m.opens] {
-            c.newest_week = r.i32()?;
+            c.newest_week = not_before_1970("newest_week", r.i32()?)?;
             for s in c.slots.iter_mut() {
                 *s = r.u16()?;
             }
         }
-        m.checkins.last_day = r.i32()?;
+        m.checkins.last_day = not_before_1970("checkins.last_day", r.i32()?)?;
         m.checkins.bits = r.u128()?;
         m.checkin_count = r.u32()?;
         m.stage = Stage::from_u8(r.u8()?)?;
@@ -351,6 +351,19 @@ impl MemberState {
         }
         Ok(m)
     }
+}
+
+/// Week and day numbers count from the epoch and event times are never
+/// before it: a negative one is damage, and the detectors' arithmetic on it
+/// would overflow.
+fn not_before_1970(field: &'static str, v: i32) -> Result<i32, DecodeError> {
+    if v < 0 {
+        return Err(DecodeError::Invalid {
+            field,
+            value: v as u32 as u64,
+        });
+    }
+    Ok(v)
 }
 
 /// The log order value the spend detector works on (a zero order counts as
