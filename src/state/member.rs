@@ -349,7 +349,48 @@ impl MemberState {
             }
             m.older_log_spend = r.f32()?;
         }
+        m.check_times()?;
         Ok(m)
+    }
+}
+
+impl MemberState {
+    /// Event times are never before 1970 (the validator refuses them), and
+    /// the kept purchases are in time order: a value that says otherwise is
+    /// damage, and the detectors' arithmetic on it would overflow.
+    fn check_times(&self) -> Result<(), DecodeError> {
+        let time = |field: &'static str, v: i64, never_ok: bool| {
+            if v >= 0 || (never_ok && v == NEVER) {
+                Ok(())
+            } else {
+                Err(DecodeError::Invalid {
+                    field,
+                    value: v as u64,
+                })
+            }
+        };
+        time("first_seen_ms", self.first_seen_ms, false)?;
+        time("last_event_ms", self.last_event_ms, false)?;
+        time("last_active_ms", self.last_active_ms, true)?;
+        time("first_purchase_ms", self.first_purchase_ms, true)?;
+        let mut prev = 0;
+        for p in self.purchases() {
+            time("purchases.ts_ms", p.ts_ms, false)?;
+            if p.ts_ms < prev {
+                return Err(DecodeError::Invalid {
+                    field: "purchases (out of time order)",
+                    value: p.ts_ms as u64,
+                });
+            }
+            prev = p.ts_ms;
+        }
+        for e in &self.episodes {
+            time("episodes.opened_ms", e.opened_ms, true)?;
+        }
+        if let Some(a) = &self.open_alert {
+            time("open_alert.detected_ms", a.detected_ms, true)?;
+        }
+        Ok(())
     }
 }
 
