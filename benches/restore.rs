@@ -93,6 +93,8 @@ fn main() {
     let mut records: Vec<(Vec<u8>, Vec<u8>, bool)> = Vec::with_capacity(members as usize + 1000);
     let mark = PartitionMark {
         clock_ms: None,
+        epoch: None,
+        basis: None,
         max_ts: 1_760_000_000_000,
         offsets: [("member-events".to_string(), 1)].into(),
     }

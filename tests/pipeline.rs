@@ -917,6 +917,8 @@ fn long_restore_setup(dir: &Path, broker: &Broker) -> (std::path::PathBuf, u16) 
     let now = chrono::Utc::now().timestamp_millis();
     let mark = PartitionMark {
         clock_ms: None,
+        epoch: None,
+        basis: None,
         max_ts: now - 30 * 86_400_000,
         offsets: [("member-events".to_string(), 0)].into(),
     }

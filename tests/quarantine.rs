@@ -243,6 +243,8 @@ fn a_garbage_changelog_record_before_a_valid_marker_does_not_stop_a_restore() {
         let mark = PartitionMark {
             max_ts: now - 10 * DAY,
             clock_ms: None,
+            epoch: None,
+            basis: None,
             offsets: [("member-events".to_string(), 0)].into(),
         }
         .encode();

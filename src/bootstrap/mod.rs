@@ -51,6 +51,9 @@ use crate::telemetry::Metrics;
 /// bootstrapped for; `run` refuses a topic with another count.
 pub const META_BOOTSTRAP_PARTITIONS: &str = "bootstrap/partitions";
 
+/// The owner epoch the bootstrapped state is published under.
+const BOOTSTRAP_EPOCH: u64 = 1;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
     #[error("{0}")]
@@ -417,6 +420,12 @@ fn publish(
     let mut seq = 0u64;
     let mut checkpoints = Batch::default();
     for p in 0..partitions {
+        out.sink.set_epoch(p as i32, BOOTSTRAP_EPOCH);
+        checkpoints.put(
+            Table::Meta,
+            meta_key(p, "owner_epoch"),
+            (BOOTSTRAP_EPOCH as i64).to_le_bytes().to_vec(),
+        );
         let (mut from, end) = (partition_prefix(p).to_vec(), partition_end(p));
         loop {
             let chunk = store.scan(Table::Members, &from, &end, 10_000)?;
@@ -447,6 +456,9 @@ fn publish(
         let mark = PartitionMark {
             max_ts: read(crate::engine::META_MAX_TS)?,
             clock_ms: Some(read(crate::engine::META_CLOCK)?),
+            // The first owner: `run` takes over with the next epoch.
+            epoch: Some(BOOTSTRAP_EPOCH),
+            basis: Some(0),
             offsets: offsets
                 .iter()
                 .filter(|((_, q), _)| *q == p as i32)

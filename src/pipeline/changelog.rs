@@ -18,6 +18,22 @@
 //! Record value: a format byte, the member's timer due time (i64 LE, so the
 //! timer index is rebuilt without decoding the state), then the member state
 //! exactly as stored. A tombstone (no value) deletes the member.
+//!
+//! # Fencing
+//!
+//! Without broker transactions (tansu has none) an instance that stalled
+//! past its session timeout (a zombie) can still publish changelog records
+//! for a partition the group has given to another instance. Every owner
+//! therefore writes under an *owner epoch*: one more than the highest epoch
+//! it has seen for the partition, taken when its restore ends. Every record
+//! carries it in the `churnwatch.epoch` header and every marker in its body,
+//! with the *basis*: the changelog offset the new owner restored to. A
+//! restore ignores a record of epoch `e` at an offset at or after the basis
+//! of a marker with a higher epoch: those are a zombie's, written after the
+//! new owner took over. Such a marker can come after the zombie's records it
+//! fences (the zombie wrote between the new owner's restore and its first
+//! marker); if they were applied already, the restore starts over, knowing
+//! the fence from the start.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +59,9 @@ use crate::telemetry::events::KafkaClientLog;
 
 /// The header that marks a partition marker record.
 pub const MARKER_HEADER: &str = "churnwatch.changelog";
+/// The header carrying the writer's owner epoch on every record.
+pub const EPOCH_HEADER: &str = "churnwatch.epoch";
+
 /// The key of partition markers (member records are keyed by member id).
 pub const MARKER_KEY: &[u8] = b"__churnwatch_partition__";
 const FORMAT: u8 = 1;
@@ -67,6 +86,14 @@ pub struct PartitionMark {
     /// the restore then derives it from `max_ts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_ms: Option<i64>,
+    /// The owner epoch of the instance that wrote it (see "Fencing").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// The changelog offset that owner's state was restored to when it
+    /// took the partition: records of older epochs from there on are a
+    /// zombie's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basis: Option<i64>,
     /// Next input offset to read, per input topic.
     pub offsets: BTreeMap<String, i64>,
 }
@@ -113,6 +140,10 @@ pub enum RestoreError {
     Corrupt(String),
     #[error("stopped before the restore finished")]
     Stopped,
+    /// A marker fenced records already applied: start over from the
+    /// beginning knowing these fences.
+    #[error("a zombie's records were applied before the marker that fences them; restoring again")]
+    Refenced(Vec<(i64, u64)>),
 }
 
 /// Meta key of the next changelog offset this instance's local state of a
@@ -151,14 +182,16 @@ pub fn read_i64<S: Store + ?Sized>(store: &S, key: &[u8]) -> Result<Option<i64>,
 /// records after the last marker belong to a commit whose marker was never
 /// published (its producer crashed) and are left out, so the rebuilt state
 /// always matches the offsets it is stored with.
+type OpenRecord = (i64, u64, Vec<u8>, Option<Vec<u8>>);
+
 pub struct Restorer<'a, S: Store + ?Sized> {
     store: &'a S,
     partition: u32,
     batch_records: usize,
     input_topics: &'a [String],
-    /// Records of the commit in progress: (offset, member id, value or
-    /// tombstone).
-    open: Vec<(i64, Vec<u8>, Option<Vec<u8>>)>,
+    /// Records of the commit in progress: (offset, epoch, member id, value
+    /// or tombstone).
+    open: Vec<OpenRecord>,
     /// Records moved to the quarantine so far (written with the batches).
     pub quarantined: Vec<Quarantined>,
     batch: Batch,
@@ -168,6 +201,14 @@ pub struct Restorer<'a, S: Store + ?Sized> {
     pub members: u64,
     /// The last marker applied.
     pub mark: Option<PartitionMark>,
+    /// Fences seen (or known from a previous pass): (basis, epoch).
+    fences: Vec<(i64, u64)>,
+    /// The highest epoch seen.
+    pub max_epoch: u64,
+    /// Per epoch, the highest offset of a record applied under it.
+    applied: BTreeMap<u64, i64>,
+    /// Records left out as a zombie's.
+    pub fenced: u64,
 }
 
 impl<'a, S: Store + ?Sized> Restorer<'a, S> {
@@ -189,7 +230,24 @@ impl<'a, S: Store + ?Sized> Restorer<'a, S> {
             records: 0,
             members: 0,
             mark: None,
+            fences: Vec::new(),
+            max_epoch: 0,
+            applied: BTreeMap::new(),
+            fenced: 0,
         }
+    }
+
+    /// Starts knowing `fences` (a restore started over, see "Fencing").
+    pub fn with_fences(mut self, fences: Vec<(i64, u64)>) -> Self {
+        self.fences = fences;
+        self
+    }
+
+    /// Whether a record of `epoch` at `offset` is a zombie's.
+    fn is_fenced(&self, offset: i64, epoch: u64) -> bool {
+        self.fences
+            .iter()
+            .any(|(basis, e)| offset >= *basis && epoch < *e)
     }
 
     /// One changelog record at `offset`. A record that cannot be decoded
@@ -204,10 +262,30 @@ impl<'a, S: Store + ?Sized> Restorer<'a, S> {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<(), RestoreError> {
+        self.apply_with_epoch(offset, marker, key, value, None)
+    }
+
+    /// [`Restorer::apply`] for a record written under owner `epoch` (the
+    /// `churnwatch.epoch` header; `None` for records of builds before
+    /// fencing, taken as epoch 0).
+    pub fn apply_with_epoch(
+        &mut self,
+        offset: i64,
+        marker: bool,
+        key: &[u8],
+        value: Option<&[u8]>,
+        epoch: Option<u64>,
+    ) -> Result<(), RestoreError> {
         self.records += 1;
+        let epoch = epoch.unwrap_or(0);
+        if self.is_fenced(offset, epoch) {
+            self.fenced += 1;
+            return Ok(());
+        }
         if !marker {
+            self.max_epoch = self.max_epoch.max(epoch);
             self.open
-                .push((offset, key.to_vec(), value.map(<[u8]>::to_vec)));
+                .push((offset, epoch, key.to_vec(), value.map(<[u8]>::to_vec)));
             return Ok(());
         }
         let mark = match PartitionMark::decode(value.unwrap_or_default()) {
@@ -217,8 +295,30 @@ impl<'a, S: Store + ?Sized> Restorer<'a, S> {
                 return Ok(());
             }
         };
+        let mark_epoch = mark.epoch.unwrap_or(epoch);
+        if let Some(basis) = mark.basis {
+            if !self.fences.contains(&(basis, mark_epoch)) {
+                // A new owner took over at `basis`: what older epochs wrote
+                // from there on is a zombie's.
+                let stale_applied = self
+                    .applied
+                    .range(..mark_epoch)
+                    .any(|(_, last)| *last >= basis);
+                self.fences.push((basis, mark_epoch));
+                if stale_applied {
+                    return Err(RestoreError::Refenced(self.fences.clone()));
+                }
+                let before = self.open.len();
+                self.open
+                    .retain(|(at, e, _, _)| !(*at >= basis && *e < mark_epoch));
+                self.fenced += (before - self.open.len()) as u64;
+            }
+        }
+        self.max_epoch = self.max_epoch.max(mark_epoch);
         let p = self.partition;
-        for (at, id, value) in std::mem::take(&mut self.open) {
+        for (at, e, id, value) in std::mem::take(&mut self.open) {
+            let last = self.applied.entry(e).or_insert(at);
+            *last = (*last).max(at);
             let Ok(member) = std::str::from_utf8(&id) else {
                 self.set_aside(
                     at,
@@ -363,6 +463,26 @@ pub fn drop_partition<S: Store + ?Sized>(
     Ok(deleted)
 }
 
+/// Whether a changelog message is a marker, and its writer's epoch.
+fn record_headers(m: &rdkafka::message::BorrowedMessage<'_>) -> (bool, Option<u64>) {
+    let Some(h) = m.headers() else {
+        return (false, None);
+    };
+    let mut marker = false;
+    let mut epoch = None;
+    for h in h.iter() {
+        if h.key == MARKER_HEADER {
+            marker = true;
+        } else if h.key == EPOCH_HEADER {
+            epoch = h
+                .value
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse().ok());
+        }
+    }
+    (marker, epoch)
+}
+
 /// The client context of consumers that read a partition to its end (the
 /// restore, `bootstrap`'s seam search): partition EOF is how they end, not
 /// an error worth logging; the rest goes through the same rate-limited log
@@ -404,6 +524,8 @@ pub struct Restored {
     pub seconds: f64,
     /// Records that could not be decoded, moved to the quarantine table.
     pub quarantined: Vec<Quarantined>,
+    /// The highest owner epoch seen (0 without any).
+    pub max_epoch: u64,
 }
 
 /// Reads partition `partition` of the changelog from `from` to partition EOF
@@ -437,6 +559,7 @@ pub fn restore<S: Store + ?Sized>(
     consumer.assign(&tpl)?;
     let mut r = Restorer::new(store, partition, input_topics, batch_records);
     let mut next = from;
+    let mut passes = 0;
     let mut last_progress = Instant::now();
     loop {
         if shutdown.load(Ordering::Relaxed) {
@@ -444,11 +567,29 @@ pub fn restore<S: Store + ?Sized>(
         }
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
-                let marker = m
-                    .headers()
-                    .is_some_and(|h| h.iter().any(|h| h.key == MARKER_HEADER));
-                r.apply(m.offset(), marker, m.key().unwrap_or_default(), m.payload())?;
-                next = m.offset() + 1;
+                let (marker, epoch) = record_headers(&m);
+                match r.apply_with_epoch(
+                    m.offset(),
+                    marker,
+                    m.key().unwrap_or_default(),
+                    m.payload(),
+                    epoch,
+                ) {
+                    Ok(()) => next = m.offset() + 1,
+                    // A zombie's records were applied before the marker
+                    // that fences them: start over, fences known.
+                    Err(RestoreError::Refenced(fences)) if passes < 3 => {
+                        passes += 1;
+                        drop_partition(store, partition, input_topics)?;
+                        r = Restorer::new(store, partition, input_topics, batch_records)
+                            .with_fences(fences);
+                        next = 0;
+                        let mut tpl = TopicPartitionList::new();
+                        tpl.add_partition_offset(topic, partition as i32, Offset::Offset(0))?;
+                        consumer.assign(&tpl)?;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             Some(Err(KafkaError::PartitionEOF(_))) => break,
             Some(Err(e)) => progress(r.records, Some(&e)),
@@ -469,7 +610,15 @@ pub fn restore<S: Store + ?Sized>(
         );
     }
     progress(r.records, None);
+    if r.fenced > 0 {
+        tracing::warn!(
+            partition,
+            records = r.fenced,
+            "changelog records of a replaced owner (a zombie) left out"
+        );
+    }
     Ok(Restored {
+        max_epoch: r.max_epoch,
         records: r.records,
         members: r.members,
         next,
@@ -486,6 +635,8 @@ mod tests {
     fn mark(max_ts: i64, offset: i64) -> Vec<u8> {
         PartitionMark {
             clock_ms: None,
+            epoch: None,
+            basis: None,
             max_ts,
             offsets: [("member-events".to_string(), offset)].into(),
         }
@@ -615,6 +766,104 @@ mod tests {
             Some(9)
         );
         assert_eq!(crate::state::quarantine::list(&store).unwrap().len(), 3);
+    }
+
+    fn owner_mark(max_ts: i64, offset: i64, epoch: u64, basis: i64) -> Vec<u8> {
+        PartitionMark {
+            clock_ms: None,
+            epoch: Some(epoch),
+            basis: Some(basis),
+            max_ts,
+            offsets: [("member-events".to_string(), offset)].into(),
+        }
+        .encode()
+    }
+
+    #[test]
+    fn a_zombies_records_after_the_new_owners_basis_are_left_out() {
+        let store = MemoryStore::default();
+        let t = topics();
+        let mut r = Restorer::new(&store, 0, &t, 10);
+        let v = |s: &[u8]| member_value(NEVER, s);
+        // Owner 1, then owner 2 takes over having restored to offset 2.
+        r.apply_with_epoch(0, false, b"m-1", Some(&v(b"one")), Some(1))
+            .unwrap();
+        r.apply_with_epoch(1, true, MARKER_KEY, Some(&owner_mark(1, 5, 1, 0)), Some(1))
+            .unwrap();
+        r.apply_with_epoch(2, true, MARKER_KEY, Some(&owner_mark(1, 5, 2, 2)), Some(2))
+            .unwrap();
+        // The zombie (epoch 1) still writes; owner 2 writes too.
+        r.apply_with_epoch(3, false, b"m-1", Some(&v(b"zombie")), Some(1))
+            .unwrap();
+        r.apply_with_epoch(4, false, b"m-2", Some(&v(b"two")), Some(2))
+            .unwrap();
+        r.apply_with_epoch(5, true, MARKER_KEY, Some(&owner_mark(1, 9, 1, 0)), Some(1))
+            .unwrap();
+        r.apply_with_epoch(6, true, MARKER_KEY, Some(&owner_mark(2, 7, 2, 2)), Some(2))
+            .unwrap();
+        r.finish().unwrap();
+        assert_eq!(r.fenced, 2);
+        assert_eq!(r.max_epoch, 2);
+        assert_eq!(
+            store.get(Table::Members, &member_key(0, "m-1")).unwrap(),
+            Some(b"one".to_vec())
+        );
+        assert_eq!(
+            store.get(Table::Members, &member_key(0, "m-2")).unwrap(),
+            Some(b"two".to_vec())
+        );
+        // The zombie's offsets (9) never win over the owner's (7).
+        assert_eq!(
+            read_i64(&store, &offset_key("member-events", 0)).unwrap(),
+            Some(7)
+        );
+    }
+
+    #[test]
+    fn a_zombie_commit_applied_before_the_marker_that_fences_it_restarts_the_restore() {
+        let store = MemoryStore::default();
+        let t = topics();
+        let v = |s: &[u8]| member_value(NEVER, s);
+        // The zombie wrote a whole commit between owner 2's restore (to
+        // offset 2) and owner 2's first marker.
+        // (offset, marker, key, value, epoch)
+        type Logged<'k> = (i64, bool, &'k [u8], Vec<u8>, u64);
+        let log: Vec<Logged<'_>> = vec![
+            (0, false, b"m-1", v(b"one"), 1),
+            (1, true, MARKER_KEY, owner_mark(1, 5, 1, 0), 1),
+            (2, false, b"m-1", v(b"zombie"), 1),
+            (3, true, MARKER_KEY, owner_mark(1, 9, 1, 0), 1),
+            (4, true, MARKER_KEY, owner_mark(1, 5, 2, 2), 2),
+        ];
+        let mut r = Restorer::new(&store, 0, &t, 10);
+        let mut fences = None;
+        for (o, m, k, val, e) in &log {
+            match r.apply_with_epoch(*o, *m, k, Some(val), Some(*e)) {
+                Err(RestoreError::Refenced(f)) => {
+                    fences = Some(f);
+                    break;
+                }
+                other => other.unwrap(),
+            }
+        }
+        let fences = fences.expect("the fence was noticed");
+        assert_eq!(fences, vec![(0, 1), (2, 2)]);
+        // The second pass knows the fence from the start.
+        r.flush().unwrap();
+        drop_partition(&store, 0, &t).unwrap();
+        let mut r = Restorer::new(&store, 0, &t, 10).with_fences(fences);
+        for (o, m, k, val, e) in &log {
+            r.apply_with_epoch(*o, *m, k, Some(val), Some(*e)).unwrap();
+        }
+        r.finish().unwrap();
+        assert_eq!(
+            store.get(Table::Members, &member_key(0, "m-1")).unwrap(),
+            Some(b"one".to_vec())
+        );
+        assert_eq!(
+            read_i64(&store, &offset_key("member-events", 0)).unwrap(),
+            Some(5)
+        );
     }
 
     #[test]

@@ -423,6 +423,9 @@ struct Driver {
     unmarked: BTreeSet<i32>,
     /// Acknowledged changelog positions (next offset) to checkpoint.
     checkpoints: BTreeMap<i32, i64>,
+    /// The owner epoch and basis (changelog offset restored to) this
+    /// instance writes each owned partition's changelog under.
+    epochs: BTreeMap<i32, (u64, i64)>,
     last_message: Instant,
     /// Set while the state store refuses writes (disk full, read-only):
     /// consumption is paused and the refused commit retried with back-off.
@@ -548,6 +551,7 @@ impl Driver {
             changelog,
             unmarked: BTreeSet::new(),
             checkpoints: BTreeMap::new(),
+            epochs: BTreeMap::new(),
             last_message: Instant::now(),
             store_down: None,
             held: std::collections::VecDeque::new(),
@@ -834,6 +838,23 @@ impl Driver {
         Ok(())
     }
 
+    /// Takes partition `p` under a new owner epoch, one above any seen (see
+    /// `changelog`, "Fencing"): every changelog record from now on carries
+    /// it, and the next commit writes a marker with it and its basis.
+    fn take_ownership(&mut self, p: u32, seen: u64, basis: i64) -> Result<(), PipelineError> {
+        let key = crate::state::keys::meta_key(p, "owner_epoch");
+        let local = changelog::read_i64(self.engine.store(), &key)?.unwrap_or(0) as u64;
+        let epoch = local.max(seen) + 1;
+        let mut b = Batch::default();
+        b.put(Table::Meta, key, (epoch as i64).to_le_bytes().to_vec());
+        self.engine.store().write(b)?;
+        self.epochs.insert(p as i32, (epoch, basis));
+        self.sink.set_epoch(p as i32, epoch);
+        self.unmarked.insert(p as i32);
+        tracing::info!(partition = p, epoch, basis, "owning partition");
+        Ok(())
+    }
+
     /// Moves a paused partition's fetch position. librdkafka drops whatever
     /// it fetched before the seek, so the first message of the partition
     /// the engine sees after it is at `offset`. A seek can be refused while
@@ -896,6 +917,7 @@ impl Driver {
             for q in &r.quarantined {
                 self.push(quarantine_dead_letter(q));
             }
+            self.take_ownership(p, r.max_epoch, r.next)?;
             RestoreFinished {
                 partition: p,
                 records: r.records,
@@ -1154,11 +1176,12 @@ impl Driver {
             );
         }
         let result = if self.changelog.is_some() {
-            let (outbox, next_seq, unmarked, offsets) = (
+            let (outbox, next_seq, unmarked, offsets, epochs) = (
                 &mut self.outbox,
                 &mut self.next_seq,
                 &mut self.unmarked,
                 &self.offsets,
+                &self.epochs,
             );
             let mut changed = false;
             let mut written = 0;
@@ -1193,9 +1216,12 @@ impl Driver {
                         let p = partition as i32;
                         let moved = unmarked.remove(&p);
                         if std::mem::take(&mut changed) || moved {
+                            let owner = epochs.get(&p);
                             let mark = PartitionMark {
                                 max_ts,
                                 clock_ms: Some(clock_ms),
+                                epoch: owner.map(|o| o.0),
+                                basis: owner.map(|o| o.1),
                                 offsets: offsets
                                     .iter()
                                     .filter(|((_, q), _)| *q == p)

@@ -86,6 +86,8 @@ pub struct Sink {
     changelog_topic: String,
     /// Records handed to the producer and not yet answered, with when.
     in_flight: BTreeMap<u64, Instant>,
+    /// The owner epoch this instance writes each changelog partition under.
+    epochs: BTreeMap<i32, String>,
 }
 
 impl Sink {
@@ -113,7 +115,33 @@ impl Sink {
             dlq_topic: dlq_topic.to_string(),
             changelog_topic: changelog_topic.to_string(),
             in_flight: BTreeMap::new(),
+            epochs: BTreeMap::new(),
         })
+    }
+
+    /// Changelog records of `partition` are written under owner `epoch`
+    /// from now on (see `changelog`, "Fencing").
+    pub fn set_epoch(&mut self, partition: i32, epoch: u64) {
+        self.epochs.insert(partition, epoch.to_string());
+    }
+
+    fn epoch_headers(&self, partition: i32, marker: bool) -> Option<OwnedHeaders> {
+        let epoch = self.epochs.get(&partition);
+        if !marker && epoch.is_none() {
+            return None;
+        }
+        let mut h = if marker {
+            changelog::marker_headers()
+        } else {
+            OwnedHeaders::new()
+        };
+        if let Some(e) = epoch {
+            h = h.insert(Header {
+                key: changelog::EPOCH_HEADER,
+                value: Some(e.as_str()),
+            });
+        }
+        Some(h)
     }
 
     pub fn is_in_flight(&self, seq: u64) -> bool {
@@ -179,15 +207,23 @@ impl Sink {
                 if let Some(v) = value {
                     rec = rec.payload(v.as_slice());
                 }
+                if let Some(h) = self.epoch_headers(*partition, false) {
+                    rec = rec.headers(h);
+                }
                 self.producer.send(rec)
             }
-            OutboxRecord::ChangelogMark { partition, mark } => self.producer.send(
-                BaseRecord::with_opaque_to(&self.changelog_topic, Box::new(seq))
-                    .partition(*partition)
-                    .key(changelog::MARKER_KEY)
-                    .payload(mark.as_slice())
-                    .headers(changelog::marker_headers()),
-            ),
+            OutboxRecord::ChangelogMark { partition, mark } => {
+                let headers = self
+                    .epoch_headers(*partition, true)
+                    .unwrap_or_else(changelog::marker_headers);
+                self.producer.send(
+                    BaseRecord::with_opaque_to(&self.changelog_topic, Box::new(seq))
+                        .partition(*partition)
+                        .key(changelog::MARKER_KEY)
+                        .payload(mark.as_slice())
+                        .headers(headers),
+                )
+            }
         };
         match r {
             Ok(()) => {
