@@ -159,9 +159,10 @@ fn run_on_a_prefilled_skewed_topic_equals_a_replay_of_each_partition() {
     // One instance, so no rebalance to wait for: a longer session keeps a
     // loaded machine's slow broker from expiring it mid catch-up (tansu then
     // fails to take the member back, BROKER.md).
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("\"session.timeout.ms\" = \"6000\"", "\"session.timeout.ms\" = \"30000\"");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "\"session.timeout.ms\" = \"6000\"",
+        "\"session.timeout.ms\" = \"30000\"",
+    );
     std::fs::write(&cfg, text).unwrap();
     let mut run = start_run(&cfg);
     // Caught up: every message consumed (accepted, rejected or duplicate)
