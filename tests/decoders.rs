@@ -135,11 +135,15 @@ fn partition_mark() -> impl Strategy<Value = PartitionMark> {
     (
         any::<i64>(),
         prop::option::of(any::<i64>()),
+        prop::option::of(any::<u64>()),
+        prop::option::of(any::<i64>()),
         prop::collection::btree_map(".{0,12}", any::<i64>(), 0..4),
     )
-        .prop_map(|(max_ts, clock_ms, offsets)| PartitionMark {
+        .prop_map(|(max_ts, clock_ms, epoch, basis, offsets)| PartitionMark {
             max_ts,
             clock_ms,
+            epoch,
+            basis,
             offsets,
         })
 }
@@ -165,6 +169,8 @@ fn restore_one(value: &[u8]) -> Option<(Vec<u8>, i64, bool)> {
     let mark = PartitionMark {
         max_ts: 5,
         clock_ms: None,
+        epoch: None,
+        basis: None,
         offsets: [("member-events".to_string(), 9)].into(),
     };
     r.apply(1, true, MARKER_KEY, Some(&mark.encode())).unwrap();

@@ -37,6 +37,8 @@ fuzz_target!(|data: &[u8]| {
     let mark = PartitionMark {
         max_ts: 1,
         clock_ms: Some(1),
+        epoch: None,
+        basis: None,
         offsets: [("member-events".to_string(), 3)].into(),
     };
     r.apply(1, true, MARKER_KEY, Some(&mark.encode())).unwrap();

@@ -86,6 +86,8 @@ fuzz_target!(|data: &[u8]| {
                 PartitionMark {
                     max_ts,
                     clock_ms: (flags & 4 == 4).then_some(max_ts),
+                    epoch: None,
+                    basis: None,
                     offsets: [(TOPIC.to_string(), next)].into(),
                 }
                 .encode()
