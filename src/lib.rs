@@ -2,6 +2,7 @@
 //! membership programmes.
 //!
 //! - [`event`]: the input contract and its validation
+//! - [`signal`]: the alert signals (below `state` and `detect`)
 //! - [`state`]: the store trait, RocksDB and in-memory stores, member state and windows
 //! - [`detect`]: one module per cooling signal
 //! - [`alert`]: the alert contract, segments, risk score, playbook
@@ -28,6 +29,7 @@ pub mod pipeline;
 pub mod replay;
 pub mod report;
 pub mod risk;
+pub mod signal;
 pub mod simulate;
 pub mod state;
 pub mod telemetry;

@@ -22,52 +22,7 @@ use crate::event::DAY_MS;
 use crate::state::window::week_of;
 use crate::state::MemberState;
 
-/// The alert signals. The first [`EPISODE_SIGNALS`] have cooling episodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum Signal {
-    PurchaseGap = 0,
-    OpenRateDrop = 1,
-    VisitDecline = 2,
-    CheckinLapse = 3,
-    SpendDecline = 4,
-    StageChange = 5,
-    Reactivated = 6,
-}
-
-pub const EPISODE_SIGNALS: usize = 6;
-
-impl Signal {
-    pub const ALL: [Signal; 7] = [
-        Signal::PurchaseGap,
-        Signal::OpenRateDrop,
-        Signal::VisitDecline,
-        Signal::CheckinLapse,
-        Signal::SpendDecline,
-        Signal::StageChange,
-        Signal::Reactivated,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Signal::PurchaseGap => "purchase_gap",
-            Signal::OpenRateDrop => "open_rate_drop",
-            Signal::VisitDecline => "visit_decline",
-            Signal::CheckinLapse => "checkin_lapse",
-            Signal::SpendDecline => "spend_decline",
-            Signal::StageChange => "stage_change",
-            Signal::Reactivated => "reactivated",
-        }
-    }
-
-    pub fn from_u8(v: u8) -> Option<Signal> {
-        Signal::ALL.get(v as usize).copied()
-    }
-
-    pub fn parse(s: &str) -> Option<Signal> {
-        Signal::ALL.into_iter().find(|x| x.as_str() == s)
-    }
-}
+pub use crate::signal::{Signal, EPISODE_SIGNALS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {

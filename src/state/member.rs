@@ -3,8 +3,8 @@
 
 use super::codec::{DecodeError, Reader, Writer};
 use super::window::{day_of, week_of, DayBitmap, WeeklyCounts};
-use crate::detect::{Signal, EPISODE_SIGNALS};
 use crate::event::{Event, EventKind};
+use crate::signal::{Signal, EPISODE_SIGNALS};
 
 /// Version byte leading every encoded member; bump on layout changes and
 /// keep decoding the old ones. Version 2 appends the long-run totals
