@@ -85,3 +85,26 @@ fn member_engine() {
         let _ = timer_checks(&m, now, &cfg).count();
     }
 }
+
+/// `fuzz_targets/config_load.rs`: TOML text, parsed and validated; what
+/// validates holds the bounds the detectors rely on.
+#[test]
+fn config_load() {
+    let found = inputs("config_load");
+    assert!(!found.is_empty());
+    for (name, data) in found {
+        let Ok(cfg) = Config::parse(std::str::from_utf8(&data).unwrap()) else {
+            continue;
+        };
+        if cfg.validate().is_err() {
+            continue;
+        }
+        let c = &cfg.detect.checkin_lapse;
+        assert!(
+            c.recent_days as u64 + c.baseline_days as u64 <= 127,
+            "{name}: {} + {} days validated",
+            c.recent_days,
+            c.baseline_days
+        );
+    }
+}

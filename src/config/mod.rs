@@ -506,7 +506,10 @@ impl Config {
                 "must be between 1 and 127",
             ));
         }
-        if c.recent_days + c.baseline_days > 127 || c.recent_days == 0 || c.baseline_days == 0 {
+        if c.recent_days as u64 + c.baseline_days as u64 > 127
+            || c.recent_days == 0
+            || c.baseline_days == 0
+        {
             return Err(ConfigError::invalid(
                 "detect.checkin_lapse.baseline_days",
                 "recent_days and baseline_days must be positive and add up to at most 127",
