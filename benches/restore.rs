@@ -204,6 +204,7 @@ fn from_broker(records: &[(Vec<u8>, Vec<u8>, bool)], members: u64, batch_records
         &store,
         &cfg.kafka.input_topics,
         batch_records,
+        Vec::new(),
         &stop,
         |_, _| {},
     )

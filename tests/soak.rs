@@ -209,11 +209,63 @@ fn owned(port: u16) -> BTreeSet<i64> {
         .collect()
 }
 
+/// Which partitions each instance owns and whether it is ready, for
+/// failure messages.
+fn ownership(instances: &[Instance]) -> String {
+    instances
+        .iter()
+        .enumerate()
+        .map(|(n, i)| {
+            format!(
+                "instance {n}: owns {:?}, readyz {}",
+                owned(i.port),
+                http_get(i.port, "/readyz").0
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Restarts an instance that owns nothing (else the next in turn) after the
+/// session timeout, so that its join makes the coordinator rebalance.
+fn nudge(instances: &mut [Instance], nudges: &mut usize) {
+    assert!(
+        *nudges < 4,
+        "the group never settled with every partition owned once: {}",
+        ownership(instances)
+    );
+    let idle = instances
+        .iter()
+        .position(|i| owned(i.port).is_empty())
+        .unwrap_or(*nudges % instances.len());
+    eprintln!(
+        "soak: group not settled ({}); restarting instance {idle} to make it rebalance",
+        ownership(instances)
+    );
+    if let Some(r) = &instances[idle].run {
+        terminate(r);
+    }
+    if let Some(mut r) = instances[idle].run.take() {
+        let _ = r.0.wait();
+    }
+    std::thread::sleep(Duration::from_millis(SESSION_MS + 1500));
+    instances[idle].start();
+    *nudges += 1;
+}
+
 #[test]
 fn chaos_soak_loses_nothing_and_never_publishes_two_contents_for_one_alert() {
     let secs = env_u64("CHURNWATCH_SOAK_SECS", 120);
     let seed = env_u64("CHURNWATCH_SOAK_SEED", 1);
-    let dir = tempfile::tempdir().unwrap();
+    // CHURNWATCH_SOAK_KEEP keeps the state directories for a post-mortem.
+    let keep = std::env::var_os("CHURNWATCH_SOAK_KEEP").is_some();
+    let dir = tempfile::Builder::new()
+        .disable_cleanup(keep)
+        .tempdir()
+        .unwrap();
+    if keep {
+        eprintln!("soak: keeping {}", dir.path().display());
+    }
     let mut broker = Broker::start();
     broker.create_topic("member-events", PARTITIONS);
 
@@ -338,7 +390,13 @@ fn chaos_soak_loses_nothing_and_never_publishes_two_contents_for_one_alert() {
     // Caught up: the group's committed offsets reach each partition's end.
     // (Outboxes may keep changelog records of partitions an instance lost:
     // they wait for it to own them again, by design.)
-    let deadline = Instant::now() + Duration::from_secs(180);
+    // tansu's coordinator sometimes leaves a partition unassigned after a
+    // member's session expired, until some member joins (BROKER.md): a
+    // group that stops making progress without every partition owned once
+    // is nudged by restarting an instance (a join).
+    let mut nudges = 0;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut last = (committed(&broker), Instant::now());
     loop {
         let c = committed(&broker);
         if per_partition.iter().all(|(p, n)| c.get(p) == Some(n)) {
@@ -346,33 +404,21 @@ fn chaos_soak_loses_nothing_and_never_publishes_two_contents_for_one_alert() {
         }
         assert!(
             Instant::now() < deadline,
-            "not caught up: committed {c:?}, produced {per_partition:?}"
+            "not caught up: committed {c:?}, produced {per_partition:?}; {}",
+            ownership(&instances)
         );
+        if c != last.0 {
+            last = (c, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(20)
+            && !settled(&instances, Duration::from_secs(5))
+        {
+            nudge(&mut instances, &mut nudges);
+            last.1 = Instant::now();
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
-    // tansu's coordinator sometimes leaves a partition unassigned after a
-    // member's session expired, until some member joins (BROKER.md): if the
-    // group does not settle, a restart of an instance (a join) nudges it.
-    let mut nudges = 0;
     while !settled(&instances, Duration::from_secs(30)) {
-        assert!(
-            nudges < 3,
-            "the group never settled with every partition owned once"
-        );
-        let idle = instances
-            .iter()
-            .position(|i| owned(i.port).is_empty())
-            .unwrap_or(nudges % instances.len());
-        eprintln!("soak: group not settled; restarting instance {idle} to make it rebalance");
-        if let Some(r) = &instances[idle].run {
-            terminate(r);
-        }
-        if let Some(mut r) = instances[idle].run.take() {
-            let _ = r.0.wait();
-        }
-        std::thread::sleep(Duration::from_millis(SESSION_MS + 1500));
-        instances[idle].start();
-        nudges += 1;
+        nudge(&mut instances, &mut nudges);
     }
     let owners: Vec<BTreeSet<i64>> = instances.iter().map(|i| owned(i.port)).collect();
 
@@ -493,6 +539,13 @@ fn chaos_soak_loses_nothing_and_never_publishes_two_contents_for_one_alert() {
     }
     assert!(!faults.is_empty(), "no fault was injected");
     assert!(want.len() > 50, "{} alerts", want.len());
+    let published: BTreeSet<&str> = got.iter().filter_map(|a| a["alert_id"].as_str()).collect();
+    for a in want
+        .iter()
+        .filter(|a| !published.contains(a["alert_id"].as_str().unwrap_or_default()))
+    {
+        explain_missing(a, &instances, &owners, dir.path(), &broker);
+    }
     assert_same_alerts(&got, &want);
     assert_eq!(origins.len(), bad, "bad events dead-lettered");
 
@@ -518,4 +571,124 @@ fn chaos_soak_loses_nothing_and_never_publishes_two_contents_for_one_alert() {
         }
     }
     assert_eq!(checked, want_rows.len(), "members exported by the owners");
+}
+
+/// What each instance's state says of the member of an alert nobody
+/// published: whether some instance raised it (its episode is open there)
+/// and which instance owned the member's partition at the end.
+fn explain_missing(
+    alert: &serde_json::Value,
+    instances: &[Instance],
+    owners: &[BTreeSet<i64>],
+    dir: &Path,
+    broker: &Broker,
+) {
+    let member = alert["member_id"].as_str().unwrap_or_default();
+    let partition =
+        Partitioner::ConsistentRandom.partition(member.as_bytes(), PARTITIONS as u32) as i64;
+    // The member's changelog records and every marker of its partition,
+    // with the epoch each was written under.
+    let log: Vec<_> = read_all(broker, "test-group-state-changelog")
+        .into_iter()
+        .filter(|m| m.partition() as i64 == partition)
+        .collect();
+    if let Ok(path) = std::env::var("CHURNWATCH_SOAK_DUMP") {
+        let mut text = String::new();
+        for m in &log {
+            let hs: Vec<String> = m
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| {
+                            format!(
+                                "{}={}",
+                                h.key,
+                                h.value.map(String::from_utf8_lossy).unwrap_or_default()
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            text.push_str(&format!(
+                "{}\t{}\t{:?}\t{}\t{}\n",
+                m.offset(),
+                m.key().map(String::from_utf8_lossy).unwrap_or_default(),
+                m.timestamp().to_millis(),
+                hs.join(","),
+                if hs.iter().any(|h| h.starts_with("churnwatch.changelog")) {
+                    m.payload()
+                        .map(String::from_utf8_lossy)
+                        .unwrap_or_default()
+                        .to_string()
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        std::fs::write(format!("{path}-{partition}.tsv"), text).unwrap();
+    }
+    // Everything around the member's records: the commit each belongs to
+    // ends at the next marker.
+    let near: Vec<i64> = log
+        .iter()
+        .filter(|m| m.key() == Some(member.as_bytes()))
+        .map(|m| m.offset())
+        .collect();
+    for m in &log {
+        if near.iter().any(|o| (o - 3..o + 12).contains(&m.offset())) {
+            eprintln!(
+                "  near {}@{} key {:?} ts {:?} headers {:?}",
+                partition,
+                m.offset(),
+                m.key().map(String::from_utf8_lossy),
+                m.timestamp().to_millis(),
+                m.headers().map(|hs| hs
+                    .iter()
+                    .map(|h| (h.key.to_string(), h.value.map(String::from_utf8_lossy)))
+                    .collect::<Vec<_>>())
+            );
+        }
+    }
+    for m in &log {
+        let header = |name: &str| {
+            m.headers()
+                .and_then(|hs| hs.iter().find(|h| h.key == name))
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).to_string())
+        };
+        let key = m.key().map(String::from_utf8_lossy).unwrap_or_default();
+        let marker = header("churnwatch.changelog").is_some();
+        if marker || key == member {
+            eprintln!(
+                "  changelog {partition}@{} epoch {:?}: {}",
+                m.offset(),
+                header("churnwatch.epoch"),
+                if marker {
+                    m.payload()
+                        .map(String::from_utf8_lossy)
+                        .unwrap_or_default()
+                        .to_string()
+                } else {
+                    format!("{member} ({} bytes)", m.payload().map_or(0, <[u8]>::len))
+                }
+            );
+        }
+    }
+    eprintln!(
+        "missing alert {} ({} of {member}, partition {partition})",
+        alert["alert_id"], alert["signal"]
+    );
+    for (n, (i, parts)) in instances.iter().zip(owners).enumerate() {
+        let out = dir.join(format!("explain-{n}.ndjson"));
+        let row = export(&i.state, &out)
+            .into_iter()
+            .find(|r| r["member_id"] == member);
+        eprintln!(
+            "  instance {n} (owned {parts:?}): {}",
+            row.map_or("no state".to_string(), |r| format!(
+                "stage {} evaluated_at {} open {} next_timer {}",
+                r["stage"], r["evaluated_at"], r["open_episodes"], r["next_timer"]
+            ))
+        );
+    }
 }

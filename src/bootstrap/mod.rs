@@ -420,7 +420,7 @@ fn publish(
     let mut seq = 0u64;
     let mut checkpoints = Batch::default();
     for p in 0..partitions {
-        out.sink.set_epoch(p as i32, BOOTSTRAP_EPOCH);
+        out.sink.set_epoch(p as i32, BOOTSTRAP_EPOCH, 0);
         checkpoints.put(
             Table::Meta,
             meta_key(p, "owner_epoch"),

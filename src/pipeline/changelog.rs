@@ -62,12 +62,44 @@ pub const MARKER_HEADER: &str = "churnwatch.changelog";
 /// The header carrying the writer's owner epoch on every record.
 pub const EPOCH_HEADER: &str = "churnwatch.epoch";
 
-/// The key of partition markers (member records are keyed by member id).
-pub const MARKER_KEY: &[u8] = b"__churnwatch_partition__";
-const FORMAT: u8 = 1;
+/// The key prefix of partition markers. Member records are keyed by member
+/// id, which is valid UTF-8 (it comes from a JSON string); this prefix is
+/// not, so no member can be taken for a marker or the other way round,
+/// whatever the record's headers say. A published marker's key ends with
+/// its owner epoch ([`marker_key`]), so that compaction, which keeps the
+/// last record per key, keeps the last marker of every owner and with it
+/// every fence.
+pub const MARKER_KEY: &[u8] = b"\xffchurnwatch.partition";
 
-/// The headers of a partition marker record, by which a restore tells it
-/// from a member record.
+/// The key of a marker published under owner `epoch`.
+pub fn marker_key(epoch: Option<u64>) -> Vec<u8> {
+    let mut k = MARKER_KEY.to_vec();
+    if let Some(e) = epoch {
+        k.push(b'/');
+        k.extend_from_slice(e.to_string().as_bytes());
+    }
+    k
+}
+/// The marker key of builds before the marker key above: a marker only
+/// with the marker header (a member may have this id).
+pub const LEGACY_MARKER_KEY: &[u8] = b"__churnwatch_partition__";
+/// Member record value, format 1: `[1][due: i64 LE][state]`; the writer's
+/// epoch only in the `churnwatch.epoch` header.
+const FORMAT_V1: u8 = 1;
+/// Member record value, format 2: `[2][epoch: u64 LE][due: i64 LE][state]`.
+/// The epoch travels in the value because a broker may serve a record
+/// without its headers (tansu did, right after a restart): a restore must
+/// not take an owner's record for a zombie's for want of a header. Epoch 0
+/// means "not stamped": the sink stamps the epoch it publishes under.
+const FORMAT_V2: u8 = 2;
+/// The epoch of a record that says none (a tombstone without headers):
+/// never fenced.
+const UNKNOWN_EPOCH: u64 = u64::MAX;
+/// Bytes before the member state in a format-2 value.
+pub const MEMBER_HEADER_LEN: usize = 17;
+
+/// The headers of a partition marker record (informational: restores know
+/// a marker by its key).
 pub fn marker_headers() -> OwnedHeaders {
     OwnedHeaders::new().insert(Header {
         key: MARKER_HEADER,
@@ -86,7 +118,7 @@ pub struct PartitionMark {
     /// the restore then derives it from `max_ts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_ms: Option<i64>,
-    /// The owner epoch of the instance that wrote it (see "Fencing").
+    /// The owner epoch of the instance that published it (see "Fencing").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u64>,
     /// The changelog offset that owner's state was restored to when it
@@ -108,23 +140,48 @@ impl PartitionMark {
     }
 }
 
-/// The changelog value of a member.
+/// The changelog value of a member, not yet stamped with an epoch.
 pub fn member_value(timer_due_ms: i64, state: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(9 + state.len());
-    v.push(FORMAT);
+    let mut v = Vec::with_capacity(MEMBER_HEADER_LEN + state.len());
+    v.push(FORMAT_V2);
+    v.extend_from_slice(&0u64.to_le_bytes());
     v.extend_from_slice(&timer_due_ms.to_le_bytes());
     v.extend_from_slice(state);
     v
 }
 
-fn split_member_value(v: &[u8]) -> Result<(i64, &[u8]), RestoreError> {
+/// Stamps a member value with the owner epoch it is published under (a
+/// value of another format is left as it is).
+pub fn stamp_epoch(value: &mut [u8], epoch: u64) {
+    if value.len() >= MEMBER_HEADER_LEN && value[0] == FORMAT_V2 {
+        value[1..9].copy_from_slice(&epoch.to_le_bytes());
+    }
+}
+
+/// A member value's stamped epoch (`None`: format 1, or not stamped), timer
+/// due time and state.
+pub fn split_member_value(v: &[u8]) -> Result<(Option<u64>, i64, &[u8]), RestoreError> {
     match v.split_first() {
-        Some((&FORMAT, rest)) if rest.len() >= 8 => {
+        Some((&FORMAT_V2, rest)) if rest.len() >= 16 => {
+            let (epoch, rest) = rest.split_at(8);
             let (due, state) = rest.split_at(8);
-            Ok((i64::from_le_bytes(due.try_into().expect("8 bytes")), state))
+            let epoch = u64::from_le_bytes(epoch.try_into().expect("8 bytes"));
+            Ok((
+                (epoch != 0).then_some(epoch),
+                i64::from_le_bytes(due.try_into().expect("8 bytes")),
+                state,
+            ))
         }
-        Some((&f, _)) if f != FORMAT => Err(RestoreError::Corrupt(format!(
-            "changelog format {f} is not understood by this build ({FORMAT})"
+        Some((&FORMAT_V1, rest)) if rest.len() >= 8 => {
+            let (due, state) = rest.split_at(8);
+            Ok((
+                None,
+                i64::from_le_bytes(due.try_into().expect("8 bytes")),
+                state,
+            ))
+        }
+        Some((&f, _)) if f != FORMAT_V1 && f != FORMAT_V2 => Err(RestoreError::Corrupt(format!(
+            "changelog format {f} is not understood by this build ({FORMAT_V1}, {FORMAT_V2})"
         ))),
         _ => Err(RestoreError::Corrupt("truncated member record".into())),
     }
@@ -156,6 +213,32 @@ pub fn checkpoint_key(partition: u32) -> Vec<u8> {
 /// while a restore runs, so one cut short is redone from where it started.
 pub fn restoring_key(partition: u32) -> Vec<u8> {
     meta_key(partition, "restoring_from")
+}
+
+/// Meta key of what the restores of a partition learned about its owners:
+/// the highest owner epoch and the fences seen up to the checkpoint. Written
+/// in the same batch as the checkpoint, so an incremental restore (from the
+/// checkpoint) knows every owner before it, and a new owner's epoch is above
+/// all of them even when the restore that saw them was not handed over.
+pub fn owners_key(partition: u32) -> Vec<u8> {
+    meta_key(partition, "changelog_owners")
+}
+
+/// The highest owner epoch and the fences `(basis, epoch)` a partition's
+/// changelog held up to its local checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownOwners {
+    pub max_epoch: u64,
+    pub fences: Vec<(i64, u64)>,
+}
+
+impl KnownOwners {
+    pub fn read<S: Store + ?Sized>(store: &S, partition: u32) -> Result<Self, StoreError> {
+        Ok(store
+            .get(Table::Meta, &owners_key(partition))?
+            .and_then(|v| serde_json::from_slice(&v).ok())
+            .unwrap_or_default())
+    }
 }
 
 /// Meta key of when this instance last stopped owning a partition.
@@ -209,6 +292,11 @@ pub struct Restorer<'a, S: Store + ?Sized> {
     applied: BTreeMap<u64, i64>,
     /// Records left out as a zombie's.
     pub fenced: u64,
+    /// The first of them: offset and epoch.
+    first_fenced: Option<(i64, u64)>,
+    /// Where an incremental restore started (0 from the beginning): the
+    /// local state already holds what came before.
+    start: i64,
 }
 
 impl<'a, S: Store + ?Sized> Restorer<'a, S> {
@@ -234,12 +322,32 @@ impl<'a, S: Store + ?Sized> Restorer<'a, S> {
             max_epoch: 0,
             applied: BTreeMap::new(),
             fenced: 0,
+            first_fenced: None,
+            start: 0,
         }
     }
 
     /// Starts knowing `fences` (a restore started over, see "Fencing").
     pub fn with_fences(mut self, fences: Vec<(i64, u64)>) -> Self {
         self.fences = fences;
+        self
+    }
+
+    /// An incremental restore from `start` onto local state that already
+    /// holds everything before it, knowing the owners an earlier restore
+    /// saw there. If what follows shows that the local state is not the
+    /// changelog's up to `start` (a new owner took over before `start`, so
+    /// some of the local changes are a zombie's to it; or records after
+    /// `start` are fenced, and the local state may hold them), applying
+    /// fails with [`RestoreError::Refenced`]: restore from the beginning.
+    pub fn incremental(mut self, start: i64, known: KnownOwners) -> Self {
+        self.start = start;
+        for f in known.fences {
+            if !self.fences.contains(&f) {
+                self.fences.push(f);
+            }
+        }
+        self.max_epoch = self.max_epoch.max(known.max_epoch);
         self
     }
 
@@ -265,50 +373,82 @@ impl<'a, S: Store + ?Sized> Restorer<'a, S> {
         self.apply_with_epoch(offset, marker, key, value, None)
     }
 
-    /// [`Restorer::apply`] for a record written under owner `epoch` (the
-    /// `churnwatch.epoch` header; `None` for records of builds before
-    /// fencing, taken as epoch 0).
+    /// [`Restorer::apply`] for a record whose `churnwatch.epoch` header said
+    /// `header_epoch`. Restores rely on the header only for records of
+    /// builds that kept the epoch nowhere else: a marker is known by its
+    /// key and carries its epoch in its body, and a member value (format 2)
+    /// carries its own. A header-less tombstone is never taken for a
+    /// zombie's (it has nowhere else to say its epoch).
     pub fn apply_with_epoch(
         &mut self,
         offset: i64,
         marker: bool,
         key: &[u8],
         value: Option<&[u8]>,
-        epoch: Option<u64>,
+        header_epoch: Option<u64>,
     ) -> Result<(), RestoreError> {
         self.records += 1;
-        let epoch = epoch.unwrap_or(0);
+        let marker = key.starts_with(MARKER_KEY) || (marker && key == LEGACY_MARKER_KEY);
+        let mark = if marker {
+            match PartitionMark::decode(value.unwrap_or_default()) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    self.set_aside(offset, key, value.unwrap_or_default(), e.to_string());
+                    return Ok(());
+                }
+            }
+        } else {
+            None
+        };
+        let epoch = match (&mark, value) {
+            (Some(m), _) => m.epoch.or(header_epoch),
+            (None, Some(v)) => split_member_value(v)
+                .ok()
+                .and_then(|(e, _, _)| e)
+                .or(header_epoch),
+            (None, None) => header_epoch.or(Some(UNKNOWN_EPOCH)),
+        }
+        .unwrap_or(0);
         if self.is_fenced(offset, epoch) {
             self.fenced += 1;
+            self.first_fenced.get_or_insert((offset, epoch));
+            if self.start > 0 {
+                // The local state may be the zombie's (this instance's,
+                // before it knew it had lost the partition).
+                return Err(RestoreError::Refenced(self.fences.clone()));
+            }
             return Ok(());
         }
-        if !marker {
-            self.max_epoch = self.max_epoch.max(epoch);
+        let Some(mark) = mark else {
+            if epoch != UNKNOWN_EPOCH {
+                self.max_epoch = self.max_epoch.max(epoch);
+            }
             self.open
                 .push((offset, epoch, key.to_vec(), value.map(<[u8]>::to_vec)));
             return Ok(());
-        }
-        let mark = match PartitionMark::decode(value.unwrap_or_default()) {
-            Ok(m) => m,
-            Err(e) => {
-                self.set_aside(offset, key, value.unwrap_or_default(), e.to_string());
-                return Ok(());
-            }
         };
-        let mark_epoch = mark.epoch.unwrap_or(epoch);
+        let mark_epoch = epoch;
         if let Some(basis) = mark.basis {
             if !self.fences.contains(&(basis, mark_epoch)) {
                 // A new owner took over at `basis`: what older epochs wrote
                 // from there on is a zombie's.
-                let stale_applied = self
-                    .applied
-                    .range(..mark_epoch)
-                    .any(|(_, last)| *last >= basis);
+                let stale_applied = basis < self.start
+                    || self
+                        .applied
+                        .range(..mark_epoch)
+                        .any(|(_, last)| *last >= basis);
                 self.fences.push((basis, mark_epoch));
                 if stale_applied {
                     return Err(RestoreError::Refenced(self.fences.clone()));
                 }
                 let before = self.open.len();
+                if let Some((at, e, _, _)) = self
+                    .open
+                    .iter()
+                    .find(|(at, e, _, _)| *at >= basis && *e < mark_epoch)
+                {
+                    self.first_fenced.get_or_insert((*at, *e));
+                }
                 self.open
                     .retain(|(at, e, _, _)| !(*at >= basis && *e < mark_epoch));
                 self.fenced += (before - self.open.len()) as u64;
@@ -331,16 +471,16 @@ impl<'a, S: Store + ?Sized> Restorer<'a, S> {
             let mkey = member_key(p, member);
             match value {
                 Some(mut v) => {
-                    let due = match split_member_value(&v) {
-                        Ok((due, _)) => due,
+                    let (due, header) = match split_member_value(&v) {
+                        Ok((_, due, state)) => (due, v.len() - state.len()),
                         Err(e) => {
                             self.set_aside(at, &id, &v, e.to_string());
                             continue;
                         }
                     };
-                    // The state is the value after its 9-byte header: shift
-                    // it in place rather than copy it into a new buffer.
-                    v.drain(..9);
+                    // The state is the value after its header: shift it in
+                    // place rather than copy it into a new buffer.
+                    v.drain(..header);
                     self.batch.put(Table::Members, mkey, v);
                     // A timer of the member's older state may stay behind:
                     // the engine drops entries that no longer match the
@@ -381,6 +521,15 @@ impl<'a, S: Store + ?Sized> Restorer<'a, S> {
             Table::Meta,
             checkpoint_key(p),
             (offset + 1).to_le_bytes().to_vec(),
+        );
+        let known = KnownOwners {
+            max_epoch: self.max_epoch,
+            fences: self.fences.clone(),
+        };
+        self.batch.put(
+            Table::Meta,
+            owners_key(p),
+            serde_json::to_vec(&known).expect("serializable"),
         );
         self.mark = Some(mark);
         if self.batch_members >= self.batch_records {
@@ -540,6 +689,7 @@ pub fn restore<S: Store + ?Sized>(
     store: &S,
     input_topics: &[String],
     batch_records: usize,
+    fences: Vec<(i64, u64)>,
     shutdown: &AtomicBool,
     mut progress: impl FnMut(u64, Option<&KafkaError>),
 ) -> Result<Restored, RestoreError> {
@@ -557,7 +707,12 @@ pub fn restore<S: Store + ?Sized>(
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition as i32, Offset::Offset(from))?;
     consumer.assign(&tpl)?;
-    let mut r = Restorer::new(store, partition, input_topics, batch_records);
+    // From the start, everything is read again; from a checkpoint, what
+    // came before it is known from the restore (or ownership) that left it.
+    let mut r = Restorer::new(store, partition, input_topics, batch_records).with_fences(fences);
+    if from > 0 {
+        r = r.incremental(from, KnownOwners::read(store, partition)?);
+    }
     let mut next = from;
     let mut passes = 0;
     let mut last_progress = Instant::now();
@@ -577,10 +732,21 @@ pub fn restore<S: Store + ?Sized>(
                 ) {
                     Ok(()) => next = m.offset() + 1,
                     // A zombie's records were applied before the marker
-                    // that fences them: start over, fences known.
-                    Err(RestoreError::Refenced(fences)) if passes < 3 => {
+                    // that fences them: start over, fences known. (An
+                    // incremental restore hands this to its caller, which
+                    // must also discard local changes never published.)
+                    Err(RestoreError::Refenced(fences)) if from == 0 && passes < 3 => {
                         passes += 1;
                         drop_partition(store, partition, input_topics)?;
+                        // Still a restore in progress: cut short, it is redone
+                        // from the start.
+                        let mut b = Batch::default();
+                        b.put(
+                            Table::Meta,
+                            restoring_key(partition),
+                            0i64.to_le_bytes().to_vec(),
+                        );
+                        store.write(b)?;
                         r = Restorer::new(store, partition, input_topics, batch_records)
                             .with_fences(fences);
                         next = 0;
@@ -614,6 +780,8 @@ pub fn restore<S: Store + ?Sized>(
         tracing::warn!(
             partition,
             records = r.fenced,
+            first = ?r.first_fenced,
+            fences = ?r.fences,
             "changelog records of a replaced owner (a zombie) left out"
         );
     }
@@ -863,6 +1031,121 @@ mod tests {
         assert_eq!(
             read_i64(&store, &offset_key("member-events", 0)).unwrap(),
             Some(5)
+        );
+    }
+
+    #[test]
+    fn an_incremental_restore_knows_the_owners_seen_before_its_checkpoint() {
+        let store = MemoryStore::default();
+        let t = topics();
+        let v = |s: &[u8]| member_value(NEVER, s);
+        // A full restore sees owners 1 and 3 (3 took over at offset 2).
+        let mut r = Restorer::new(&store, 0, &t, 10);
+        r.apply_with_epoch(0, false, b"m-1", Some(&v(b"one")), Some(1))
+            .unwrap();
+        r.apply_with_epoch(1, true, MARKER_KEY, Some(&owner_mark(1, 5, 1, 0)), Some(1))
+            .unwrap();
+        r.apply_with_epoch(2, true, MARKER_KEY, Some(&owner_mark(1, 5, 3, 2)), Some(3))
+            .unwrap();
+        r.finish().unwrap();
+        // The next restore reads nothing new, yet knows epoch 3: a new owner
+        // takes 4, not 1 (its records would be taken for a zombie's).
+        let known = KnownOwners::read(&store, 0).unwrap();
+        assert_eq!(known.max_epoch, 3);
+        assert_eq!(known.fences, vec![(0, 1), (2, 3)]);
+        let r = Restorer::new(&store, 0, &t, 10).incremental(3, known);
+        assert_eq!(r.max_epoch, 3);
+        // A zombie record of epoch 1 after the checkpoint is fenced.
+        assert!(r.is_fenced(3, 1));
+    }
+
+    #[test]
+    fn an_owner_that_took_over_before_the_local_checkpoint_makes_the_restore_start_over() {
+        // This instance (epoch 1) published up to offset 5 and checkpointed
+        // 6; unknown to it, owner 2 had restored to offset 3 and took over:
+        // the local records 3..5 are a zombie's to owner 2.
+        let store = MemoryStore::default();
+        let t = topics();
+        let known = KnownOwners {
+            max_epoch: 1,
+            fences: vec![(0, 1)],
+        };
+        let mut r = Restorer::new(&store, 0, &t, 10).incremental(6, known);
+        r.apply_with_epoch(6, false, b"m-1", Some(&member_value(NEVER, b"x")), Some(2))
+            .unwrap();
+        let e = r
+            .apply_with_epoch(7, true, MARKER_KEY, Some(&owner_mark(1, 5, 2, 3)), Some(2))
+            .unwrap_err();
+        assert!(
+            matches!(e, RestoreError::Refenced(ref f) if f.contains(&(3, 2))),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_fenced_record_after_the_local_checkpoint_makes_the_restore_start_over() {
+        // The local state may hold the fenced record: it was this
+        // instance's own, published while it no longer owned the partition.
+        let store = MemoryStore::default();
+        let t = topics();
+        let known = KnownOwners {
+            max_epoch: 2,
+            fences: vec![(0, 1), (4, 2)],
+        };
+        let mut r = Restorer::new(&store, 0, &t, 10).incremental(6, known);
+        let e = r
+            .apply_with_epoch(6, false, b"m-1", Some(&member_value(NEVER, b"z")), Some(1))
+            .unwrap_err();
+        assert!(matches!(e, RestoreError::Refenced(_)), "{e}");
+    }
+
+    #[test]
+    fn records_served_without_their_headers_keep_their_epoch_and_markers_their_meaning() {
+        // tansu served records without headers right after a restart: the
+        // restore then took an owner's records for a zombie's (epoch 0) and
+        // lost members whose only record they were.
+        let store = MemoryStore::default();
+        let t = topics();
+        let mut r = Restorer::new(&store, 0, &t, 10);
+        let mut owner_one = member_value(NEVER, b"one");
+        stamp_epoch(&mut owner_one, 1);
+        // No header at all: not a marker flag, no epoch.
+        r.apply_with_epoch(0, false, MARKER_KEY, Some(&owner_mark(1, 5, 1, 0)), None)
+            .unwrap();
+        r.apply_with_epoch(1, false, b"m-1", Some(&owner_one), None)
+            .unwrap();
+        r.apply_with_epoch(2, false, MARKER_KEY, Some(&owner_mark(1, 6, 1, 0)), None)
+            .unwrap();
+        r.finish().unwrap();
+        assert_eq!(r.fenced, 0);
+        assert_eq!(
+            store.get(Table::Members, &member_key(0, "m-1")).unwrap(),
+            Some(b"one".to_vec())
+        );
+        assert_eq!(
+            read_i64(&store, &offset_key("member-events", 0)).unwrap(),
+            Some(6)
+        );
+    }
+
+    #[test]
+    fn a_member_named_like_the_old_marker_key_is_a_member() {
+        let store = MemoryStore::default();
+        let t = topics();
+        let mut r = Restorer::new(&store, 0, &t, 10);
+        r.apply(
+            0,
+            false,
+            LEGACY_MARKER_KEY,
+            Some(&member_value(NEVER, b"m")),
+        )
+        .unwrap();
+        r.apply(1, true, MARKER_KEY, Some(&mark(1, 2))).unwrap();
+        r.finish().unwrap();
+        let id = std::str::from_utf8(LEGACY_MARKER_KEY).unwrap();
+        assert_eq!(
+            store.get(Table::Members, &member_key(0, id)).unwrap(),
+            Some(b"m".to_vec())
         );
     }
 

@@ -423,6 +423,9 @@ struct Driver {
     unmarked: BTreeSet<i32>,
     /// Acknowledged changelog positions (next offset) to checkpoint.
     checkpoints: BTreeMap<i32, i64>,
+    /// Per changelog partition, the next offset if everything from the
+    /// last restore on is this instance's own records (see `acknowledged`).
+    contiguous: BTreeMap<i32, i64>,
     /// The owner epoch and basis (changelog offset restored to) this
     /// instance writes each owned partition's changelog under.
     epochs: BTreeMap<i32, (u64, i64)>,
@@ -551,6 +554,7 @@ impl Driver {
             changelog,
             unmarked: BTreeSet::new(),
             checkpoints: BTreeMap::new(),
+            contiguous: BTreeMap::new(),
             epochs: BTreeMap::new(),
             last_message: Instant::now(),
             store_down: None,
@@ -843,13 +847,25 @@ impl Driver {
     /// it, and the next commit writes a marker with it and its basis.
     fn take_ownership(&mut self, p: u32, seen: u64, basis: i64) -> Result<(), PipelineError> {
         let key = crate::state::keys::meta_key(p, "owner_epoch");
-        let local = changelog::read_i64(self.engine.store(), &key)?.unwrap_or(0) as u64;
-        let epoch = local.max(seen) + 1;
+        let store = self.engine.store();
+        let local = changelog::read_i64(store, &key)?.unwrap_or(0) as u64;
+        let mut known = changelog::KnownOwners::read(store, p)?;
+        let epoch = local.max(seen).max(known.max_epoch) + 1;
+        // This owner's own fence is known too: an incremental restore that
+        // meets this instance's markers again does not take them for news.
+        known.max_epoch = epoch;
+        known.fences.push((basis, epoch));
         let mut b = Batch::default();
         b.put(Table::Meta, key, (epoch as i64).to_le_bytes().to_vec());
-        self.engine.store().write(b)?;
+        b.put(
+            Table::Meta,
+            changelog::owners_key(p),
+            serde_json::to_vec(&known).expect("serializable"),
+        );
+        store.write(b)?;
+        self.contiguous.insert(p as i32, basis);
         self.epochs.insert(p as i32, (epoch, basis));
-        self.sink.set_epoch(p as i32, epoch);
+        self.sink.set_epoch(p as i32, epoch, basis);
         self.unmarked.insert(p as i32);
         tracing::info!(partition = p, epoch, basis, "owning partition");
         Ok(())
@@ -1363,8 +1379,23 @@ impl Driver {
             self.outbox.remove(&d.seq);
             self.delivered.push(d.seq);
             if let Some((p, offset)) = d.changelog {
-                let next = self.checkpoints.entry(p).or_insert(0);
-                *next = (*next).max(offset + 1);
+                // The local state is the changelog's up to a checkpoint only
+                // while the changelog holds nothing but this instance's own
+                // records after its restore: a record of anybody else in
+                // between (a zombie, or a new owner this instance does not
+                // know of yet) freezes the checkpoint before it, so the next
+                // restore reads it and can tell whether the local state is
+                // still good.
+                match self.contiguous.get_mut(&p) {
+                    Some(next) if *next == offset => {
+                        *next = offset + 1;
+                        self.checkpoints.insert(p, offset + 1);
+                    }
+                    Some(next) if offset < *next => {}
+                    _ => {
+                        self.contiguous.remove(&p);
+                    }
+                }
             }
             if let Some(t) = self.received.remove(&d.seq) {
                 AlertDelivered {

@@ -153,7 +153,7 @@ fn restore(
     let store = &*task.store;
     let p = task.partition;
     mark_restoring(store, p, task.from)?;
-    let read = |from: i64| {
+    let read = |from: i64, fences: Vec<(i64, u64)>| {
         let mut seen = 0;
         let error_log = LogThrottle::default();
         changelog::restore(
@@ -164,6 +164,7 @@ fn restore(
             store,
             &task.input_topics,
             task.batch_records,
+            fences,
             cancel,
             |records, error| {
                 RestoreProgress {
@@ -184,24 +185,33 @@ fn restore(
             },
         )
     };
-    let mut restored = read(task.from)?;
-    let mut quarantined = std::mem::take(&mut restored.quarantined);
-    if restored.records > 0 && !task.pending.is_empty() {
-        // Unpublished changes first: once they are gone, nothing stale can
-        // reach the changelog, whatever happens next.
-        let mut stale = Batch::default();
-        for seq in &task.pending {
-            stale.delete(Table::Outbox, outbox::key(*seq));
+    // The local state is kept only if it is the changelog's state up to
+    // where the restore starts and nothing it has was left unpublished
+    // while somebody else wrote: else it is stale, and the partition is
+    // rebuilt from the whole changelog.
+    let mut restored = match read(task.from, Vec::new()) {
+        Ok(restored) if restored.records == 0 || task.pending.is_empty() => restored,
+        stale => {
+            let fences = match stale {
+                Err(RestoreError::Refenced(fences)) => fences,
+                Err(e) => return Err(e),
+                Ok(_) => Vec::new(),
+            };
+            // Unpublished changes first: once they are gone, nothing stale
+            // can reach the changelog, whatever happens next.
+            let mut stale = Batch::default();
+            for seq in &task.pending {
+                stale.delete(Table::Outbox, outbox::key(*seq));
+            }
+            store.write(stale)?;
+            done.dropped.clone_from(&task.pending);
+            changelog::drop_partition(store, p, &task.input_topics)?;
+            mark_restoring(store, p, 0)?;
+            done.from_scratch = true;
+            read(0, fences)?
         }
-        store.write(stale)?;
-        done.dropped.clone_from(&task.pending);
-        changelog::drop_partition(store, p, &task.input_topics)?;
-        mark_restoring(store, p, 0)?;
-        done.from_scratch = true;
-        restored = read(0)?;
-        // The same bad records are met again on the second read.
-        quarantined = std::mem::take(&mut restored.quarantined);
-    }
+    };
+    let quarantined = std::mem::take(&mut restored.quarantined);
     for q in &quarantined {
         StateQuarantined(q).emit(&task.metrics);
     }

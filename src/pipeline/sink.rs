@@ -86,8 +86,9 @@ pub struct Sink {
     changelog_topic: String,
     /// Records handed to the producer and not yet answered, with when.
     in_flight: BTreeMap<u64, Instant>,
-    /// The owner epoch this instance writes each changelog partition under.
-    epochs: BTreeMap<i32, String>,
+    /// The owner epoch and basis this instance publishes each changelog
+    /// partition under.
+    epochs: BTreeMap<i32, (u64, i64)>,
 }
 
 impl Sink {
@@ -119,14 +120,19 @@ impl Sink {
         })
     }
 
-    /// Changelog records of `partition` are written under owner `epoch`
-    /// from now on (see `changelog`, "Fencing").
-    pub fn set_epoch(&mut self, partition: i32, epoch: u64) {
-        self.epochs.insert(partition, epoch.to_string());
+    /// Changelog records of `partition` are published under owner `epoch`,
+    /// which took the partition at changelog offset `basis`, from now on
+    /// (see `changelog`, "Fencing"). Records committed earlier and
+    /// published from now on are this owner's too: the epoch is stamped at
+    /// publication, into the member value and the marker body.
+    pub fn set_epoch(&mut self, partition: i32, epoch: u64, basis: i64) {
+        self.epochs.insert(partition, (epoch, basis));
     }
 
+    /// The epoch header (informational: restores read the epoch from the
+    /// value, which a broker cannot serve without).
     fn epoch_headers(&self, partition: i32, marker: bool) -> Option<OwnedHeaders> {
-        let epoch = self.epochs.get(&partition);
+        let epoch = self.epochs.get(&partition).map(|(e, _)| e.to_string());
         if !marker && epoch.is_none() {
             return None;
         }
@@ -135,7 +141,7 @@ impl Sink {
         } else {
             OwnedHeaders::new()
         };
-        if let Some(e) = epoch {
+        if let Some(e) = &epoch {
             h = h.insert(Header {
                 key: changelog::EPOCH_HEADER,
                 value: Some(e.as_str()),
@@ -156,11 +162,14 @@ impl Sink {
     /// full: try again after acknowledgements come back.
     pub fn send(&mut self, seq: u64, record: &OutboxRecord) -> bool {
         let r = match record {
-            OutboxRecord::Alert { member_id, json } => self.producer.send(
-                BaseRecord::with_opaque_to(&self.alert_topic, Box::new(seq))
-                    .key(member_id.as_bytes())
-                    .payload(json.as_slice()),
-            ),
+            OutboxRecord::Alert { member_id, json } => self
+                .producer
+                .send(
+                    BaseRecord::with_opaque_to(&self.alert_topic, Box::new(seq))
+                        .key(member_id.as_bytes())
+                        .payload(json.as_slice()),
+                )
+                .map_err(|(e, _)| e),
             OutboxRecord::DeadLetter {
                 key,
                 payload,
@@ -194,35 +203,56 @@ impl Sink {
                 if let Some(k) = key {
                     rec = rec.key(k.as_slice());
                 }
-                self.producer.send(rec)
+                self.producer.send(rec).map_err(|(e, _)| e)
             }
             OutboxRecord::Changelog {
                 partition,
                 member_id,
                 value,
             } => {
+                let stamped = value.as_ref().map(|v| {
+                    let mut v = v.clone();
+                    if let Some((epoch, _)) = self.epochs.get(partition) {
+                        changelog::stamp_epoch(&mut v, *epoch);
+                    }
+                    v
+                });
                 let mut rec = BaseRecord::with_opaque_to(&self.changelog_topic, Box::new(seq))
                     .partition(*partition)
                     .key(member_id.as_bytes());
-                if let Some(v) = value {
+                if let Some(v) = &stamped {
                     rec = rec.payload(v.as_slice());
                 }
                 if let Some(h) = self.epoch_headers(*partition, false) {
                     rec = rec.headers(h);
                 }
-                self.producer.send(rec)
+                self.producer.send(rec).map_err(|(e, _)| e)
             }
             OutboxRecord::ChangelogMark { partition, mark } => {
                 let headers = self
                     .epoch_headers(*partition, true)
                     .unwrap_or_else(changelog::marker_headers);
-                self.producer.send(
-                    BaseRecord::with_opaque_to(&self.changelog_topic, Box::new(seq))
-                        .partition(*partition)
-                        .key(changelog::MARKER_KEY)
-                        .payload(mark.as_slice())
-                        .headers(headers),
-                )
+                let key = changelog::marker_key(self.epochs.get(partition).map(|(e, _)| *e));
+                let body = match (
+                    self.epochs.get(partition),
+                    changelog::PartitionMark::decode(mark),
+                ) {
+                    (Some((epoch, basis)), Ok(mut m)) => {
+                        m.epoch = Some(*epoch);
+                        m.basis = Some(*basis);
+                        m.encode()
+                    }
+                    _ => mark.clone(),
+                };
+                self.producer
+                    .send(
+                        BaseRecord::with_opaque_to(&self.changelog_topic, Box::new(seq))
+                            .partition(*partition)
+                            .key(key.as_slice())
+                            .payload(body.as_slice())
+                            .headers(headers),
+                    )
+                    .map_err(|(e, _)| e)
             }
         };
         match r {
@@ -230,7 +260,7 @@ impl Sink {
                 self.in_flight.insert(seq, Instant::now());
                 true
             }
-            Err((e, _)) => {
+            Err(e) => {
                 tracing::debug!(error = %e, "producer queue full; retrying later");
                 false
             }
