@@ -11,7 +11,8 @@ use churnwatch::config::Config;
 use churnwatch::detect::Signal;
 use churnwatch::event::{Event, EventKind, Validator};
 use churnwatch::pipeline::changelog::{
-    checkpoint_key, member_value, read_i64, PartitionMark, Restorer, MARKER_KEY, MEMBER_HEADER_LEN,
+    checkpoint_key, member_value, read_i64, split_member_value, PartitionMark, Restorer,
+    MARKER_KEY, MEMBER_HEADER_LEN,
 };
 use churnwatch::pipeline::outbox::OutboxRecord;
 use churnwatch::state::keys::{member_key, timer_key};
@@ -189,7 +190,7 @@ fn restore_one(value: &[u8]) -> Option<(Vec<u8>, i64, bool)> {
         .get(Table::Members, &member_key(1, "m-1"))
         .unwrap()
         .expect("the member was stored");
-    let due = i64::from_le_bytes(value[1..9].try_into().unwrap());
+    let (_, due, _) = split_member_value(value).expect("stored, so it split");
     let timer = store
         .get(Table::Timers, &timer_key(1, due, "m-1"))
         .unwrap()
