@@ -66,6 +66,11 @@ enum Command {
         /// the alerts of `run` over a topic of that many partitions.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         partitions: u32,
+        /// Engine threads to spread the partitions over [default:
+        /// `engine.threads`, one per core]. The alerts depend on
+        /// --partitions, never on this (their order in the file may).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        threads: Option<u16>,
         /// No progress bar or summary on stderr.
         #[arg(long, short)]
         quiet: bool,
@@ -294,6 +299,7 @@ fn main() -> ExitCode {
             state,
             config,
             partitions,
+            threads,
             quiet,
         } => {
             let cfg = match load_config(config.as_ref()) {
@@ -308,6 +314,7 @@ fn main() -> ExitCode {
                 progress: !quiet,
                 partitions,
                 partitioner: cfg.kafka.partitioner,
+                threads: threads.map_or(0, usize::from),
                 ..ReplayOptions::new(input, output)
             };
             match replay::run(&opts, &cfg, Arc::new(Metrics::new())) {

@@ -309,3 +309,40 @@ fn replay_with_partitions_equals_a_replay_of_each_partition() {
         single.len()
     );
 }
+
+#[test]
+fn the_alerts_depend_on_partitions_never_on_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.ndjson");
+    simulate(&input, "400", &["--days", "300", "--seed", "11"]);
+    let replay = |threads: &str| {
+        let out = dir.path().join(format!("t{threads}.alerts"));
+        let dlq = dir.path().join(format!("t{threads}.dlq"));
+        churnwatch(&[
+            "replay",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--dlq",
+            dlq.to_str().unwrap(),
+            "--partitions",
+            "4",
+            "--threads",
+            threads,
+            "--until",
+            SIM_END,
+            "-q",
+        ]);
+        let mut dead = read_json_lines(&dlq);
+        dead.sort_by_key(|d| d["line"].as_u64());
+        (comparable(&read_json_lines(&out)), dead)
+    };
+    let (one, one_dead) = replay("1");
+    assert!(one.len() > 100, "{} alerts", one.len());
+    for threads in ["2", "4"] {
+        let (got, dead) = replay(threads);
+        assert_same_alerts(&got, &one);
+        assert_eq!(dead, one_dead, "dead letters with {threads} threads");
+    }
+}

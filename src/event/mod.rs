@@ -360,6 +360,26 @@ fn parse_ts(f: Field<'_>) -> Result<i64, Rejection> {
 }
 
 /// Parses RFC 3339 with an explicit offset into epoch milliseconds.
+/// The `member_id` of a raw event as it plainly appears in it, found
+/// without parsing the event: for reading members ahead (a batch's state in
+/// one store read), never for deciding anything. `None` when the field is
+/// not found in its plain form (escapes in the id, say).
+pub fn member_id_hint(payload: &[u8]) -> Option<&str> {
+    const KEY: &[u8] = b"\"member_id\"";
+    let at = memchr::memmem::find(payload, KEY)?;
+    let rest = &payload[at + KEY.len()..];
+    let skip = |b: &[u8]| b.iter().take_while(|c| c.is_ascii_whitespace()).count();
+    let rest = &rest[skip(rest)..];
+    let rest = rest.strip_prefix(b":")?;
+    let rest = &rest[skip(rest)..];
+    let rest = rest.strip_prefix(b"\"")?;
+    let end = memchr::memchr2(b'"', b'\\', rest)?;
+    if rest[end] != b'"' || end == 0 {
+        return None;
+    }
+    std::str::from_utf8(&rest[..end]).ok()
+}
+
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(s)
         .ok()

@@ -210,3 +210,17 @@ fn rejection_messages_are_lowercase_and_carry_the_reason_label() {
         "missing_field: missing required field `event_id`"
     );
 }
+
+#[test]
+fn the_member_id_hint_finds_plain_ids_and_gives_up_on_escapes() {
+    use super::member_id_hint;
+    assert_eq!(
+        member_id_hint(br#"{"event_id":"e","member_id":"m-1","type":"visit"}"#),
+        Some("m-1")
+    );
+    assert_eq!(member_id_hint(br#"{"member_id" : "m 2"}"#), Some("m 2"));
+    assert_eq!(member_id_hint(br#"{"member_id":"a\"b"}"#), None);
+    assert_eq!(member_id_hint(br#"{"member_id":7}"#), None);
+    assert_eq!(member_id_hint(br#"{"member_id":""}"#), None);
+    assert_eq!(member_id_hint(b"not json"), None);
+}

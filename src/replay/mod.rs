@@ -16,19 +16,21 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::detect::Signal;
 use crate::engine::{Engine, EngineError, Outcome};
+use crate::event::member_id_hint;
 use crate::event::partitioner::Partitioner;
 use crate::state::{Batch, RocksStore, StoreError};
 use crate::telemetry::events::{AlertPublished, DeadLetterWritten};
 use crate::telemetry::Metrics;
 
-/// Input lines per engine batch (one RocksDB write each).
-pub const BATCH_LINES: usize = 4096;
+/// Input lines per engine batch (one RocksDB write each): with the member
+/// cache, a member with several events in a batch is written once.
+pub const BATCH_LINES: usize = 32_768;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -49,6 +51,9 @@ pub enum ReplayError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// An engine thread stopped early (its own error is the one reported).
+    #[error("an engine thread stopped")]
+    Stopped,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +78,9 @@ pub struct ReplayOptions {
     /// Lines whose event time is after this (epoch ms) are skipped and
     /// counted, not applied (`bootstrap`: the topic delivers them).
     pub skip_after_ms: Option<i64>,
+    /// Engine threads the partitions are spread over (0: `engine.threads`
+    /// of the config). The alerts depend on `partitions`, never on this.
+    pub threads: usize,
 }
 
 impl ReplayOptions {
@@ -88,6 +96,7 @@ impl ReplayOptions {
             partitions: 1,
             partitioner: Partitioner::default(),
             skip_after_ms: None,
+            threads: 0,
         }
     }
 }
@@ -151,12 +160,11 @@ pub fn default_dlq_path(output: &str) -> PathBuf {
     }
 }
 
-fn open_output(path: &str, what: &'static str) -> Result<Box<dyn Write>, ReplayError> {
+type Output = Box<dyn Write + Send>;
+
+fn open_output(path: &str, what: &'static str) -> Result<Output, ReplayError> {
     if path == "-" {
-        return Ok(Box::new(BufWriter::with_capacity(
-            1 << 16,
-            io::stdout().lock(),
-        )));
+        return Ok(Box::new(BufWriter::with_capacity(1 << 16, io::stdout())));
     }
     let f = File::create(path).map_err(|source| ReplayError::Open {
         what,
@@ -182,12 +190,13 @@ pub fn run(
         })?;
         Box::new(BufReader::with_capacity(1 << 20, f))
     };
-    let mut out = open_output(&opts.output, "output")?;
+    let out = open_output(&opts.output, "output")?;
     let dlq_path = opts
         .dlq
         .clone()
         .unwrap_or_else(|| default_dlq_path(&opts.output));
-    let mut dlq = open_output(&dlq_path.to_string_lossy(), "dead-letter file")?;
+    let dlq = open_output(&dlq_path.to_string_lossy(), "dead-letter file")?;
+    let outputs = Mutex::new(Outputs { out, dlq });
 
     // Keep the temporary directory alive until the end of the run.
     let (_tmp, dir): (Option<tempfile::TempDir>, PathBuf) = match &opts.state {
@@ -205,164 +214,403 @@ pub fn run(
             (Some(t), p)
         }
     };
-    let store = RocksStore::open(&dir, &cfg.state.tuning())?;
+    let store = Arc::new(RocksStore::open(&dir, &cfg.state.tuning())?);
+    let partitions = opts.partitions.max(1);
+    let threads = match opts.threads {
+        0 => cfg.engine.thread_count(),
+        n => n,
+    }
+    .clamp(1, partitions as usize);
     let mut engine_cfg = cfg.engine();
     engine_cfg.clock.idle_advance = false;
-    let mut engine = Engine::new(store, engine_cfg, metrics.clone())?;
-    let partitions = opts.partitions.max(1);
-    for p in 0..partitions {
-        engine.assign(p)?;
+    // Each thread's engine owns the partitions `p % threads == thread`.
+    let mut workers = Vec::with_capacity(threads);
+    for t in 0..threads {
+        let mut engine = Engine::new(store.clone(), engine_cfg.clone(), metrics.clone())?;
+        for p in (0..partitions).filter(|p| *p as usize % threads == t) {
+            engine.assign(p)?;
+        }
+        workers.push(Worker::new(engine, metrics.clone()));
     }
     let placement = Placement {
-        validator: cfg.engine().validator,
+        validator: engine_cfg.validator.clone(),
         partitions,
         partitioner: opts.partitioner,
         skip_after_ms: opts.skip_after_ms,
     };
+    let reader = Reader {
+        input,
+        placement,
+        progress: progress_bar(opts.progress),
+        lines: 0,
+        skipped_after: 0,
+    };
 
-    let progress = progress_bar(opts.progress);
-    let mut summary = ReplaySummary::default();
-    let mut line = Vec::with_capacity(4096);
-    let mut input = input;
-    let mut in_batch = 0usize;
-    let mut json = Vec::with_capacity(1 << 16);
-    loop {
-        line.clear();
-        let n = input
-            .read_until(b'\n', &mut line)
-            .map_err(|source| ReplayError::Read {
-                line: summary.lines + 1,
-                source,
+    let (reader, done) = if threads == 1 {
+        let mut worker = workers.pop().expect("one worker");
+        let mut chunk = Chunk::default();
+        let reader = reader.each(|line| {
+            chunk.push(&line);
+            if chunk.len() >= CHUNK_LINES {
+                worker.chunk(&chunk, &outputs)?;
+                chunk.clear();
+            }
+            Ok(())
+        })?;
+        worker.chunk(&chunk, &outputs)?;
+        worker.finish(opts.until_ms, &outputs)?;
+        (reader, vec![worker.done()])
+    } else {
+        run_threads(reader, workers, opts.until_ms, &outputs)?
+    };
+    if let Some(p) = &reader.progress {
+        p.finish_and_clear();
+    }
+    let mut summary = ReplaySummary {
+        lines: reader.lines,
+        skipped_after: reader.skipped_after,
+        ..ReplaySummary::default()
+    };
+    for d in done {
+        summary.absorb(d);
+    }
+    if partitions == 1 {
+        summary.events_by_partition.clear();
+    }
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+/// The reader hands each worker its lines in chunks, through a bounded
+/// queue (so reading never runs far ahead of processing), and collects
+/// what each did once the input ends.
+fn run_threads(
+    reader: Reader,
+    workers: Vec<Worker>,
+    until_ms: Option<i64>,
+    outputs: &Mutex<Outputs>,
+) -> Result<(Reader, Vec<WorkerDone>), ReplayError> {
+    let threads = workers.len();
+    std::thread::scope(|scope| {
+        let mut queues = Vec::with_capacity(threads);
+        let mut handles = Vec::with_capacity(threads);
+        for (t, mut worker) in workers.into_iter().enumerate() {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(4);
+            queues.push(tx);
+            let handle = std::thread::Builder::new()
+                .name(format!("engine-{t}"))
+                .spawn_scoped(scope, move || -> Result<WorkerDone, ReplayError> {
+                    for chunk in rx {
+                        worker.chunk(&chunk, outputs)?;
+                    }
+                    worker.finish(until_ms, outputs)?;
+                    Ok(worker.done())
+                })
+                .expect("spawn engine thread");
+            handles.push(handle);
+        }
+        let mut chunks: Vec<Chunk> = (0..threads).map(|_| Chunk::default()).collect();
+        let read = reader.each(|line| {
+            let t = line.partition as usize % threads;
+            chunks[t].push(&line);
+            if chunks[t].len() >= CHUNK_LINES {
+                let full = std::mem::take(&mut chunks[t]);
+                // A worker that stopped has its error to report at the join.
+                queues[t].send(full).map_err(|_| ReplayError::Stopped)?;
+            }
+            Ok(())
+        });
+        for (t, chunk) in chunks.into_iter().enumerate() {
+            let _ = queues[t].send(chunk);
+        }
+        drop(queues);
+        let mut done = Vec::with_capacity(threads);
+        let mut first_error = None;
+        for h in handles {
+            match h.join().expect("engine thread panicked") {
+                Ok(d) => done.push(d),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match (first_error, read) {
+            (Some(e), _) | (None, Err(e)) => Err(e),
+            (None, Ok(reader)) => Ok((reader, done)),
+        }
+    })
+}
+
+/// Lines handed to an engine thread at once.
+const CHUNK_LINES: usize = 1024;
+
+/// One input line on its way to the engine that owns its partition.
+struct Line<'a> {
+    number: u64,
+    partition: u32,
+    payload: &'a [u8],
+}
+
+/// Lines for one engine thread, in input order, in one buffer.
+#[derive(Default)]
+struct Chunk {
+    bytes: Vec<u8>,
+    lines: Vec<(u64, u32, usize, usize)>,
+}
+
+impl Chunk {
+    fn push(&mut self, line: &Line<'_>) {
+        let from = self.bytes.len();
+        self.bytes.extend_from_slice(line.payload);
+        self.lines
+            .push((line.number, line.partition, from, self.bytes.len()));
+    }
+
+    fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.lines.clear();
+    }
+
+    fn lines(&self) -> impl Iterator<Item = Line<'_>> {
+        self.lines
+            .iter()
+            .map(|&(number, partition, from, to)| Line {
+                number,
+                partition,
+                payload: &self.bytes[from..to],
+            })
+    }
+}
+
+/// Reads the input, numbers and places every line.
+struct Reader {
+    input: Box<dyn BufRead>,
+    placement: Placement,
+    progress: Option<indicatif::ProgressBar>,
+    lines: u64,
+    skipped_after: u64,
+}
+
+impl Reader {
+    /// Calls `f` with every non-blank line to apply, in input order.
+    fn each(
+        mut self,
+        mut f: impl FnMut(Line<'_>) -> Result<(), ReplayError>,
+    ) -> Result<Self, ReplayError> {
+        let mut line = Vec::with_capacity(4096);
+        loop {
+            line.clear();
+            let n =
+                self.input
+                    .read_until(b'\n', &mut line)
+                    .map_err(|source| ReplayError::Read {
+                        line: self.lines + 1,
+                        source,
+                    })?;
+            if n == 0 {
+                return Ok(self);
+            }
+            self.lines += 1;
+            if self.lines % 65_536 == 0 {
+                if let Some(p) = &self.progress {
+                    p.set_position(self.lines);
+                }
+            }
+            let payload = trim_line_end(&line);
+            if payload.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            let wall = chrono::Utc::now().timestamp_millis();
+            let Some(partition) = self.placement.place(payload, wall) else {
+                self.skipped_after += 1;
+                continue;
+            };
+            f(Line {
+                number: self.lines,
+                partition,
+                payload,
             })?;
-        if n == 0 {
-            break;
         }
-        summary.lines += 1;
-        let payload = trim_line_end(&line);
-        if payload.iter().all(|b| b.is_ascii_whitespace()) {
-            continue;
+    }
+}
+
+/// The alert and dead-letter files, shared by the engine threads.
+struct Outputs {
+    out: Output,
+    dlq: Output,
+}
+
+/// One engine thread's share of the replay: its engine (owning its
+/// partitions), and what it has done.
+struct Worker {
+    engine: Engine<Arc<RocksStore>>,
+    metrics: Arc<Metrics>,
+    done: WorkerDone,
+    /// Dead letters of the batch in progress: (line, reason, payload).
+    dead: Vec<(u64, String, Vec<u8>)>,
+    last_line: u64,
+    in_batch: usize,
+    json: Vec<u8>,
+}
+
+/// What one engine thread did.
+#[derive(Default)]
+struct WorkerDone {
+    events: u64,
+    rejected: u64,
+    duplicates: u64,
+    alerts: u64,
+    alerts_by_signal: BTreeMap<&'static str, u64>,
+    timers_fired: u64,
+    events_by_partition: BTreeMap<u32, u64>,
+}
+
+impl ReplaySummary {
+    fn absorb(&mut self, d: WorkerDone) {
+        self.events += d.events;
+        self.rejected += d.rejected;
+        self.duplicates += d.duplicates;
+        self.alerts += d.alerts;
+        self.timers_fired += d.timers_fired;
+        for (s, n) in d.alerts_by_signal {
+            *self.alerts_by_signal.entry(s).or_default() += n;
         }
+        for (p, n) in d.events_by_partition {
+            *self.events_by_partition.entry(p).or_default() += n;
+        }
+    }
+}
+
+impl Worker {
+    fn new(engine: Engine<Arc<RocksStore>>, metrics: Arc<Metrics>) -> Self {
+        Worker {
+            engine,
+            metrics,
+            done: WorkerDone::default(),
+            dead: Vec::new(),
+            last_line: 0,
+            in_batch: 0,
+            json: Vec::with_capacity(1 << 16),
+        }
+    }
+
+    /// A chunk of lines: the members it names read ahead in one store read
+    /// per partition, then every line in order.
+    fn chunk(&mut self, chunk: &Chunk, outputs: &Mutex<Outputs>) -> Result<(), ReplayError> {
+        let mut by_partition: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
+        for line in chunk.lines() {
+            if let Some(id) = member_id_hint(line.payload) {
+                by_partition.entry(line.partition).or_default().push(id);
+            }
+        }
+        for (p, ids) in by_partition {
+            self.engine.prefetch(p, ids)?;
+        }
+        for line in chunk.lines() {
+            self.line(line, outputs)?;
+        }
+        Ok(())
+    }
+
+    fn line(&mut self, line: Line<'_>, outputs: &Mutex<Outputs>) -> Result<(), ReplayError> {
         let wall = chrono::Utc::now().timestamp_millis();
-        let Some(partition) = placement.place(payload, wall) else {
-            summary.skipped_after += 1;
-            continue;
-        };
+        self.last_line = line.number;
         let outcome = loop {
-            match engine.process(partition, payload, wall)? {
+            match self.engine.process(line.partition, line.payload, wall)? {
                 // Too many timers due at once: commit what fired, go on.
-                Outcome::Deferred => finish_batch(
-                    &mut engine,
-                    &mut out,
-                    &mut dlq,
-                    &mut json,
-                    &mut summary,
-                    &metrics,
-                )?,
+                Outcome::Deferred => self.finish_batch(outputs)?,
                 outcome => break outcome,
             }
         };
         match outcome {
             Outcome::Deferred => unreachable!("retried above"),
             Outcome::Accepted => {
-                summary.events += 1;
-                if partitions > 1 {
-                    *summary.events_by_partition.entry(partition).or_default() += 1;
-                }
+                self.done.events += 1;
+                *self
+                    .done
+                    .events_by_partition
+                    .entry(line.partition)
+                    .or_default() += 1;
             }
-            Outcome::Duplicate => summary.duplicates += 1,
+            Outcome::Duplicate => self.done.duplicates += 1,
             Outcome::Rejected(r) => {
-                summary.rejected += 1;
-                write_dead_letter(&mut dlq, summary.lines, &r.to_string(), payload)?;
-                DeadLetterWritten.emit(&metrics);
+                self.done.rejected += 1;
+                self.dead
+                    .push((line.number, r.to_string(), line.payload.to_vec()));
             }
         }
-        in_batch += 1;
-        if in_batch >= BATCH_LINES {
-            finish_batch(
-                &mut engine,
-                &mut out,
-                &mut dlq,
-                &mut json,
-                &mut summary,
-                &metrics,
-            )?;
-            in_batch = 0;
-            if let Some(p) = &progress {
-                p.set_position(summary.lines);
-                p.set_message(format!(
-                    "{} rejected, {} alerts",
-                    summary.rejected, summary.alerts
-                ));
-            }
+        self.in_batch += 1;
+        if self.in_batch >= BATCH_LINES {
+            self.finish_batch(outputs)?;
         }
+        Ok(())
     }
-    if let Some(until) = opts.until_ms {
-        while !engine.advance_clock_to(until)? {
-            finish_batch(
-                &mut engine,
-                &mut out,
-                &mut dlq,
-                &mut json,
-                &mut summary,
-                &metrics,
-            )?;
-        }
-    }
-    finish_batch(
-        &mut engine,
-        &mut out,
-        &mut dlq,
-        &mut json,
-        &mut summary,
-        &metrics,
-    )?;
-    if let Some(p) = progress {
-        p.finish_and_clear();
-    }
-    summary.timers_fired = engine.stats().timers_fired;
-    summary.elapsed = started.elapsed();
-    Ok(summary)
-}
 
-/// Writes the batch's alerts and dead letters durably, then commits the state
-/// they came from.
-fn finish_batch(
-    engine: &mut Engine<RocksStore>,
-    out: &mut Box<dyn Write>,
-    dlq: &mut Box<dyn Write>,
-    json: &mut Vec<u8>,
-    summary: &mut ReplaySummary,
-    metrics: &Metrics,
-) -> Result<(), ReplayError> {
-    // Records of a reused `--state` that no longer decode were moved to
-    // its quarantine table; they are dead letters too.
-    for q in engine.take_quarantined() {
-        write_dead_letter(dlq, summary.lines, &q.dead_letter_error(), &q.value)?;
-        DeadLetterWritten.emit(metrics);
-    }
-    let emitted = chrono::Utc::now().timestamp_millis();
-    json.clear();
-    for raised in engine.take_alerts() {
-        let a = &raised.alert;
-        a.write_json(json, emitted);
-        json.push(b'\n');
-        summary.alerts += 1;
-        *summary
-            .alerts_by_signal
-            .entry(a.signal.as_str())
-            .or_default() += 1;
-        AlertPublished {
-            signal: a.signal,
-            severity: a.severity,
+    /// The end of the input: the clock to `until_ms`, and the last commit.
+    fn finish(
+        &mut self,
+        until_ms: Option<i64>,
+        outputs: &Mutex<Outputs>,
+    ) -> Result<(), ReplayError> {
+        if let Some(until) = until_ms {
+            while !self.engine.advance_clock_to(until)? {
+                self.finish_batch(outputs)?;
+            }
         }
-        .emit(metrics);
+        self.finish_batch(outputs)
     }
-    let werr = |what| move |source| ReplayError::Write { what, source };
-    out.write_all(json).map_err(werr("alerts"))?;
-    out.flush().map_err(werr("alerts"))?;
-    dlq.flush().map_err(werr("dead letters"))?;
-    engine.commit(Batch::default())?;
-    Ok(())
+
+    fn done(mut self) -> WorkerDone {
+        self.done.timers_fired = self.engine.stats().timers_fired;
+        self.done
+    }
+
+    /// Writes the batch's alerts and dead letters durably, then commits the
+    /// state they came from.
+    fn finish_batch(&mut self, outputs: &Mutex<Outputs>) -> Result<(), ReplayError> {
+        self.in_batch = 0;
+        // Records of a reused `--state` that no longer decode were moved to
+        // its quarantine table; they are dead letters too.
+        for q in self.engine.take_quarantined() {
+            self.dead
+                .push((self.last_line, q.dead_letter_error(), q.value.clone()));
+        }
+        let emitted = chrono::Utc::now().timestamp_millis();
+        self.json.clear();
+        for raised in self.engine.take_alerts() {
+            let a = &raised.alert;
+            a.write_json(&mut self.json, emitted);
+            self.json.push(b'\n');
+            self.done.alerts += 1;
+            *self
+                .done
+                .alerts_by_signal
+                .entry(a.signal.as_str())
+                .or_default() += 1;
+            AlertPublished {
+                signal: a.signal,
+                severity: a.severity,
+            }
+            .emit(&self.metrics);
+        }
+        {
+            let mut o = outputs.lock().expect("an engine thread panicked");
+            let werr = |what| move |source| ReplayError::Write { what, source };
+            for (line, error, payload) in self.dead.drain(..) {
+                write_dead_letter(&mut o.dlq, line, &error, &payload)?;
+                DeadLetterWritten.emit(&self.metrics);
+            }
+            o.out.write_all(&self.json).map_err(werr("alerts"))?;
+            o.out.flush().map_err(werr("alerts"))?;
+            o.dlq.flush().map_err(werr("dead letters"))?;
+        }
+        self.engine.commit(Batch::default())?;
+        Ok(())
+    }
 }
 
 /// Where a line goes.
@@ -395,7 +643,7 @@ impl Placement {
 }
 
 fn write_dead_letter(
-    dlq: &mut Box<dyn Write>,
+    dlq: &mut Output,
     line: u64,
     error: &str,
     payload: &[u8],
