@@ -15,7 +15,7 @@ use churnwatch::pipeline::changelog::{
     MARKER_KEY, MEMBER_HEADER_LEN,
 };
 use churnwatch::pipeline::outbox::OutboxRecord;
-use churnwatch::state::keys::{member_key, timer_key};
+use churnwatch::state::keys::member_key;
 use churnwatch::state::member::{Episode, OpenAlert, Stage, NEVER};
 use churnwatch::state::{MemberState, MemoryStore, Store, Table};
 use proptest::prelude::*;
@@ -160,9 +160,8 @@ fn decode_member(b: &[u8]) {
 }
 
 /// Commits one member record and returns what the restore stored for it
-/// (state, due time, and whether a timer is indexed at it), or `None` when
-/// the record was quarantined.
-fn restore_one(value: &[u8]) -> Option<(Vec<u8>, i64, bool)> {
+/// (state and due time), or `None` when the record was quarantined.
+fn restore_one(value: &[u8]) -> Option<(Vec<u8>, i64)> {
     let store = MemoryStore::new();
     let topics = vec!["member-events".to_string()];
     let mut r = Restorer::new(&store, 1, &topics, 1);
@@ -191,11 +190,7 @@ fn restore_one(value: &[u8]) -> Option<(Vec<u8>, i64, bool)> {
         .unwrap()
         .expect("the member was stored");
     let (_, due, _) = split_member_value(value).expect("stored, so it split");
-    let timer = store
-        .get(Table::Timers, &timer_key(1, due, "m-1"))
-        .unwrap()
-        .is_some();
-    Some((state, due, timer))
+    Some((state, due))
 }
 
 proptest! {
@@ -254,11 +249,10 @@ proptest! {
         due in prop_oneof![Just(NEVER), any::<i64>()],
         state in prop::collection::vec(any::<u8>(), 0..600),
     ) {
-        let (stored, read_due, timer) = restore_one(&member_value(due, &state))
+        let (stored, read_due) = restore_one(&member_value(due, &state))
             .expect("a well-formed member value restores");
         prop_assert_eq!(stored, state);
         prop_assert_eq!(read_due, due);
-        prop_assert_eq!(timer, due != NEVER);
     }
 
     #[test]

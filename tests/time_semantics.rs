@@ -116,14 +116,20 @@ proptest! {
             prop_oneof![1usize..10, 10usize..500, 500usize..10_000], 1..8),
         restarts in prop::collection::vec(0usize..40, 0..5),
         timers_per_commit in prop_oneof![Just(usize::MAX), 1usize..20],
+        one_member_cache in any::<bool>(),
     ) {
         let ev = events(seed, members, days, shuffle);
         let cfg = engine_config(evict);
         let until = END_MS + 200 * 86_400_000;
         let reference = run(&ev, &[1], &[], &cfg, until);
-        // Timers fired in bounded chunks, each committed, change nothing.
+        // Timers fired in bounded chunks, each committed, change nothing;
+        // nor does a member cache that holds a single member (every member
+        // read back from the store, decoded, at every event).
         let mut bounded = cfg.clone();
         bounded.clock.max_timers_per_commit = timers_per_commit;
+        if one_member_cache {
+            bounded.member_cache_bytes = 1;
+        }
         let other = run(&ev, &batches, &restarts, &bounded, until);
         prop_assert!(!reference.is_empty());
         prop_assert_eq!(reference.len(), other.len());
@@ -144,4 +150,22 @@ fn two_halves_over_one_state_equal_one_run() {
     let halves = run(&ev, &[ev.len() / 2 + 1], &[0], &cfg, until);
     assert!(whole.len() > 50, "{} alerts", whole.len());
     assert_eq!(whole, halves);
+}
+
+/// The member cache is memory, never state: one that holds a single member
+/// gives the alerts of one that holds them all, and so does a restart
+/// after every batch (a cold cache each time).
+#[test]
+fn a_one_member_cache_and_cold_restarts_give_the_alerts_of_a_large_cache() {
+    let ev = events(3, 150, 300, 0.02);
+    let until = END_MS + 90 * 86_400_000;
+    let mut large = engine_config(false);
+    large.member_cache_bytes = 256 << 20;
+    let mut tiny = large.clone();
+    tiny.member_cache_bytes = 1;
+    let want = run(&ev, &[500], &[], &large, until);
+    assert!(want.len() > 50, "{} alerts", want.len());
+    assert_eq!(run(&ev, &[500], &[], &tiny, until), want);
+    let every: Vec<usize> = (0..ev.len() / 500 + 1).collect();
+    assert_eq!(run(&ev, &[500], &every, &large, until), want);
 }

@@ -1,6 +1,7 @@
 //! The alert contract (SPEC §2): building, identifying and encoding alerts,
 //! with the member's segment, risk score, holdout flag and playbook action.
 
+pub mod build;
 pub mod playbook;
 pub mod score;
 pub mod segment;
@@ -13,6 +14,7 @@ use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 use crate::detect::{Evidence, EvidenceValue, Severity, Signal};
 use crate::event::format_rfc3339_ms;
 use crate::state::member::Stage;
+pub use build::Subject;
 pub use playbook::Playbook;
 pub use segment::{Segment, SegmentConfig};
 

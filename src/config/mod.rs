@@ -62,6 +62,41 @@ pub struct Config {
     pub risk: crate::risk::Config,
     /// Logging.
     pub log: LogConfig,
+    /// Engine threads and the member cache.
+    pub engine: EngineSection,
+}
+
+/// `[engine]`: how the engine uses the machine.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSection {
+    /// Engine threads, each owning a share of the partitions end to end
+    /// (`replay --partitions N` and `bootstrap`; 0: one per core).
+    pub threads: usize,
+    /// Decoded member state kept in memory between commits, MiB, per engine
+    /// thread: a member read once is served from memory while it stays, and
+    /// written once per commit however many events it had.
+    pub member_cache_mb: usize,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        EngineSection {
+            threads: 0,
+            member_cache_mb: 256,
+        }
+    }
+}
+
+impl EngineSection {
+    /// The engine threads to run: `threads`, or one per core.
+    pub fn thread_count(&self) -> usize {
+        if self.threads > 0 {
+            self.threads
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -399,6 +434,21 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if self.engine.member_cache_mb == 0 {
+            return Err(ConfigError::invalid(
+                "engine.member_cache_mb",
+                "must be at least 1",
+            ));
+        }
+        if self.engine.threads > 1024 {
+            return Err(ConfigError::invalid(
+                "engine.threads",
+                format!(
+                    "must be at most 1024 (0: one per core), got {}",
+                    self.engine.threads
+                ),
+            ));
+        }
         if self.state.write_buffer_mb == 0 {
             return Err(ConfigError::invalid(
                 "state.write_buffer_mb",
@@ -649,6 +699,7 @@ impl Config {
         EngineConfig {
             evict_after_ms: (self.state.evict_after_days > 0.0)
                 .then_some((self.state.evict_after_days * 86_400_000.0) as i64),
+            member_cache_bytes: self.engine.member_cache_mb << 20,
             detect: self.detect.clone(),
             lifecycle: self.lifecycle.clone(),
             alerts: self.alerts.clone(),

@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::stats::poisson_cdf;
-use super::{Evidence, Finding, Severity, Verdict};
+use super::{Context, Detector, Evidence, Finding, Severity, Signal, Verdict};
 use crate::event::DAY_MS;
 use crate::state::window::{day_of, BITMAP_DAYS};
 use crate::state::MemberState;
@@ -84,6 +84,21 @@ fn habit(m: &MemberState, cfg: &Config) -> Option<Habit> {
         longest_break,
         lapse_days: lapse.max(cfg.min_lapse_days),
     })
+}
+
+/// The `checkin_lapse` detector, as the engine runs it (see [`super::Detector`]).
+pub struct CheckinLapse;
+
+impl Detector for CheckinLapse {
+    fn signal(&self) -> Signal {
+        Signal::CheckinLapse
+    }
+    fn evaluate(&self, m: &MemberState, now_ms: i64, ctx: &Context<'_>) -> Verdict {
+        evaluate(m, now_ms, &ctx.detect.checkin_lapse)
+    }
+    fn due_ms(&self, m: &MemberState, _now_ms: i64, ctx: &Context<'_>) -> Option<i64> {
+        due_ms(m, &ctx.detect.checkin_lapse)
+    }
 }
 
 /// When, with no further check-in, the habit counts as broken.

@@ -115,6 +115,43 @@ pub struct DetectConfig {
     pub spend_decline: spend_decline::Config,
 }
 
+/// What every detector judges a member with.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub detect: &'a DetectConfig,
+    /// The purchase model (`purchase_gap` can open an episode on P(alive)).
+    pub risk: &'a crate::risk::Config,
+}
+
+/// One cooling signal's detector. A pure function of the member's state and
+/// the time: the engine owns episodes (one alert per signal per episode),
+/// timers and alerts, and runs every detector in [`DETECTORS`] the same way.
+pub trait Detector: Sync {
+    fn signal(&self) -> Signal;
+
+    /// Whether the condition holds at `now_ms` (with its evidence), the
+    /// member is back to normal, or there is not enough evidence either way.
+    fn evaluate(&self, m: &MemberState, now_ms: i64, ctx: &Context<'_>) -> Verdict;
+
+    /// For an absence signal: the first moment after `now_ms` at which, with
+    /// no further event, the condition could become true (the engine's timer
+    /// for the member waits for it). `None` for signals only events trip.
+    fn due_ms(&self, _m: &MemberState, _now_ms: i64, _ctx: &Context<'_>) -> Option<i64> {
+        None
+    }
+}
+
+/// Every episode detector, in the order their alerts are raised when
+/// several fire at once. (The lifecycle, `stage_change`, is judged after
+/// them: it depends on whether any of them is cooling.)
+pub static DETECTORS: [&dyn Detector; 5] = [
+    &purchase_gap::PurchaseGap,
+    &open_rate_drop::OpenRateDrop,
+    &visit_decline::VisitDecline,
+    &checkin_lapse::CheckinLapse,
+    &spend_decline::SpendDecline,
+];
+
 /// Complete weeks before the evaluation time, split into a recent window and
 /// the baseline before it, clipped to the weeks the member has been known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

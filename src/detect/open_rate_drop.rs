@@ -20,7 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Evidence, Finding, Severity, Verdict};
+use super::{Context, Detector, Evidence, Finding, Severity, Signal, Verdict};
 use crate::state::window::{week_of, week_start_ms};
 use crate::state::MemberState;
 
@@ -141,6 +141,18 @@ pub fn long_run_rate(m: &MemberState, now_ms: i64, cfg: &Config) -> Option<f64> 
     let before = week_of(now_ms) - cfg.min_recent_weeks.max(1) as i32;
     let sends = m.sends.before(before);
     (sends > 0).then(|| m.opens.before(before).min(sends) as f64 / sends as f64)
+}
+
+/// The `open_rate_drop` detector, as the engine runs it (see [`super::Detector`]).
+pub struct OpenRateDrop;
+
+impl Detector for OpenRateDrop {
+    fn signal(&self) -> Signal {
+        Signal::OpenRateDrop
+    }
+    fn evaluate(&self, m: &MemberState, now_ms: i64, ctx: &Context<'_>) -> Verdict {
+        evaluate(m, now_ms, &ctx.detect.open_rate_drop)
+    }
 }
 
 pub fn evaluate(m: &MemberState, now_ms: i64, cfg: &Config) -> Verdict {

@@ -18,7 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{days, Evidence, Finding, Severity, Verdict};
+use super::{days, Context, Detector, Evidence, Finding, Severity, Signal, Verdict};
 use crate::event::DAY_MS;
 use crate::risk;
 use crate::state::member::PURCHASE_HISTORY;
@@ -105,6 +105,21 @@ pub fn median_gap_days(m: &MemberState, cfg: &Config) -> Option<f64> {
     let mut buf = [0.0; PURCHASE_HISTORY];
     let n = gaps(m, cfg, &mut buf);
     (n > 0).then(|| super::stats::median(&buf[..n]))
+}
+
+/// The `purchase_gap` detector, as the engine runs it (see [`super::Detector`]).
+pub struct PurchaseGap;
+
+impl Detector for PurchaseGap {
+    fn signal(&self) -> Signal {
+        Signal::PurchaseGap
+    }
+    fn evaluate(&self, m: &MemberState, now_ms: i64, ctx: &Context<'_>) -> Verdict {
+        evaluate(m, now_ms, &ctx.detect.purchase_gap, ctx.risk)
+    }
+    fn due_ms(&self, m: &MemberState, _now_ms: i64, ctx: &Context<'_>) -> Option<i64> {
+        due_ms(m, &ctx.detect.purchase_gap, ctx.risk)
+    }
 }
 
 /// When, with no further purchase, the member becomes overdue: by the gap

@@ -20,7 +20,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::stats::mean_var;
-use super::{Evidence, Finding, Severity, Verdict};
+use super::{Context, Detector, Evidence, Finding, Severity, Signal, Verdict};
 use crate::state::member::{log_amount, Purchase};
 use crate::state::MemberState;
 
@@ -112,6 +112,18 @@ fn best_decline(m: &MemberState, cfg: &Config) -> Option<Decline> {
         }
     }
     best
+}
+
+/// The `spend_decline` detector, as the engine runs it (see [`super::Detector`]).
+pub struct SpendDecline;
+
+impl Detector for SpendDecline {
+    fn signal(&self) -> Signal {
+        Signal::SpendDecline
+    }
+    fn evaluate(&self, m: &MemberState, now_ms: i64, ctx: &Context<'_>) -> Verdict {
+        evaluate(m, now_ms, &ctx.detect.spend_decline)
+    }
 }
 
 pub fn evaluate(m: &MemberState, _now_ms: i64, cfg: &Config) -> Verdict {

@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::stats::poisson_cdf;
-use super::{Evidence, Finding, Severity, Verdict, WeekWindows};
+use super::{Context, Detector, Evidence, Finding, Severity, Signal, Verdict, WeekWindows};
 use crate::state::window::{week_of, week_start_ms};
 use crate::state::MemberState;
 
@@ -53,6 +53,21 @@ impl Default for Config {
             baseline_margin_se: 1.5,
             recover_ratio: 0.8,
         }
+    }
+}
+
+/// The `visit_decline` detector, as the engine runs it (see [`super::Detector`]).
+pub struct VisitDecline;
+
+impl Detector for VisitDecline {
+    fn signal(&self) -> Signal {
+        Signal::VisitDecline
+    }
+    fn evaluate(&self, m: &MemberState, now_ms: i64, ctx: &Context<'_>) -> Verdict {
+        evaluate(m, now_ms, &ctx.detect.visit_decline)
+    }
+    fn due_ms(&self, m: &MemberState, now_ms: i64, ctx: &Context<'_>) -> Option<i64> {
+        due_ms(m, now_ms, &ctx.detect.visit_decline)
     }
 }
 

@@ -18,24 +18,23 @@
 //! the event is past it. So the alerts depend only on each partition's
 //! sequence of events, never on batch boundaries, commits or restarts.
 
+mod cache;
 mod clock;
 #[cfg(test)]
 mod tests;
+mod timers;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::alert::score::risk_score;
-use crate::alert::{self, Alert, AlertConfig};
-use crate::detect::{
-    checkin_lapse, open_rate_drop, purchase_gap, spend_decline, stage_change, visit_decline,
-    DetectConfig, Evidence, Finding, Severity, Signal, Verdict,
-};
-use crate::event::{EventKind, Rejection, Validator, DAY_MS};
+use crate::alert::{Alert, AlertConfig, Subject};
+use crate::detect::{stage_change, Context, DetectConfig, Finding, Signal, Verdict, DETECTORS};
+use crate::event::{EventKind, Rejection, Validator};
 use crate::state::keys::{
-    member_key, meta_key, partition_end, partition_prefix, split_timer_key, timer_bound, timer_key,
+    member_key, meta_key, partition_end, partition_prefix, split_member_key, split_timer_key,
 };
 use crate::state::member::{OpenAlert, Stage, NEVER};
 use crate::state::quarantine::{Kind as QuarantineKind, Quarantined};
@@ -46,15 +45,35 @@ use crate::telemetry::events::{
 };
 use crate::telemetry::Metrics;
 
+use cache::{Cached, MemberCache, Written};
 pub use clock::ClockConfig;
+use timers::TimerQueue;
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            evict_after_ms: None,
+            member_cache_bytes: 64 << 20,
+            detect: DetectConfig::default(),
+            lifecycle: stage_change::Config::default(),
+            alerts: AlertConfig::default(),
+            clock: ClockConfig::default(),
+            validator: Validator::default(),
+            risk: crate::risk::Config::default(),
+        }
+    }
+}
 
 /// Everything the engine needs to know, built from the config file.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// Delete a member this long after their last activity (member events,
     /// not `email_send`) once no detector timer is pending; `None` keeps
     /// members forever.
     pub evict_after_ms: Option<i64>,
+    /// Bytes of decoded member state kept in memory between commits
+    /// (`engine.member_cache_mb`).
+    pub member_cache_bytes: usize,
     pub detect: DetectConfig,
     pub lifecycle: stage_change::Config,
     pub alerts: AlertConfig,
@@ -127,24 +146,6 @@ pub struct RaisedAlert {
     pub alert: Alert,
 }
 
-struct Cached {
-    state: MemberState,
-    dirty: bool,
-    /// Deleted at the next commit; to the engine the member no longer exists.
-    evicted: bool,
-}
-
-impl Cached {
-    /// A member as stored (or new), unchanged so far.
-    fn clean(state: MemberState) -> Self {
-        Cached {
-            state,
-            dirty: false,
-            evicted: false,
-        }
-    }
-}
-
 #[derive(Default)]
 struct Partition {
     /// Highest event time seen, or `NEVER`.
@@ -154,10 +155,8 @@ struct Partition {
     /// later after an idle advance; `NEVER` before its first event.
     clock_ms: i64,
     clock_dirty: bool,
-    /// Lower bound of the earliest pending timer.
-    next_due: i64,
-    /// Members touched since the last commit.
-    members: HashMap<Box<str>, Cached>,
+    /// Every member's pending timer, in due order.
+    timers: TimerQueue,
 }
 
 /// Meta key name of a partition's stream clock.
@@ -170,15 +169,13 @@ pub struct Engine<S: Store> {
     cfg: EngineConfig,
     metrics: Arc<Metrics>,
     parts: BTreeMap<u32, Partition>,
-    /// Timer index changes since the last commit: `true` put, `false` delete.
-    overlay: BTreeMap<Vec<u8>, bool>,
-    /// The smallest timer key scheduled at or before the clock while a firing
-    /// pass runs: the pass may already have moved past it.
-    refire: Option<Vec<u8>>,
-    /// The due time a firing pass runs up to (`NEVER` outside a pass): a
-    /// timer scheduled up to it during the pass must be fired by the pass,
-    /// even if its chunk of keys was already read.
-    firing_until: i64,
+    /// Members as stored, kept decoded between commits.
+    cache: MemberCache,
+    /// Recent member lookups that found the member cached, and all of them
+    /// (halved now and then): read-ahead is skipped while nearly every
+    /// lookup hits, since it would only look members up twice.
+    hits: u32,
+    lookups: u32,
     raised: Vec<RaisedAlert>,
     /// Undecodable records found since the last commit: moved to the
     /// quarantine table (and their originals deleted) by the commit, and
@@ -198,14 +195,15 @@ pub struct Engine<S: Store> {
 
 impl<S: Store> Engine<S> {
     pub fn new(store: S, cfg: EngineConfig, metrics: Arc<Metrics>) -> Result<Self, EngineError> {
+        let cache = MemberCache::with_bytes(cfg.member_cache_bytes);
         Ok(Engine {
             store,
             cfg,
             metrics,
             parts: BTreeMap::new(),
-            overlay: BTreeMap::new(),
-            refire: None,
-            firing_until: NEVER,
+            cache,
+            hits: 0,
+            lookups: 0,
             raised: Vec::new(),
             quarantine: Vec::new(),
             quarantine_taken: 0,
@@ -254,7 +252,12 @@ impl<S: Store> Engine<S> {
     }
 
     /// Starts processing `partition`, picking up its stored clock, high mark
-    /// and timers (as left by this instance, a restore or a bootstrap).
+    /// and members (as left by this instance, a restore or a bootstrap):
+    /// every member record is read once, its timer queued and, while the
+    /// cache has room, its state kept decoded. A record that does not
+    /// decode is moved to the quarantine (the member starts afresh if it
+    /// comes back), as is a leftover key of the timer table of builds that
+    /// kept timers on disk.
     pub fn assign(&mut self, partition: u32) -> Result<(), EngineError> {
         if self.parts.contains_key(&partition) {
             return Ok(());
@@ -266,8 +269,81 @@ impl<S: Store> Engine<S> {
             clock_ms: stored.max(self.watermark(max_ts)),
             ..Partition::default()
         };
-        part.next_due = self.peek_next_due(partition, NEVER)?;
+        self.drop_legacy_timers(partition)?;
+        let (from, end) = (
+            partition_prefix(partition).to_vec(),
+            partition_end(partition),
+        );
+        let mut cursor = from;
+        loop {
+            let chunk = self.store.scan(Table::Members, &cursor, &end, 4096)?;
+            let Some((last, _)) = chunk.last() else { break };
+            cursor = last.clone();
+            cursor.push(0);
+            for (key, value) in chunk {
+                let member = split_member_key(&key).map(|(_, id)| id);
+                match (member, MemberState::decode(&value)) {
+                    (Some(id), Ok(m)) => {
+                        part.timers.reschedule(id, NEVER, m.timer_due_ms);
+                        if self.cache.len() < self.cache.capacity() {
+                            self.cache.checkin(partition, id, Cached::clean(m));
+                        }
+                    }
+                    (id, result) => {
+                        let reason = match result {
+                            Err(e) => e.to_string(),
+                            Ok(_) => "member id is not utf-8".into(),
+                        };
+                        self.quarantine_record(Quarantined::new(
+                            QuarantineKind::Member,
+                            partition,
+                            &key,
+                            &value,
+                            reason,
+                        ));
+                        if let Some(id) = id {
+                            // Gone (deleted, with a changelog tombstone, at
+                            // the commit); back as a new member if they come.
+                            self.cache.checkin(partition, id, Cached::gone());
+                        }
+                    }
+                }
+            }
+        }
         self.parts.insert(partition, part);
+        Ok(())
+    }
+
+    /// Deletes what builds that kept timers in a table left of
+    /// `partition`'s (the member records hold the same due times); a key
+    /// that does not split is quarantined, as it was then.
+    fn drop_legacy_timers(&mut self, partition: u32) -> Result<(), EngineError> {
+        let (from, end) = (
+            partition_prefix(partition).to_vec(),
+            partition_end(partition),
+        );
+        let mut cursor = from;
+        loop {
+            let chunk = self.store.scan(Table::Timers, &cursor, &end, 10_000)?;
+            let Some((last, _)) = chunk.last() else { break };
+            cursor = last.clone();
+            cursor.push(0);
+            let mut batch = Batch::default();
+            for (key, _) in chunk {
+                if split_timer_key(&key).is_none() {
+                    self.quarantine_record(Quarantined::new(
+                        QuarantineKind::Timer,
+                        partition,
+                        &key,
+                        &[],
+                        "timer key does not split into due time and member id".into(),
+                    ));
+                } else {
+                    batch.delete(Table::Timers, key);
+                }
+            }
+            self.store.write(batch)?;
+        }
         Ok(())
     }
 
@@ -281,22 +357,12 @@ impl<S: Store> Engine<S> {
     }
 
     /// Stops processing `partition`. Call [`Engine::commit`] first: uncommitted
-    /// changes of the partition are dropped here.
+    /// changes of the partition are dropped here, and so are its cached
+    /// members (its next owner may change them).
     pub fn revoke(&mut self, partition: u32) {
         self.parts.remove(&partition);
+        self.cache.forget_partition(partition);
         ClockReleased(partition).emit(&self.metrics);
-        let (from, to) = (
-            partition_prefix(partition).to_vec(),
-            partition_end(partition),
-        );
-        let keys: Vec<_> = self
-            .overlay
-            .range(from..to)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in keys {
-            self.overlay.remove(&k);
-        }
         self.raised.retain(|a| a.partition != partition);
         let taken = self.quarantine[..self.quarantine_taken]
             .iter()
@@ -304,6 +370,11 @@ impl<S: Store> Engine<S> {
             .count();
         self.quarantine.retain(|q| q.partition != partition);
         self.quarantine_taken = taken;
+    }
+
+    /// Timers pending over every assigned partition.
+    pub fn timers_pending(&self) -> usize {
+        self.parts.values().map(|p| p.timers.len()).sum()
     }
 
     /// Processes one input message of `partition`.
@@ -328,9 +399,10 @@ impl<S: Store> Engine<S> {
         };
         self.assign(partition)?;
         let id_hash = xxh3_64(e.event_id.as_bytes()) as u32;
-        let (key, cm) = self.checkout(partition, &e.member_id, e.ts_ms)?;
+        let member = &*e.member_id;
+        let cm = self.checkout(partition, member, e.ts_ms)?;
         let duplicate = cm.state.seen_event(id_hash);
-        self.checkin(partition, key, cm);
+        let slot = self.cache.checkin(partition, member, cm);
         if duplicate {
             self.stats.duplicates += 1;
             DuplicateAbsorbed.emit(&self.metrics);
@@ -344,10 +416,16 @@ impl<S: Store> Engine<S> {
         self.stats.events += 1;
         EventConsumed { kind: e.kind }.emit(&self.metrics);
 
-        let (key, mut cm) = self.checkout(partition, &e.member_id, e.ts_ms)?;
+        // The member's slot holds until the next commit, whatever the
+        // timers that fired meanwhile did.
+        let mut cm = self.cache.checkout_at(slot);
+        if cm.evicted {
+            // Its own timer evicted it, just now: back as a new member.
+            self.renew(&mut cm, e.ts_ms);
+        }
         if cm.state.timer_due_ms != NEVER && cm.state.timer_due_ms <= e.ts_ms {
             let due = cm.state.timer_due_ms;
-            if self.on_timer(partition, &key, &mut cm.state, due) == Fired::Evicted {
+            if self.on_timer(partition, member, &mut cm.state, due) == Fired::Evicted {
                 // Gone past `state.evict_after_days` and back: the event
                 // starts a new member, exactly as if the eviction had been
                 // committed before it arrived.
@@ -367,14 +445,14 @@ impl<S: Store> Engine<S> {
         m.apply(&e);
         m.remember_event(id_hash);
         let now = m.last_event_ms;
-        self.evaluate(partition, &key, m, now, returning.map(|a| (a, e.ts_ms)));
-        if self.reschedule(partition, &key, m, now) == Fired::Evicted {
+        self.evaluate(partition, member, m, now, returning.map(|a| (a, e.ts_ms)));
+        if self.reschedule(partition, member, m, now) == Fired::Evicted {
             // Only `email_send` since long before the eviction time (state
             // kept from before eviction was configured).
             self.evict(&mut cm);
         }
         cm.dirty = true;
-        self.checkin(partition, key, cm);
+        self.cache.checkin_at(slot, cm);
         // A late event can leave its member with a timer the clock has
         // already passed: it fires now, not whenever the next event comes.
         self.fire_until(partition, NEVER, usize::MAX)?;
@@ -440,65 +518,54 @@ impl<S: Store> Engine<S> {
         }
         self.quarantine_taken = 0;
         let mut members = 0;
-        for (&p, part) in self.parts.iter_mut() {
-            for (id, cm) in part.members.drain() {
-                if cm.evicted {
-                    members += 1;
-                    on_change(
-                        Change::MemberDeleted {
-                            partition: p,
-                            member_id: &id,
-                        },
-                        &mut batch,
-                    );
-                    batch.delete(Table::Members, member_key(p, &id));
-                } else if cm.dirty {
-                    members += 1;
-                    let state = cm.state.to_bytes();
+        // Changed members come sorted by partition, then member id: each
+        // partition's members, then the partition itself, in order.
+        let mut parts = self.parts.iter_mut().peekable();
+        let mut done = |upto: Option<u32>,
+                        batch: &mut Batch,
+                        on_change: &mut dyn FnMut(Change<'_>, &mut Batch)| {
+            while let Some((&p, part)) = parts.next_if(|(p, _)| upto.is_none_or(|u| **p < u)) {
+                finish_partition(p, part, batch, on_change);
+            }
+        };
+        self.cache.commit(|w| {
+            members += 1;
+            match w {
+                Written::Member {
+                    partition,
+                    member_id,
+                    state,
+                } => {
+                    done(Some(partition), &mut batch, &mut on_change);
+                    let bytes = state.to_bytes();
                     on_change(
                         Change::Member {
-                            partition: p,
-                            member_id: &id,
-                            timer_due_ms: cm.state.timer_due_ms,
-                            state: &state,
+                            partition,
+                            member_id,
+                            timer_due_ms: state.timer_due_ms,
+                            state: &bytes,
                         },
                         &mut batch,
                     );
-                    batch.put(Table::Members, member_key(p, &id), state);
+                    batch.put(Table::Members, member_key(partition, member_id), bytes);
+                }
+                Written::Deleted {
+                    partition,
+                    member_id,
+                } => {
+                    done(Some(partition), &mut batch, &mut on_change);
+                    on_change(
+                        Change::MemberDeleted {
+                            partition,
+                            member_id,
+                        },
+                        &mut batch,
+                    );
+                    batch.delete(Table::Members, member_key(partition, member_id));
                 }
             }
-            if part.max_ts_dirty {
-                batch.put(
-                    Table::Meta,
-                    meta_key(p, META_MAX_TS),
-                    part.max_ts.to_le_bytes().to_vec(),
-                );
-                part.max_ts_dirty = false;
-            }
-            if part.clock_dirty {
-                batch.put(
-                    Table::Meta,
-                    meta_key(p, META_CLOCK),
-                    part.clock_ms.to_le_bytes().to_vec(),
-                );
-                part.clock_dirty = false;
-            }
-            on_change(
-                Change::PartitionDone {
-                    partition: p,
-                    max_ts: part.max_ts,
-                    clock_ms: part.clock_ms,
-                },
-                &mut batch,
-            );
-        }
-        for (k, put) in std::mem::take(&mut self.overlay) {
-            if put {
-                batch.put(Table::Timers, k, Vec::new());
-            } else {
-                batch.delete(Table::Timers, k);
-            }
-        }
+        });
+        done(None, &mut batch, &mut on_change);
         batch.ops.extend(extra.ops);
         // A batch the store refused before is written first, with this one,
         // in one atomic write: nothing is lost and the order is kept.
@@ -509,6 +576,10 @@ impl<S: Store> Engine<S> {
             }
             None => batch,
         };
+        // Whatever the store says, the cached states are the engine's view
+        // of its members (a refused batch is written again, by `unwritten`,
+        // before anything newer).
+        self.cache.trim();
         if !batch.is_empty() {
             if let Err(e) = self.store.write_ref(&batch) {
                 self.unwritten = Some(batch);
@@ -533,14 +604,43 @@ impl<S: Store> Engine<S> {
         partition: u32,
         member_id: &str,
     ) -> Result<Option<MemberState>, EngineError> {
-        if let Some(cm) = self
-            .parts
-            .get(&partition)
-            .and_then(|p| p.members.get(member_id))
-        {
-            return Ok((!cm.evicted).then(|| cm.state.clone()));
+        if let Some(m) = self.cache.peek(partition, member_id) {
+            return Ok(m.cloned());
         }
         self.load(partition, member_id)
+    }
+
+    /// Reads the members of `partition` among `member_ids` that are neither
+    /// changed since the last commit nor cached, in one batched store read,
+    /// into the cache: the events of a batch then find them in memory.
+    /// Only a hint: a member it cannot decode is left to the event that
+    /// needs it (which quarantines it).
+    pub fn prefetch<'a>(
+        &mut self,
+        partition: u32,
+        member_ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), EngineError> {
+        if !self.parts.contains_key(&partition) {
+            return Ok(());
+        }
+        if self.lookups >= 1024 && (self.lookups - self.hits) * 32 < self.lookups {
+            return Ok(());
+        }
+        let mut ids: Vec<&str> = member_ids.into_iter().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.retain(|id| !self.cache.contains(partition, id));
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Vec<u8>> = ids.iter().map(|id| member_key(partition, id)).collect();
+        let values = self.store.multi_get(Table::Members, &keys)?;
+        for (id, value) in ids.iter().zip(values) {
+            if let Some(m) = value.and_then(|v| MemberState::decode(&v).ok()) {
+                self.cache.prefetched(partition, id, m);
+            }
+        }
+        Ok(())
     }
 
     fn load(&self, partition: u32, member_id: &str) -> Result<Option<MemberState>, EngineError> {
@@ -561,37 +661,39 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    /// Takes a member out of the batch cache (loading or creating it); give
-    /// it back with [`Self::checkin`].
+    /// Takes a member to work on (from the cache, else the store, else new);
+    /// give it back with [`Self::checkin`].
     fn checkout(
         &mut self,
         partition: u32,
         member_id: &str,
         ts_ms: i64,
-    ) -> Result<(Box<str>, Cached), EngineError> {
-        let part = self
-            .parts
-            .get_mut(&partition)
-            .expect("partition assigned before use");
-        if let Some((key, mut cm)) = part.members.remove_entry(member_id) {
+    ) -> Result<Cached, EngineError> {
+        if self.lookups >= 1 << 16 {
+            self.lookups /= 2;
+            self.hits /= 2;
+        }
+        self.lookups += 1;
+        if let Some(mut cm) = self.cache.checkout(partition, member_id) {
+            self.hits += 1;
             if cm.evicted {
-                // Evicted in this batch and back already.
+                // Deleted in this commit and back already.
                 self.renew(&mut cm, ts_ms);
             }
-            return Ok((key, cm));
+            return Ok(cm);
         }
         Ok(match self.load_or_quarantine(partition, member_id)? {
-            Loaded::Found(m) => (member_id.into(), Cached::clean(*m)),
+            Loaded::Found(m) => Cached::clean(m),
             Loaded::Absent => {
                 MemberCreated.emit(&self.metrics);
-                (member_id.into(), Cached::clean(MemberState::new(ts_ms)))
+                Cached::clean(MemberState::new(ts_ms))
             }
             // Starts afresh, written over the undecodable original.
             Loaded::Quarantined => {
                 MemberCreated.emit(&self.metrics);
                 let mut cm = Cached::clean(MemberState::new(ts_ms));
                 cm.dirty = true;
-                (member_id.into(), cm)
+                cm
             }
         })
     }
@@ -601,31 +703,21 @@ impl<S: Store> Engine<S> {
         &mut self,
         partition: u32,
         member_id: &str,
-    ) -> Result<Option<(Box<str>, Cached)>, EngineError> {
-        let part = self
-            .parts
-            .get_mut(&partition)
-            .expect("partition assigned before use");
-        if part.members.get(member_id).is_some_and(|cm| cm.evicted) {
-            return Ok(None);
-        }
-        if let Some(entry) = part.members.remove_entry(member_id) {
-            return Ok(Some(entry));
+    ) -> Result<Option<Cached>, EngineError> {
+        if let Some(cm) = self.cache.checkout(partition, member_id) {
+            if cm.evicted {
+                self.cache.checkin(partition, member_id, cm);
+                return Ok(None);
+            }
+            return Ok(Some(cm));
         }
         match self.load_or_quarantine(partition, member_id)? {
-            Loaded::Found(state) => Ok(Some((member_id.into(), Cached::clean(*state)))),
+            Loaded::Found(state) => Ok(Some(Cached::clean(state))),
             Loaded::Absent => Ok(None),
             Loaded::Quarantined => {
                 // Gone: deleted (with a changelog tombstone) at the commit,
                 // and not loaded (and quarantined) again before it.
-                let gone = Cached {
-                    state: MemberState::new(0),
-                    dirty: true,
-                    evicted: true,
-                };
-                if let Some(part) = self.parts.get_mut(&partition) {
-                    part.members.insert(member_id.into(), gone);
-                }
+                self.cache.checkin(partition, member_id, Cached::gone());
                 Ok(None)
             }
         }
@@ -644,7 +736,7 @@ impl<S: Store> Engine<S> {
             return Ok(Loaded::Absent);
         };
         match MemberState::decode(&bytes) {
-            Ok(m) => Ok(Loaded::Found(Box::new(m))),
+            Ok(m) => Ok(Loaded::Found(m)),
             Err(e) => {
                 self.quarantine_record(Quarantined::new(
                     QuarantineKind::Member,
@@ -686,17 +778,13 @@ impl<S: Store> Engine<S> {
     /// An evicted member is back: they start as a new member.
     fn renew(&self, cm: &mut Cached, ts_ms: i64) {
         MemberCreated.emit(&self.metrics);
-        *cm = Cached {
-            state: MemberState::new(ts_ms),
-            dirty: true,
-            evicted: false,
-        };
+        *cm.state = MemberState::new(ts_ms);
+        cm.dirty = true;
+        cm.evicted = false;
     }
 
-    fn checkin(&mut self, partition: u32, key: Box<str>, cm: Cached) {
-        if let Some(part) = self.parts.get_mut(&partition) {
-            part.members.insert(key, cm);
-        }
+    fn checkin(&mut self, partition: u32, member_id: &str, cm: Cached) {
+        self.cache.checkin(partition, member_id, cm);
     }
 
     /// Assigned partitions whose clock has started, with their clocks.
@@ -742,95 +830,47 @@ impl<S: Store> Engine<S> {
         if target == NEVER {
             return Ok(true);
         }
-        if part.next_due > target {
-            self.set_clock(p, target);
-            return Ok(true);
-        }
-        // Everything before the partition's lower bound has fired and is
-        // only tombstones now: seeking past them keeps this pass cheap.
-        let from_due = part.next_due;
-        let mut cursor = if from_due == NEVER {
-            partition_prefix(p).to_vec()
-        } else {
-            timer_bound(p, from_due.saturating_sub(1))
-        };
-        let end = timer_bound(p, target);
-        self.refire = None;
-        self.firing_until = target;
         let mut fired = 0;
-        let mut stopped_at: Option<i64> = None;
-        'pass: loop {
-            let keys = self.due_timer_keys(&cursor, &end, 512)?;
-            let Some(last) = keys.last().cloned() else {
+        let mut stopped = false;
+        loop {
+            let part = self.parts.get_mut(&p).expect("assigned");
+            if part.timers.next_due().is_none_or(|due| due > target) {
                 break;
-            };
-            for key in keys {
-                let Some((_, due, member)) = split_timer_key(&key) else {
-                    self.quarantine_record(Quarantined::new(
-                        QuarantineKind::Timer,
-                        p,
-                        &key,
-                        &[],
-                        "timer key does not split into due time and member id".into(),
-                    ));
-                    self.overlay.insert(key, false);
-                    continue;
-                };
-                if self.fired_since_commit >= limit {
-                    stopped_at = Some(due);
-                    break 'pass;
-                }
-                cursor.clear();
-                cursor.extend_from_slice(&key);
-                cursor.push(0);
-                let Some((mkey, mut cm)) = self.checkout_existing(p, member)? else {
-                    self.overlay.insert(key, false);
-                    continue;
-                };
-                if cm.state.timer_due_ms == due {
-                    // The clock reaches each timer as it fires.
-                    self.set_clock(p, due);
-                    if self.on_timer(p, &mkey, &mut cm.state, due) == Fired::Evicted {
-                        self.evict(&mut cm);
-                    }
-                    cm.dirty = true;
-                    fired += 1;
-                    self.fired_since_commit += 1;
-                } else {
-                    // A stale entry (rescheduled without cleaning up).
-                    self.overlay.insert(key, false);
-                }
-                self.checkin(p, mkey, cm);
-                // A fired timer can reschedule its member to a moment this
-                // pass still reaches, among keys already read: read again
-                // from here, so that every timer fires in due order.
-                if let Some(r) = self.refire.take() {
-                    if r < cursor {
-                        cursor = r;
-                        continue 'pass;
-                    }
-                    if r < last {
-                        continue 'pass;
-                    }
-                }
             }
+            if self.fired_since_commit >= limit {
+                stopped = true;
+                break;
+            }
+            let (due, member) = part.timers.pop_due(target).expect("due");
+            let Some(mut cm) = self.checkout_existing(p, &member)? else {
+                continue;
+            };
+            if cm.state.timer_due_ms == due {
+                // The clock reaches each timer as it fires.
+                self.set_clock(p, due);
+                if self.on_timer(p, &member, &mut cm.state, due) == Fired::Evicted {
+                    self.evict(&mut cm);
+                }
+                cm.dirty = true;
+                fired += 1;
+                self.fired_since_commit += 1;
+            } else {
+                // Queued early: the member has moved its timer on since
+                // (see `reschedule`); it waits for its own due time.
+                let part = self.parts.get_mut(&p).expect("assigned");
+                part.timers
+                    .reschedule(&member, NEVER, cm.state.timer_due_ms);
+            }
+            self.checkin(p, &member, cm);
         }
-        self.firing_until = NEVER;
         if fired > 0 {
             self.stats.timers_fired += fired;
             TimersFired { count: fired }.emit(&self.metrics);
         }
-        if stopped_at.is_some() {
-            // `next_due` stays what it was at the start of the pass, lowered
-            // by every timer scheduled since: still a lower bound of what is
-            // pending, so the next pass picks up where this one stopped.
+        if stopped {
             return Ok(false);
         }
         self.set_clock(p, target);
-        let next = self.peek_next_due(p, target)?;
-        if let Some(part) = self.parts.get_mut(&p) {
-            part.next_due = next;
-        }
         Ok(true)
     }
 
@@ -843,82 +883,6 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    /// Timer keys in `[from, to)`, merging the store with uncommitted changes.
-    fn due_timer_keys(
-        &self,
-        from: &[u8],
-        to: &[u8],
-        limit: usize,
-    ) -> Result<Vec<Vec<u8>>, EngineError> {
-        let stored = self.store.scan(Table::Timers, from, to, limit)?;
-        let full = stored.len() == limit;
-        let upper: Option<Vec<u8>> = if full {
-            stored.last().map(|(k, _)| k.clone())
-        } else {
-            None
-        };
-        let mut keys: Vec<Vec<u8>> = stored
-            .into_iter()
-            .map(|(k, _)| k)
-            .filter(|k| self.overlay.get(k) != Some(&false))
-            .collect();
-        for (k, put) in self.overlay.range(from.to_vec()..to.to_vec()) {
-            if upper.as_ref().is_some_and(|u| k > u) {
-                break;
-            }
-            if *put {
-                keys.push(k.clone());
-            }
-        }
-        keys.sort();
-        keys.dedup();
-        if keys.is_empty() && full {
-            // Everything in this chunk was deleted in the overlay: move on.
-            let mut next = upper.expect("full scan has a last key");
-            next.push(0);
-            return self.due_timer_keys(&next, to, limit);
-        }
-        Ok(keys)
-    }
-
-    /// A lower bound of the earliest pending timer of `partition` after `after_ms`.
-    fn peek_next_due(&self, partition: u32, after_ms: i64) -> Result<i64, EngineError> {
-        let mut from = if after_ms == NEVER {
-            partition_prefix(partition).to_vec()
-        } else {
-            timer_bound(partition, after_ms)
-        };
-        let end = partition_end(partition);
-        let mut best = i64::MAX;
-        if let Some((k, _)) = self
-            .overlay
-            .range(from.clone()..end.clone())
-            .find(|(_, put)| **put)
-        {
-            // An unsplittable key is due at once: the firing pass moves it
-            // to the quarantine instead of it hiding every timer after it.
-            best = split_timer_key(k).map_or(NEVER, |t| t.1);
-        }
-        for _ in 0..8 {
-            let chunk = self.store.scan(Table::Timers, &from, &end, 64)?;
-            let Some((last, _)) = chunk.last() else {
-                return Ok(best);
-            };
-            if let Some((k, _)) = chunk
-                .iter()
-                .find(|(k, _)| self.overlay.get(k) != Some(&false))
-            {
-                let due = split_timer_key(k).map_or(NEVER, |t| t.1);
-                return Ok(best.min(due));
-            }
-            from = last.clone();
-            from.push(0);
-        }
-        // Many deleted entries in a row: a conservative bound is fine, the
-        // next firing pass skips them.
-        Ok(best.min(split_timer_key(&from).map_or(i64::MIN, |t| t.1)))
-    }
-
     fn on_timer(
         &mut self,
         partition: u32,
@@ -926,8 +890,7 @@ impl<S: Store> Engine<S> {
         m: &mut MemberState,
         due: i64,
     ) -> Fired {
-        self.overlay
-            .insert(timer_key(partition, due, member_id), false);
+        // Popped from the queue already.
         m.timer_due_ms = NEVER;
         self.evaluate(partition, member_id, m, due, None);
         self.reschedule(partition, member_id, m, due)
@@ -948,55 +911,23 @@ impl<S: Store> Engine<S> {
             return;
         }
 
-        let holdout = self.cfg.alerts.is_holdout(member_id);
-        let segment = self
-            .cfg
-            .alerts
-            .segments
-            .classify(m, now, &self.cfg.detect.purchase_gap);
-        let (risk, model) = risk_of(m, now, &self.cfg);
-        let with_model = |e: Evidence| match model {
-            Some((alive, expected)) => e
-                .num("p_alive", (alive * 1e4).round() / 1e4)
-                .num("expected_purchases_90d", (expected * 1e3).round() / 1e3),
-            None => e,
-        };
-        if let Some((answered, ts)) = returning {
-            let days_to_return = (ts - answered.detected_ms) as f64 / DAY_MS as f64;
-            let within = days_to_return <= self.cfg.alerts.reactivation_horizon_days;
+        let subject = Subject::of(
+            member_id,
+            m,
+            now,
+            &self.cfg.alerts,
+            &self.cfg.detect.purchase_gap,
+            &self.cfg.risk,
+        );
+        if let Some((answered, at)) = returning {
+            let (alert, back) = subject.reactivation(answered, at, &self.cfg.alerts);
             MemberReactivated {
-                signal: answered.signal,
-                holdout,
-                days_to_return,
-                within_horizon: within,
+                signal: back.answered,
+                holdout: subject.holdout,
+                days_to_return: back.days_to_return,
+                within_horizon: back.within_horizon,
             }
             .emit(&self.metrics);
-            let alert = Alert {
-                alert_id: alert::reactivation_id(member_id, answered.signal, answered.seq),
-                member_id: member_id.to_string(),
-                signal: Signal::Reactivated,
-                severity: Severity::Info,
-                risk_score: risk,
-                stage: m.stage,
-                segment,
-                evidence: with_model(Evidence::default())
-                    .text(
-                        "answers_alert_id",
-                        alert::alert_id(member_id, answered.signal, answered.seq),
-                    )
-                    .text("answers_signal", answered.signal.as_str())
-                    .num("days_to_return", days_to_return)
-                    .flag("within_horizon", within)
-                    .num("horizon_days", self.cfg.alerts.reactivation_horizon_days),
-                recommended_action: self
-                    .cfg
-                    .alerts
-                    .playbook
-                    .action(segment, Signal::Reactivated)
-                    .to_string(),
-                holdout,
-                detected_ms: ts,
-            };
             self.raise(partition, alert);
         }
         let findings = std::mem::take(&mut self.findings);
@@ -1010,28 +941,11 @@ impl<S: Store> Engine<S> {
                 });
                 MemberAlerted {
                     signal: *signal,
-                    holdout,
+                    holdout: subject.holdout,
                 }
                 .emit(&self.metrics);
             }
-            let alert = Alert {
-                alert_id: alert::alert_id(member_id, *signal, seq),
-                member_id: member_id.to_string(),
-                signal: *signal,
-                severity: f.severity,
-                risk_score: risk,
-                stage: m.stage,
-                segment,
-                evidence: with_model(f.evidence.clone()),
-                recommended_action: self
-                    .cfg
-                    .alerts
-                    .playbook
-                    .action(segment, *signal)
-                    .to_string(),
-                holdout,
-                detected_ms: f.since_ms,
-            };
+            let alert = subject.detection(*signal, seq, f, &self.cfg.alerts);
             self.raise(partition, alert);
         }
         self.findings = findings;
@@ -1069,26 +983,12 @@ impl<S: Store> Engine<S> {
             }
         }
         let due = if due == i64::MAX { NEVER } else { due };
-        if due == m.timer_due_ms {
-            return fired;
-        }
-        if m.timer_due_ms != NEVER {
-            self.overlay
-                .insert(timer_key(partition, m.timer_due_ms, member_id), false);
-        }
-        if due != NEVER {
-            let key = timer_key(partition, due, member_id);
-            let clock = self.parts.get(&partition).map_or(NEVER, |p| p.clock_ms);
-            if due <= clock.max(self.firing_until) && self.refire.as_ref().is_none_or(|r| key < *r)
-            {
-                self.refire = Some(key.clone());
-            }
-            self.overlay.insert(key, true);
+        if due != m.timer_due_ms {
             if let Some(part) = self.parts.get_mut(&partition) {
-                part.next_due = part.next_due.min(due);
+                part.timers.schedule(member_id, m.timer_due_ms, due);
             }
+            m.timer_due_ms = due;
         }
-        m.timer_due_ms = due;
         fired
     }
 }
@@ -1103,29 +1003,11 @@ pub fn judge(
     cfg: &EngineConfig,
     findings: &mut Vec<(Signal, Finding)>,
 ) {
-    let d = &cfg.detect;
-    let verdicts = [
-        (
-            Signal::PurchaseGap,
-            purchase_gap::evaluate(m, now, &d.purchase_gap, &cfg.risk),
-        ),
-        (
-            Signal::OpenRateDrop,
-            open_rate_drop::evaluate(m, now, &d.open_rate_drop),
-        ),
-        (
-            Signal::VisitDecline,
-            visit_decline::evaluate(m, now, &d.visit_decline),
-        ),
-        (
-            Signal::CheckinLapse,
-            checkin_lapse::evaluate(m, now, &d.checkin_lapse),
-        ),
-        (
-            Signal::SpendDecline,
-            spend_decline::evaluate(m, now, &d.spend_decline),
-        ),
-    ];
+    let ctx = Context {
+        detect: &cfg.detect,
+        risk: &cfg.risk,
+    };
+    let verdicts = DETECTORS.map(|d| (d.signal(), d.evaluate(m, now, &ctx)));
     findings.clear();
     for (signal, verdict) in verdicts {
         let ep = &mut m.episodes[signal as usize];
@@ -1171,44 +1053,65 @@ pub fn risk_of(m: &MemberState, now: i64, cfg: &EngineConfig) -> (f64, Option<(f
 /// The absence checks a member's timer waits for, with the moment after
 /// `now` each could become true (the timer is due at the earliest). Named
 /// by the signal they check (`stage_change` for the lifecycle thresholds).
-pub fn timer_checks(
-    m: &MemberState,
+pub fn timer_checks<'a>(
+    m: &'a MemberState,
     now: i64,
-    cfg: &EngineConfig,
-) -> impl Iterator<Item = (Signal, i64)> {
-    let d = &cfg.detect;
-    let closed = |s: Signal| !m.episodes[s as usize].open;
-    [
-        (
-            Signal::PurchaseGap,
-            closed(Signal::PurchaseGap)
-                .then(|| purchase_gap::due_ms(m, &d.purchase_gap, &cfg.risk))
-                .flatten(),
-        ),
-        (
-            Signal::CheckinLapse,
-            closed(Signal::CheckinLapse)
-                .then(|| checkin_lapse::due_ms(m, &d.checkin_lapse))
-                .flatten(),
-        ),
-        (
-            Signal::StageChange,
-            stage_change::due_ms(m, now, &cfg.lifecycle),
-        ),
-        (
-            Signal::VisitDecline,
-            closed(Signal::VisitDecline)
-                .then(|| visit_decline::due_ms(m, now, &d.visit_decline))
-                .flatten(),
-        ),
-    ]
-    .into_iter()
-    .filter_map(move |(s, t)| t.filter(|t| *t > now).map(|t| (s, t)))
+    cfg: &'a EngineConfig,
+) -> impl Iterator<Item = (Signal, i64)> + 'a {
+    let ctx = Context {
+        detect: &cfg.detect,
+        risk: &cfg.risk,
+    };
+    // A detector whose episode is open has nothing left to wait for.
+    let detectors = DETECTORS.into_iter().filter_map(move |d| {
+        let closed = !m.episodes[d.signal() as usize].open;
+        closed
+            .then(|| d.due_ms(m, now, &ctx))
+            .flatten()
+            .map(|t| (d.signal(), t))
+    });
+    let lifecycle = stage_change::due_ms(m, now, &cfg.lifecycle).map(|t| (Signal::StageChange, t));
+    detectors.chain(lifecycle).filter(move |(_, t)| *t > now)
+}
+
+/// Ends a partition's part of a commit: its clock and high mark, if they
+/// moved, and the report that every member change of it has been made.
+fn finish_partition(
+    p: u32,
+    part: &mut Partition,
+    batch: &mut Batch,
+    on_change: &mut dyn FnMut(Change<'_>, &mut Batch),
+) {
+    if part.max_ts_dirty {
+        batch.put(
+            Table::Meta,
+            meta_key(p, META_MAX_TS),
+            part.max_ts.to_le_bytes().to_vec(),
+        );
+        part.max_ts_dirty = false;
+    }
+    if part.clock_dirty {
+        batch.put(
+            Table::Meta,
+            meta_key(p, META_CLOCK),
+            part.clock_ms.to_le_bytes().to_vec(),
+        );
+        part.clock_dirty = false;
+    }
+    on_change(
+        Change::PartitionDone {
+            partition: p,
+            max_ts: part.max_ts,
+            clock_ms: part.clock_ms,
+        },
+        batch,
+    );
 }
 
 /// A member's stored state, as found.
+#[allow(clippy::large_enum_variant)] // moved once per load, never stored
 enum Loaded {
-    Found(Box<MemberState>),
+    Found(MemberState),
     Absent,
     /// It did not decode and was moved to the quarantine.
     Quarantined,

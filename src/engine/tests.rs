@@ -1,3 +1,5 @@
+use crate::detect::Severity;
+use crate::event::DAY_MS;
 use std::sync::Arc;
 
 use super::*;

@@ -49,10 +49,7 @@ use rdkafka::{ClientConfig, ClientContext};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{META_CLOCK, META_MAX_TS};
-use crate::state::keys::{
-    member_key, meta_key, partition_end, partition_prefix, timer_key, GLOBAL_PARTITION,
-};
-use crate::state::member::NEVER;
+use crate::state::keys::{member_key, meta_key, partition_end, partition_prefix, GLOBAL_PARTITION};
 use crate::state::quarantine::{Kind as QuarantineKind, Quarantined};
 use crate::state::{Batch, Store, StoreError, Table};
 use crate::telemetry::events::KafkaClientLog;
@@ -471,24 +468,20 @@ impl<'a, S: Store + ?Sized> Restorer<'a, S> {
             let mkey = member_key(p, member);
             match value {
                 Some(mut v) => {
-                    let (due, header) = match split_member_value(&v) {
-                        Ok((_, due, state)) => (due, v.len() - state.len()),
+                    let header = match split_member_value(&v) {
+                        Ok((_, _, state)) => v.len() - state.len(),
                         Err(e) => {
                             self.set_aside(at, &id, &v, e.to_string());
                             continue;
                         }
                     };
                     // The state is the value after its header: shift it in
-                    // place rather than copy it into a new buffer.
+                    // place rather than copy it into a new buffer. The
+                    // state holds its own due time: the engine queues the
+                    // member's timer from it when the partition is handed
+                    // over.
                     v.drain(..header);
                     self.batch.put(Table::Members, mkey, v);
-                    // A timer of the member's older state may stay behind:
-                    // the engine drops entries that no longer match the
-                    // member's due time when it reaches them.
-                    if due != NEVER {
-                        self.batch
-                            .put(Table::Timers, timer_key(p, due, member), Vec::new());
-                    }
                 }
                 None => self.batch.delete(Table::Members, mkey),
             }
@@ -798,6 +791,7 @@ pub fn restore<S: Store + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::member::NEVER;
     use crate::state::MemoryStore;
 
     fn mark(max_ts: i64, offset: i64) -> Vec<u8> {
@@ -833,10 +827,6 @@ mod tests {
             store.get(Table::Members, &member_key(3, "m-1")).unwrap(),
             Some(b"new".to_vec())
         );
-        assert!(store
-            .get(Table::Timers, &timer_key(3, 5_000, "m-1"))
-            .unwrap()
-            .is_some());
         assert_eq!(
             read_i64(&store, &offset_key("member-events", 3)).unwrap(),
             Some(20)

@@ -1443,6 +1443,9 @@ impl Driver {
         if self.last_stats.elapsed() > Duration::from_secs(5) {
             self.last_stats = Instant::now();
             self.metrics.update_store(&self.engine.store().stats());
+            self.metrics
+                .timers_pending
+                .set(self.engine.timers_pending() as i64);
         }
         if self.last_sweep.elapsed() > Duration::from_secs(60) {
             self.last_sweep = Instant::now();

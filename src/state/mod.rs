@@ -127,7 +127,6 @@ pub struct StoreStats {
     pub pending_compaction_bytes: u64,
     pub memtable_bytes: u64,
     pub estimated_members: u64,
-    pub estimated_timers: u64,
     pub write_stalled: bool,
 }
 
@@ -137,6 +136,15 @@ pub type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
 /// The small interface between the engine and its storage.
 pub trait Store: Send + Sync {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// [`Store::get`] of several keys (faster when sorted), in their order.
+    fn multi_get(
+        &self,
+        table: Table,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        keys.iter().map(|k| self.get(table, k)).collect()
+    }
 
     /// Up to `limit` entries with `from <= key < to`, in key order.
     fn scan(
@@ -177,6 +185,13 @@ impl<S: Store + ?Sized> Store for Box<S> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         (**self).get(table, key)
     }
+    fn multi_get(
+        &self,
+        table: Table,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        (**self).multi_get(table, keys)
+    }
     fn scan(
         &self,
         table: Table,
@@ -206,6 +221,13 @@ impl<S: Store + ?Sized> Store for Box<S> {
 impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         (**self).get(table, key)
+    }
+    fn multi_get(
+        &self,
+        table: Table,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        (**self).multi_get(table, keys)
     }
     fn scan(
         &self,

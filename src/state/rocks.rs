@@ -160,6 +160,21 @@ impl Store for RocksStore {
             .map(|v| v.to_vec()))
     }
 
+    /// One batched read (RocksDB `MultiGet`): index, filter and data blocks
+    /// shared by several keys are looked up once.
+    fn multi_get(
+        &self,
+        table: Table,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let sorted = keys.windows(2).all(|w| w[0] <= w[1]);
+        self.db
+            .batched_multi_get_cf(self.cf(table), keys, sorted)
+            .into_iter()
+            .map(|r| r.map(|v| v.map(|v| v.to_vec())).map_err(StoreError::from))
+            .collect()
+    }
+
     fn scan(
         &self,
         table: Table,
@@ -217,7 +232,6 @@ impl Store for RocksStore {
             pending_compaction_bytes: sum(properties::ESTIMATE_PENDING_COMPACTION_BYTES),
             memtable_bytes: sum(properties::CUR_SIZE_ALL_MEM_TABLES),
             estimated_members: self.int_property(Table::Members, properties::ESTIMATE_NUM_KEYS),
-            estimated_timers: self.int_property(Table::Timers, properties::ESTIMATE_NUM_KEYS),
             write_stalled: sum(properties::IS_WRITE_STOPPED) > 0
                 || sum(properties::ACTUAL_DELAYED_WRITE_RATE) > 0,
         }

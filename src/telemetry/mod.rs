@@ -235,7 +235,7 @@ impl Metrics {
             timers_pending: gauge(
                 &r,
                 "churnwatch_timers_pending",
-                "Member timers waiting in the timer index (estimate).",
+                "Member timers waiting in the engine's in-memory timer queues (every assigned partition).",
             ),
             timers_fired: counter(
                 &r,
@@ -447,7 +447,6 @@ impl Metrics {
         self.state_memtable_bytes.set(s.memtable_bytes as i64);
         // RocksDB's key estimates: one member entry and at most one timer each.
         self.members_tracked.set(s.estimated_members as i64);
-        self.timers_pending.set(s.estimated_timers as i64);
         if s.write_stalled {
             self.state_write_stalls.inc();
         }

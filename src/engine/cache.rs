@@ -1,0 +1,427 @@
+//! The member cache: every member the engine has read or changed, decoded,
+//! in front of the store, as Kafka Streams keeps a record cache in front of
+//! RocksDB. A member read once is not read (or decoded) again while it
+//! stays cached, and a member with many events between two commits is
+//! written once, by the commit.
+//!
+//! An entry is *dirty* from its first change until the next commit writes
+//! it; only clean entries are evicted, least recently used first, once a
+//! commit has written the dirty ones, down to a capacity derived from a byte
+//! budget (`engine.member_cache_mb`). States are boxed: handing one to the
+//! engine and back moves a pointer, not the state.
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+use std::hash::BuildHasher;
+
+use crate::state::MemberState;
+
+/// Bytes one cached member costs beyond its state: the key (partition and
+/// a typical member id), the map's slot and the recency links.
+const ENTRY_OVERHEAD: usize = 112;
+
+/// A member as the engine sees it between commits.
+pub struct Cached {
+    pub state: Box<MemberState>,
+    /// Changed since the last commit: the commit writes it.
+    pub dirty: bool,
+    /// Deleted at the next commit; to the engine the member no longer exists.
+    pub evicted: bool,
+}
+
+impl Cached {
+    /// A member as stored (or new), unchanged so far.
+    pub fn clean(state: MemberState) -> Self {
+        Cached {
+            state: Box::new(state),
+            dirty: false,
+            evicted: false,
+        }
+    }
+
+    /// A member whose stored state did not decode: deleted at the commit.
+    pub fn gone() -> Self {
+        Cached {
+            state: Box::new(MemberState::new(0)),
+            dirty: true,
+            evicted: true,
+        }
+    }
+}
+
+/// One cached member.
+struct Slot {
+    /// Partition (big-endian) then member id: the store key, and how the
+    /// slot is found.
+    key: Box<[u8]>,
+    partition: u32,
+    /// `None` while the engine holds the state (checked out).
+    state: Option<Box<MemberState>>,
+    dirty: bool,
+    evicted: bool,
+    /// Used since the eviction hand last passed (CLOCK: a second chance).
+    referenced: bool,
+}
+
+/// A member whose entry was written by a commit, or deleted by it.
+pub enum Written<'a> {
+    Member {
+        partition: u32,
+        member_id: &'a str,
+        state: &'a MemberState,
+    },
+    Deleted {
+        partition: u32,
+        member_id: &'a str,
+    },
+}
+
+/// Members in a slab, found through a hash table of slab indices; evicted
+/// by CLOCK (second chance), which needs no list to keep in recency order:
+/// a hit costs one lookup and a flag.
+pub struct MemberCache {
+    slots: Vec<Option<Slot>>,
+    index: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    free: Vec<u32>,
+    live: usize,
+    capacity: usize,
+    /// Slots changed since the last commit.
+    dirty: Vec<u32>,
+    hand: usize,
+    /// Reused to build lookup keys without allocating.
+    key: Vec<u8>,
+}
+
+fn split(key: &[u8]) -> (u32, &str) {
+    let (p, id) = key.split_at(4);
+    (
+        u32::from_be_bytes(p.try_into().expect("4 bytes")),
+        std::str::from_utf8(id).expect("cached under a member id"),
+    )
+}
+
+impl MemberCache {
+    /// A cache of about `bytes` of clean members (at least one).
+    pub fn with_bytes(bytes: usize) -> Self {
+        let per = std::mem::size_of::<MemberState>() + ENTRY_OVERHEAD;
+        MemberCache {
+            slots: Vec::new(),
+            index: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            free: Vec::new(),
+            live: 0,
+            capacity: (bytes / per).max(1),
+            dirty: Vec::new(),
+            hand: 0,
+            key: Vec::with_capacity(64),
+        }
+    }
+
+    /// How many clean members it keeps at most after a commit.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// The slot of the member whose key is in `self.key`.
+    fn find(&self) -> Option<u32> {
+        let hash = self.hasher.hash_one(self.key.as_slice());
+        let slots = &self.slots;
+        let key = self.key.as_slice();
+        self.index
+            .find(hash, |&i| {
+                slots[i as usize].as_ref().is_some_and(|s| &*s.key == key)
+            })
+            .copied()
+    }
+
+    fn lookup(&mut self, partition: u32, member_id: &str) -> Option<u32> {
+        self.key.clear();
+        self.key.extend_from_slice(&partition.to_be_bytes());
+        self.key.extend_from_slice(member_id.as_bytes());
+        self.find()
+    }
+
+    fn slot(&mut self, i: u32) -> &mut Slot {
+        self.slots[i as usize]
+            .as_mut()
+            .expect("indexed slot is live")
+    }
+
+    /// Whether the member has an entry (clean, dirty or deleted).
+    pub fn contains(&mut self, partition: u32, member_id: &str) -> bool {
+        self.lookup(partition, member_id).is_some()
+    }
+
+    /// Takes a member's state to work on; give it back with
+    /// [`MemberCache::checkin`]. `None` when the member has no entry.
+    pub fn checkout(&mut self, partition: u32, member_id: &str) -> Option<Cached> {
+        let i = self.lookup(partition, member_id)?;
+        Some(self.checkout_at(i))
+    }
+
+    /// [`MemberCache::checkout`] of the member in slot `i`. Slots stay put
+    /// until the next commit, so the engine can come back to a member
+    /// without looking it up again.
+    pub fn checkout_at(&mut self, i: u32) -> Cached {
+        let s = self.slot(i);
+        s.referenced = true;
+        let state = s
+            .state
+            .take()
+            .expect("a member is checked out once at a time");
+        Cached {
+            state,
+            dirty: s.dirty,
+            evicted: s.evicted,
+        }
+    }
+
+    /// Gives a member's state back (or adds it, if it has no entry);
+    /// returns its slot.
+    pub fn checkin(&mut self, partition: u32, member_id: &str, cm: Cached) -> u32 {
+        let i = match self.lookup(partition, member_id) {
+            Some(i) => i,
+            None => self.insert(),
+        };
+        self.checkin_at(i, cm);
+        i
+    }
+
+    /// [`MemberCache::checkin`] into the slot it came from.
+    pub fn checkin_at(&mut self, i: u32, cm: Cached) {
+        let s = self.slot(i);
+        let became_dirty = cm.dirty && !s.dirty;
+        s.state = Some(cm.state);
+        s.dirty = cm.dirty;
+        s.evicted = cm.evicted;
+        s.referenced = true;
+        if became_dirty {
+            self.dirty.push(i);
+        }
+    }
+
+    /// A new slot for the key in `self.key`.
+    fn insert(&mut self) -> u32 {
+        let slot = Slot {
+            key: self.key.clone().into_boxed_slice(),
+            partition: u32::from_be_bytes(self.key[..4].try_into().expect("4 bytes")),
+            state: None,
+            dirty: false,
+            evicted: false,
+            referenced: true,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(slot);
+                i
+            }
+            None => {
+                self.slots.push(Some(slot));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let hash = self.hasher.hash_one(self.key.as_slice());
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.index.insert_unique(hash, i, |&j| {
+            hasher.hash_one(&*slots[j as usize].as_ref().expect("live").key)
+        });
+        self.live += 1;
+        i
+    }
+
+    fn remove(&mut self, i: u32) {
+        let Some(slot) = self.slots[i as usize].take() else {
+            return;
+        };
+        let hash = self.hasher.hash_one(&*slot.key);
+        if let Ok(entry) = self.index.find_entry(hash, |&j| j == i) {
+            entry.remove();
+        }
+        self.free.push(i);
+        self.live -= 1;
+    }
+
+    /// A member's state as the engine sees it (deleted members have none);
+    /// `None` when it has no entry.
+    pub fn peek(&self, partition: u32, member_id: &str) -> Option<Option<&MemberState>> {
+        let mut key = partition.to_be_bytes().to_vec();
+        key.extend_from_slice(member_id.as_bytes());
+        let hash = self.hasher.hash_one(key.as_slice());
+        let i = *self.index.find(hash, |&i| {
+            self.slots[i as usize]
+                .as_ref()
+                .is_some_and(|s| *s.key == *key)
+        })?;
+        let s = self.slots[i as usize].as_ref().expect("live");
+        Some(if s.evicted { None } else { s.state.as_deref() })
+    }
+
+    /// Keeps a member read ahead of its event (clean, as stored), unless it
+    /// has an entry already.
+    pub fn prefetched(&mut self, partition: u32, member_id: &str, state: MemberState) {
+        if !self.contains(partition, member_id) {
+            self.checkin(partition, member_id, Cached::clean(state));
+        }
+    }
+
+    /// Reports every member changed since the last commit to `write`,
+    /// partition by partition, and marks them clean (deleted ones leave the
+    /// cache).
+    pub fn commit(&mut self, mut write: impl FnMut(Written<'_>)) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        let slots = &self.slots;
+        dirty.sort_by_key(|i| slots[*i as usize].as_ref().expect("live").partition);
+        for &i in &dirty {
+            let s = self.slot(i);
+            if !s.dirty {
+                continue;
+            }
+            s.dirty = false;
+            let (partition, member_id) = split(&s.key);
+            if s.evicted {
+                write(Written::Deleted {
+                    partition,
+                    member_id,
+                });
+                self.remove(i);
+            } else {
+                let state = s.state.as_deref().expect("not checked out at a commit");
+                write(Written::Member {
+                    partition,
+                    member_id,
+                    state,
+                });
+            }
+        }
+        dirty.clear();
+        self.dirty = dirty;
+    }
+
+    /// Evicts clean members down to capacity (call after a commit: dirty
+    /// ones are never evicted), each given a second chance if used since
+    /// the hand last passed it.
+    pub fn trim(&mut self) {
+        let mut budget = 2 * self.slots.len();
+        while self.live > self.capacity && budget > 0 {
+            budget -= 1;
+            self.hand = (self.hand + 1) % self.slots.len();
+            let i = self.hand as u32;
+            let Some(s) = self.slots[i as usize].as_mut() else {
+                continue;
+            };
+            if s.dirty || s.state.is_none() {
+                continue;
+            }
+            if std::mem::take(&mut s.referenced) {
+                continue;
+            }
+            self.remove(i);
+        }
+    }
+
+    /// Forgets every member of `partition`, changes not committed included
+    /// (revoked: another instance owns it now, and its state here may go
+    /// stale).
+    pub fn forget_partition(&mut self, partition: u32) {
+        let prefix = partition.to_be_bytes();
+        let doomed: Vec<u32> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.as_ref().is_some_and(|s| s.key.starts_with(&prefix)))
+            .map(|(i, _)| i as u32)
+            .collect();
+        for i in doomed {
+            self.remove(i);
+        }
+        let slots = &self.slots;
+        self.dirty.retain(|i| slots[*i as usize].is_some());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn per() -> usize {
+        std::mem::size_of::<MemberState>() + ENTRY_OVERHEAD
+    }
+
+    #[test]
+    fn a_commit_writes_each_changed_member_once_then_evicts_what_was_not_used() {
+        let mut c = MemberCache::with_bytes(2 * per());
+        for (id, t) in [("a", 1), ("b", 2), ("c", 3)] {
+            c.checkin(0, id, Cached::clean(MemberState::new(t)));
+        }
+        c.trim();
+        // Everything was just used: one pass takes the second chances, the
+        // next evicts the first slot it meets.
+        assert_eq!(c.len(), 2);
+        // Three changes to one member, one to another.
+        let kept: Vec<&str> = ["a", "b", "c"]
+            .into_iter()
+            .filter(|id| c.contains(0, id))
+            .collect();
+        for _ in 0..3 {
+            let mut cm = c.checkout(0, kept[0]).unwrap();
+            cm.state.purchase_count += 1;
+            cm.dirty = true;
+            c.checkin(0, kept[0], cm);
+        }
+        let mut cm = c.checkout(0, kept[1]).unwrap();
+        cm.dirty = true;
+        c.checkin(0, kept[1], cm);
+        let mut written = Vec::new();
+        c.commit(|w| {
+            if let Written::Member {
+                member_id, state, ..
+            } = w
+            {
+                written.push((member_id.to_string(), state.purchase_count));
+            }
+        });
+        written.sort();
+        let mut want = vec![(kept[0].to_string(), 3), (kept[1].to_string(), 0)];
+        want.sort();
+        assert_eq!(written, want);
+        let mut again = 0;
+        c.commit(|_| again += 1);
+        assert_eq!(again, 0, "nothing changed since");
+        // A new member over capacity: the one used least lately goes.
+        c.checkin(0, "d", Cached::clean(MemberState::new(4)));
+        let _ = c.checkout(0, kept[1]).map(|cm| c.checkin(0, kept[1], cm));
+        c.trim();
+        assert_eq!(c.len(), 2);
+        assert!(c.contains(0, "d"));
+    }
+
+    #[test]
+    fn a_deleted_member_is_reported_and_leaves_the_cache() {
+        let mut c = MemberCache::with_bytes(1 << 20);
+        c.checkin(0, "a", Cached::gone());
+        assert_eq!(c.peek(0, "a").map(|s| s.is_none()), Some(true));
+        let mut deleted = 0;
+        c.commit(|w| {
+            if let Written::Deleted { member_id, .. } = w {
+                assert_eq!(member_id, "a");
+                deleted += 1;
+            }
+        });
+        assert_eq!(deleted, 1);
+        assert!(!c.contains(0, "a"));
+    }
+
+    #[test]
+    fn forgetting_a_partition_keeps_the_others() {
+        let mut c = MemberCache::with_bytes(1 << 20);
+        c.checkin(0, "a", Cached::clean(MemberState::new(1)));
+        c.checkin(1, "a", Cached::clean(MemberState::new(2)));
+        c.forget_partition(0);
+        assert!(!c.contains(0, "a"));
+        assert!(c.contains(1, "a"));
+    }
+}
