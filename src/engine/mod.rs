@@ -2,21 +2,29 @@
 //!
 //! `replay` and the Kafka pipeline drive the same engine, batch by batch:
 //! [`Engine::process`] for every message, then [`Engine::commit`] once per
-//! batch, which writes every changed member, timer and the stream clock in
-//! one atomic store batch together with whatever the caller adds (consumed
+//! batch, which writes every changed member and the stream clocks in one
+//! atomic store batch together with whatever the caller adds (consumed
 //! offsets, outbox entries).
+//!
+//! Members live in a bounded, decoded, write-back cache in front of the
+//! store (`cache`): read (or read ahead, [`Engine::prefetch`]) once, changed
+//! in memory by any number of events, written once per commit. One engine
+//! owns its partitions alone (a thread of `replay --threads`, or the
+//! pipeline's engine thread), so nothing on the per-event path is shared.
 //!
 //! Time is event time (SPEC §3), kept **per partition**, as Kafka Streams
 //! keeps stream time per task: a partition's clock is its highest event time
 //! minus the allowed lateness, never moves back, and is moved by nothing but
 //! that partition's own events (and, on an idle partition, by the wall clock
-//! when the caller says so). Absence signals live in a timer index (one entry
-//! per member, at the earliest moment one of its conditions could become
-//! true). Timers fire in due order *interleaved with the events*: before an
-//! event is applied, every timer its partition's new clock has passed fires;
-//! a member's own pending timer also fires before that member's event when
-//! the event is past it. So the alerts depend only on each partition's
-//! sequence of events, never on batch boundaries, commits or restarts.
+//! when the caller says so). Absence signals wait in an in-memory timer
+//! queue per partition (`timers`; one due time per member, at the earliest
+//! moment one of its conditions could become true, kept in the member's
+//! record and queued again from it at assign). Timers fire in due order
+//! *interleaved with the events*: before an event is applied, every timer
+//! its partition's new clock has passed fires; a member's own pending timer
+//! also fires before that member's event when the event is past it. So the
+//! alerts depend only on each partition's sequence of events, never on
+//! batch boundaries, commits, restarts or the size of the cache.
 
 mod cache;
 mod clock;
