@@ -25,9 +25,14 @@
 //! past its session timeout (a zombie) can still publish changelog records
 //! for a partition the group has given to another instance. Every owner
 //! therefore writes under an *owner epoch*: one more than the highest epoch
-//! it has seen for the partition, taken when its restore ends. Every record
-//! carries it in the `churnwatch.epoch` header and every marker in its body,
-//! with the *basis*: the changelog offset the new owner restored to. A
+//! it has seen for the partition, taken when its restore ends. Every member
+//! record carries it in its value (format 2: `[2][epoch][due][state]`,
+//! stamped by the sink at publication) and every marker in its body, with
+//! the *basis*: the changelog offset the new owner restored to. Headers are
+//! not relied on: tansu has served records without them (right after a
+//! broker restart), so the `churnwatch.epoch` and marker headers are still
+//! written, for tools and for older builds, but only format-1 values (from
+//! before the epoch moved into the value) take their epoch from them. A
 //! restore ignores a record of epoch `e` at an offset at or after the basis
 //! of a marker with a higher epoch: those are a zombie's, written after the
 //! new owner took over. Such a marker can come after the zombie's records it
