@@ -109,7 +109,12 @@ fuzz_target!(|data: &[u8]| {
                         }
                         let key = member_key(P, std::str::from_utf8(&id).unwrap());
                         match v {
-                            Some(v) => model.insert(key, v[9..].to_vec()),
+                            // The state without the format header (whatever its
+                            // format's length).
+                            Some(v) => model.insert(
+                                key,
+                                split_member_value(&v).expect("usable").2.to_vec(),
+                            ),
                             None => model.remove(&key),
                         };
                     }
