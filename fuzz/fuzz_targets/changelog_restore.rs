@@ -79,7 +79,7 @@ fuzz_target!(|data: &[u8]| {
     let mut offset = 0i64;
 
     while let Some(flags) = input.u8() {
-        if flags & 1 == 1 {
+        let (key, value): (Vec<u8>, Option<Vec<u8>>) = if flags & 1 == 1 {
             let value = if flags & 2 == 2 {
                 let (Some(max_ts), Some(next)) = (input.i64(), input.i64()) else {
                     break;
@@ -98,34 +98,7 @@ fuzz_target!(|data: &[u8]| {
                     None => break,
                 }
             };
-            r.apply(offset, true, MARKER_KEY, Some(&value))
-                .expect("a restore goes on whatever it reads");
-            match PartitionMark::decode(&value) {
-                Ok(mark) => {
-                    for (id, v) in pending.drain(..) {
-                        if !usable(&id, v.as_deref()) {
-                            set_aside += 1;
-                            continue;
-                        }
-                        let key = member_key(P, std::str::from_utf8(&id).unwrap());
-                        match v {
-                            // The state without the format header (whatever its
-                            // format's length).
-                            Some(v) => model.insert(
-                                key,
-                                split_member_value(&v).expect("usable").2.to_vec(),
-                            ),
-                            None => model.remove(&key),
-                        };
-                    }
-                    if let Some(next) = mark.offsets.get(TOPIC) {
-                        input_offset = Some(*next);
-                    }
-                    commits.insert(Some(offset + 1), (model.clone(), input_offset));
-                }
-                // Set aside; its records join the next commit.
-                Err(_) => set_aside += 1,
-            }
+            (MARKER_KEY.to_vec(), Some(value))
         } else {
             let Some(id) = input.short() else { break };
             let value = if flags & 2 == 2 {
@@ -141,11 +114,42 @@ fuzz_target!(|data: &[u8]| {
                     None => break,
                 }
             };
-            r.apply(offset, false, id, value.as_deref())
-                .expect("a restore goes on whatever it reads");
-            pending.push((id.to_vec(), value));
-        }
+            (id.to_vec(), value)
+        };
+        r.apply(offset, flags & 1 == 1, &key, value.as_deref())
+            .expect("a restore goes on whatever it reads");
         offset += 1;
+        // The key makes a marker, not the header flag: a "member" record
+        // keyed like a marker is one (no member id can start that way).
+        if !key.starts_with(MARKER_KEY) {
+            pending.push((key, value));
+            continue;
+        }
+        let Ok(mark) = PartitionMark::decode(value.as_deref().unwrap_or_default()) else {
+            // Set aside; its records join the next commit.
+            set_aside += 1;
+            continue;
+        };
+        for (id, v) in pending.drain(..) {
+            if !usable(&id, v.as_deref()) {
+                set_aside += 1;
+                continue;
+            }
+            let key = member_key(P, std::str::from_utf8(&id).unwrap());
+            match v {
+                // The state without the format header (whatever its
+                // format's length).
+                Some(v) => model.insert(
+                    key,
+                    split_member_value(&v).expect("usable").2.to_vec(),
+                ),
+                None => model.remove(&key),
+            };
+        }
+        if let Some(next) = mark.offsets.get(TOPIC) {
+            input_offset = Some(*next);
+        }
+        commits.insert(Some(offset), (model.clone(), input_offset));
     }
     assert_eq!(r.unfinished(), pending.len());
     assert_eq!(r.quarantined.len(), set_aside);
