@@ -17,8 +17,8 @@
 use std::collections::BTreeMap;
 
 use churnwatch::pipeline::changelog::{
-    checkpoint_key, member_value, offset_key, read_i64, split_member_value, PartitionMark, Restorer,
-    MARKER_KEY,
+    checkpoint_key, member_value, offset_key, read_i64, split_member_value, PartitionMark,
+    Restorer, MARKER_KEY,
 };
 use churnwatch::state::keys::{member_key, partition_end, partition_prefix};
 use churnwatch::state::{quarantine, MemoryStore, Store, Table};
@@ -56,8 +56,7 @@ type Members = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// Whether the restore can use a member record (the splitter's rule).
 fn usable(id: &[u8], value: Option<&[u8]>) -> bool {
-    std::str::from_utf8(id).is_ok()
-        && value.is_none_or(|v| split_member_value(v).is_ok())
+    std::str::from_utf8(id).is_ok() && value.is_none_or(|v| split_member_value(v).is_ok())
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -139,10 +138,7 @@ fuzz_target!(|data: &[u8]| {
             match v {
                 // The state without the format header (whatever its
                 // format's length).
-                Some(v) => model.insert(
-                    key,
-                    split_member_value(&v).expect("usable").2.to_vec(),
-                ),
+                Some(v) => model.insert(key, split_member_value(&v).expect("usable").2.to_vec()),
                 None => model.remove(&key),
             };
         }
