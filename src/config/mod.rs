@@ -541,12 +541,11 @@ impl Config {
                 "must be at most 16 (the weeks kept per member) and at least min_recent_weeks (≥ 1)",
             ));
         }
-        if d.visit_decline.recent_weeks + d.visit_decline.baseline_weeks > 16
-            || d.visit_decline.recent_weeks == 0
-        {
+        let v = &d.visit_decline;
+        if v.window_weeks > 16 || v.min_recent_weeks == 0 || v.min_recent_weeks > v.window_weeks {
             return Err(ConfigError::invalid(
-                "detect.visit_decline.baseline_weeks",
-                "recent_weeks (≥ 1) plus baseline_weeks must be at most 16 (the weeks kept per member)",
+                "detect.visit_decline.window_weeks",
+                "must be at most 16 (the weeks kept per member) and at least min_recent_weeks (≥ 1)",
             ));
         }
         let c = &d.checkin_lapse;
@@ -579,6 +578,7 @@ impl Config {
                 d.open_rate_drop.threshold,
             ),
             ("detect.spend_decline.threshold", d.spend_decline.threshold),
+            ("detect.visit_decline.threshold", d.visit_decline.threshold),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(ConfigError::invalid(key, "must be a positive number"));
@@ -591,8 +591,8 @@ impl Config {
                 d.open_rate_drop.drop_ratio,
             ),
             (
-                "detect.visit_decline.max_p_value",
-                d.visit_decline.max_p_value,
+                "detect.visit_decline.holiday_share",
+                d.visit_decline.holiday_share,
             ),
             (
                 "detect.visit_decline.drop_ratio",

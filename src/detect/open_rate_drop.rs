@@ -43,7 +43,7 @@ pub struct Config {
     /// The drop tested for: the member now opens at this fraction of their rate.
     pub drop_ratio: f64,
     /// Fire when the log-likelihood ratio of the drop reaches this
-    /// (11: the drop is e^11 ≈ 60,000 times likelier than no change).
+    /// (10: the drop is e^10 ≈ 22,000 times likelier than no change).
     pub threshold: f64,
     /// The baseline rate is taken this many standard errors below its
     /// estimate, so a member whose history was lucky is not flagged for it.
@@ -63,7 +63,7 @@ impl Default for Config {
             min_baseline_sends: 16,
             min_baseline_rate: 0.15,
             drop_ratio: 0.25,
-            threshold: 11.0,
+            threshold: 10.0,
             baseline_margin_se: 1.0,
             recover_ratio: 0.8,
         }
@@ -235,7 +235,7 @@ mod tests {
         assert!(f.evidence.get_num("log_likelihood_ratio").unwrap() >= 8.0);
         assert_eq!(
             f.evidence.get_num("log_likelihood_ratio_threshold"),
-            Some(11.0)
+            Some(Config::default().threshold)
         );
         assert_eq!(f.severity, Severity::Critical);
         assert_eq!(f.since_ms, day(17.0 * 7.0));
