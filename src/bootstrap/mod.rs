@@ -44,7 +44,7 @@ use crate::state::keys::{
     meta_key, partition_end, partition_prefix, split_member_key, GLOBAL_PARTITION,
 };
 use crate::state::member::NEVER;
-use crate::state::{Batch, MemberState, RocksStore, Store, StoreError, Table};
+use crate::state::{scan_chunks, Batch, MemberState, RocksStore, Store, StoreError, Table};
 use crate::telemetry::Metrics;
 
 /// Meta key (global) holding the partition count a state directory was
@@ -218,17 +218,19 @@ fn uniform_count(counts: &[(String, usize)]) -> Result<u32, BootstrapError> {
 }
 
 fn count_members(store: &RocksStore, p: u32) -> Result<u64, StoreError> {
-    let (mut from, end) = (partition_prefix(p).to_vec(), partition_end(p));
     let mut n = 0;
-    loop {
-        let chunk = store.scan(Table::Members, &from, &end, 50_000)?;
-        let Some((last, _)) = chunk.last() else {
-            return Ok(n);
-        };
-        n += chunk.len() as u64;
-        from = last.clone();
-        from.push(0);
-    }
+    scan_chunks(
+        store,
+        Table::Members,
+        &partition_prefix(p),
+        &partition_end(p),
+        50_000,
+        |chunk| {
+            n += chunk.len() as u64;
+            Ok::<_, StoreError>(())
+        },
+    )?;
+    Ok(n)
 }
 
 type Reader = BaseConsumer<ReaderContext>;
@@ -426,14 +428,8 @@ fn publish(
             meta_key(p, "owner_epoch"),
             (BOOTSTRAP_EPOCH as i64).to_le_bytes().to_vec(),
         );
-        let (mut from, end) = (partition_prefix(p).to_vec(), partition_end(p));
-        loop {
-            let chunk = store.scan(Table::Members, &from, &end, 10_000)?;
-            let Some((last, _)) = chunk.last() else {
-                break;
-            };
-            from = last.clone();
-            from.push(0);
+        let (from, end) = (partition_prefix(p), partition_end(p));
+        scan_chunks(store, Table::Members, &from, &end, 10_000, |chunk| {
             for (k, v) in chunk {
                 let Some((_, member)) = split_member_key(&k) else {
                     continue;
@@ -449,7 +445,8 @@ fn publish(
             }
             // Only markers' offsets are needed.
             out.acked.clear();
-        }
+            Ok::<_, BootstrapError>(())
+        })?;
         let read = |name: &str| -> Result<i64, StoreError> {
             Ok(changelog::read_i64(store, &meta_key(p, name))?.unwrap_or(NEVER))
         };

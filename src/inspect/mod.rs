@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 
 use crate::engine::{META_CLOCK, META_MAX_TS};
 use crate::state::keys::{meta_key, GLOBAL_PARTITION};
-use crate::state::{quarantine, RocksStore, RocksTuning, Store, StoreError, Table};
+use crate::state::{quarantine, scan_chunks, RocksStore, RocksTuning, Store, StoreError, Table};
 
 #[derive(Debug, Subcommand)]
 pub enum StateCommand {
@@ -93,12 +93,7 @@ pub fn inspect(args: &InspectArgs, out: &mut impl Write) -> Result<(), InspectEr
             parts.entry(p).or_default();
         }
     }
-    let mut from = Vec::new();
-    loop {
-        let chunk = store.scan(Table::Members, &from, &[0xff; 5], 100_000)?;
-        let Some((last, _)) = chunk.last() else { break };
-        from = last.clone();
-        from.push(0);
+    scan_chunks(&store, Table::Members, &[], &[0xff; 5], 100_000, |chunk| {
         for (k, _) in &chunk {
             if let Some(p) = k.get(..4) {
                 *parts
@@ -106,7 +101,8 @@ pub fn inspect(args: &InspectArgs, out: &mut impl Write) -> Result<(), InspectEr
                     .or_default() += 1;
             }
         }
-    }
+        Ok::<_, StoreError>(())
+    })?;
     let offsets = store.scan(
         Table::Meta,
         &meta_key(GLOBAL_PARTITION, "offset/"),

@@ -56,7 +56,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{META_CLOCK, META_MAX_TS};
 use crate::state::keys::{member_key, meta_key, partition_end, partition_prefix, GLOBAL_PARTITION};
 use crate::state::quarantine::{Kind as QuarantineKind, Quarantined};
-use crate::state::{Batch, Store, StoreError, Table};
+use crate::state::{scan_chunks, Batch, Store, StoreError, Table};
 use crate::telemetry::events::KafkaClientLog;
 
 /// The header that marks a partition marker record.
@@ -588,19 +588,14 @@ pub fn drop_partition<S: Store + ?Sized>(
     );
     let mut deleted = 0;
     for table in [Table::Members, Table::Timers, Table::Meta] {
-        let mut cursor = from.clone();
-        loop {
-            let chunk = store.scan(table, &cursor, &to, 50_000)?;
-            let Some((last, _)) = chunk.last() else { break };
-            cursor = last.clone();
-            cursor.push(0);
+        scan_chunks(store, table, &from, &to, 50_000, |chunk| {
             let mut batch = Batch::default();
             for (k, _) in chunk {
                 batch.delete(table, k);
                 deleted += 1;
             }
-            store.write(batch)?;
-        }
+            store.write(batch)
+        })?;
     }
     let mut batch = Batch::default();
     for topic in input_topics {

@@ -70,7 +70,7 @@ use crate::config::Config;
 use crate::engine::{Change, Engine, EngineError, Outcome};
 use crate::state::keys::GLOBAL_PARTITION;
 use crate::state::quarantine::{Kind as QuarantineKind, Quarantined};
-use crate::state::{Batch, RocksStore, RocksTuning, Store, StoreError, Table};
+use crate::state::{scan_chunks, Batch, RocksStore, RocksTuning, Store, StoreError, Table};
 use crate::telemetry::events::{
     AlertDelivered, AlertPublished, BatchProcessed, BrokerError, ChangelogWritten, ConsumerLag,
     DeadLetterWritten, LogThrottle, OutboxDepth, OutboxRecovered, PartitionDropped, PartitionOwned,
@@ -461,40 +461,43 @@ impl Driver {
         // assigned again, see `restore`).
         let mut outbox = BTreeMap::new();
         let mut corrupt = Vec::new();
-        let mut from = outbox::key(0);
-        let end = outbox::key(u64::MAX);
-        loop {
-            let chunk = engine.store().scan(Table::Outbox, &from, &end, 10_000)?;
-            let Some((last, _)) = chunk.last() else { break };
-            from = last.clone();
-            from.push(0);
-            for (k, v) in chunk {
-                let Some(seq) = outbox::seq_of(&k) else {
-                    corrupt.push(Quarantined::new(
-                        QuarantineKind::Outbox,
-                        GLOBAL_PARTITION,
-                        &k,
-                        &v,
-                        "outbox key is not a sequence number".into(),
-                    ));
-                    continue;
-                };
-                match OutboxRecord::decode(&v) {
-                    Ok(rec) => {
-                        outbox.insert(seq, rec);
+        let (from, end) = (outbox::key(0), outbox::key(u64::MAX));
+        scan_chunks(
+            engine.store(),
+            Table::Outbox,
+            &from,
+            &end,
+            10_000,
+            |chunk| {
+                for (k, v) in chunk {
+                    let Some(seq) = outbox::seq_of(&k) else {
+                        corrupt.push(Quarantined::new(
+                            QuarantineKind::Outbox,
+                            GLOBAL_PARTITION,
+                            &k,
+                            &v,
+                            "outbox key is not a sequence number".into(),
+                        ));
+                        continue;
+                    };
+                    match OutboxRecord::decode(&v) {
+                        Ok(rec) => {
+                            outbox.insert(seq, rec);
+                        }
+                        // Set aside, not fatal: a crash loop on one bad entry
+                        // would hold every alert behind it hostage.
+                        Err(e) => corrupt.push(Quarantined::new(
+                            QuarantineKind::Outbox,
+                            GLOBAL_PARTITION,
+                            &k,
+                            &v,
+                            e.to_string(),
+                        )),
                     }
-                    // Set aside, not fatal: a crash loop on one bad entry
-                    // would hold every alert behind it hostage.
-                    Err(e) => corrupt.push(Quarantined::new(
-                        QuarantineKind::Outbox,
-                        GLOBAL_PARTITION,
-                        &k,
-                        &v,
-                        e.to_string(),
-                    )),
                 }
-            }
-        }
+                Ok::<_, StoreError>(())
+            },
+        )?;
         OutboxRecovered {
             records: outbox.len(),
         }

@@ -133,6 +133,32 @@ pub struct StoreStats {
 /// Key–value pairs returned by a scan, in key order.
 pub type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// Visits every entry with `from <= key < to` in key order, at most `chunk`
+/// entries at a time, so a pass over millions of keys holds one chunk in
+/// memory and `visit` may write between chunks (the next chunk starts after
+/// the last key seen, not at an iterator the write could invalidate).
+pub fn scan_chunks<S: Store + ?Sized, E: From<StoreError>>(
+    store: &S,
+    table: Table,
+    from: &[u8],
+    to: &[u8],
+    chunk: usize,
+    mut visit: impl FnMut(KeyValues) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut cursor = from.to_vec();
+    loop {
+        let entries = store.scan(table, &cursor, to, chunk)?;
+        let Some((last, _)) = entries.last() else {
+            return Ok(());
+        };
+        // The smallest key after `last`.
+        cursor.clear();
+        cursor.extend_from_slice(last);
+        cursor.push(0);
+        visit(entries)?;
+    }
+}
+
 /// The small interface between the engine and its storage.
 pub trait Store: Send + Sync {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;

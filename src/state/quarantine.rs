@@ -116,15 +116,7 @@ impl Quarantined {
 /// that do not decode themselves are listed with what is known.
 pub fn list<S: Store + ?Sized>(store: &S) -> Result<Vec<Quarantined>, StoreError> {
     let mut out = Vec::new();
-    let mut from = Vec::new();
-    let end = vec![0xff; 5];
-    loop {
-        let chunk = store.scan(Table::Quarantine, &from, &end, 10_000)?;
-        let Some((last, _)) = chunk.last() else {
-            return Ok(out);
-        };
-        from = last.clone();
-        from.push(0);
+    super::scan_chunks(store, Table::Quarantine, &[], &[0xff; 5], 10_000, |chunk| {
         for (k, v) in chunk {
             out.push(serde_json::from_slice(&v).unwrap_or_else(|e| {
                 Quarantined {
@@ -140,7 +132,9 @@ pub fn list<S: Store + ?Sized>(store: &S) -> Result<Vec<Quarantined>, StoreError
                 }
             }));
         }
-    }
+        Ok::<_, StoreError>(())
+    })?;
+    Ok(out)
 }
 
 #[cfg(test)]
