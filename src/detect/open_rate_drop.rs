@@ -200,7 +200,7 @@ pub fn evaluate(m: &MemberState, now_ms: i64, cfg: &Config) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::testkit::{day, fires_in, member, report_power, Lcg, PowerCell};
+    use crate::detect::testkit::{day, fires_in, member, report_power, two_breaks, Lcg, PowerCell};
     use crate::event::EventKind::{self, EmailOpen, EmailSend};
 
     type Ev = (EventKind, f64, f64);
@@ -323,20 +323,8 @@ mod tests {
         let mut fired = 0;
         for i in 0..n {
             let rate = 0.15 + 0.65 * (i as f64 / n as f64);
-            // Two holidays at least 14 weeks apart.
-            let first = 2 + (rng.next() * 20.0) as usize;
-            let breaks = [first, first + 14 + (rng.next() * 16.0) as usize];
-            let evs = reads(
-                53,
-                |w| {
-                    if breaks.iter().any(|b| (*b..b + 2).contains(&w)) {
-                        0.0
-                    } else {
-                        rate
-                    }
-                },
-                &mut rng,
-            );
+            let on_break = two_breaks(&mut rng);
+            let evs = reads(53, |w| if on_break(w) { 0.0 } else { rate }, &mut rng);
             if fires_in(&evs, 1..54, |m, t| evaluate(m, t, &cfg)) {
                 fired += 1;
             }

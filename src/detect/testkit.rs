@@ -67,6 +67,15 @@ impl Lcg {
     }
 }
 
+/// The holidays of the "steady member" tests: two two-week breaks, the
+/// first starting in weeks 2–21, the second 14–29 weeks after it. Says
+/// whether week `w` falls in one.
+pub fn two_breaks(rng: &mut Lcg) -> impl Fn(usize) -> bool {
+    let first = 2 + (rng.next() * 20.0) as usize;
+    let breaks = [first, first + 14 + (rng.next() * 16.0) as usize];
+    move |w| breaks.iter().any(|b| (*b..b + 2).contains(&w))
+}
+
 /// One cell of a detection-power table: members whose rate fell to `to`
 /// times their long-run `rate` for `weeks` weeks.
 #[derive(Debug, Clone, Copy)]

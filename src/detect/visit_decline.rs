@@ -123,6 +123,14 @@ struct Decline {
     baseline_weeks: f64,
 }
 
+/// Visits before `week` and the weeks the member had been known by then
+/// (from the first event, so the partial first week counts as the part of
+/// it they were known for).
+fn history_before(m: &MemberState, week: i32) -> (f64, f64) {
+    let known = (week_start_ms(week) - m.first_seen_ms) as f64 / WEEK_MS as f64;
+    (m.visits.before(week) as f64, known)
+}
+
 fn best_decline(m: &MemberState, cur: i32, cfg: &Config) -> Option<Decline> {
     let first_full = week_of(m.first_seen_ms) + 1;
     let from = (cur - cfg.window_weeks.clamp(1, 16) as i32).max(first_full);
@@ -146,8 +154,7 @@ fn best_decline(m: &MemberState, cur: i32, cfg: &Config) -> Option<Decline> {
         if k > last_start || k - first_full < cfg.min_baseline_weeks as i32 {
             continue;
         }
-        let base = m.visits.before(k) as f64;
-        let known = (week_start_ms(k) - m.first_seen_ms) as f64 / WEEK_MS as f64;
+        let (base, known) = history_before(m, k);
         if known <= 0.0 {
             continue;
         }
@@ -212,11 +219,11 @@ pub fn evaluate(m: &MemberState, now_ms: i64, cfg: &Config) -> Verdict {
     }
     let w = cfg.min_recent_weeks.max(1) as i32;
     let recent = m.visits.sum(cur - w, cur - 1) as f64;
-    let known = (week_start_ms(cur - w) - m.first_seen_ms) as f64 / WEEK_MS as f64;
+    let (base, known) = history_before(m, cur - w);
     if known <= 0.0 {
         return Verdict::Hold;
     }
-    let expected = m.visits.before(cur - w) as f64 / known * w as f64;
+    let expected = base / known * w as f64;
     if expected > 0.0 && recent >= cfg.recover_ratio * expected {
         Verdict::Recover
     } else {
@@ -227,7 +234,7 @@ pub fn evaluate(m: &MemberState, now_ms: i64, cfg: &Config) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::testkit::{day, fires_in, member, report_power, Lcg, PowerCell};
+    use crate::detect::testkit::{day, fires_in, member, report_power, two_breaks, Lcg, PowerCell};
     use crate::event::EventKind::{self, Visit};
 
     type Ev = (EventKind, f64, f64);
@@ -345,7 +352,7 @@ mod tests {
 
     /// Steady visitors (0.15–0.8 visits a day, Poisson noise) over a year,
     /// each with two two-week breaks. Issue 15 asks for at most 0.5%; the
-    /// measured rate is about 2% (docs/risk-model.md has the trade-off
+    /// measured rate is 1.5% (docs/risk-model.md has the trade-off
     /// against recall; the fixed-window test this replaced flagged 10.75% of
     /// the same population). The bar holds what is met.
     #[test]
@@ -356,19 +363,8 @@ mod tests {
         let mut fired = 0;
         for i in 0..n {
             let rate = (0.15 + 0.65 * (i as f64 / n as f64)) * 7.0;
-            let first = 2 + (rng.next() * 20.0) as usize;
-            let breaks = [first, first + 14 + (rng.next() * 16.0) as usize];
-            let evs = visits(
-                53,
-                |w| {
-                    if breaks.iter().any(|b| (*b..b + 2).contains(&w)) {
-                        0.0
-                    } else {
-                        rate
-                    }
-                },
-                &mut rng,
-            );
+            let on_break = two_breaks(&mut rng);
+            let evs = visits(53, |w| if on_break(w) { 0.0 } else { rate }, &mut rng);
             if fires_in(&evs, 1..54, |m, t| evaluate(m, t, &cfg)) {
                 fired += 1;
             }
