@@ -561,16 +561,84 @@ fn chaos_soak_loses_nothing_and_never_publishes_two_contents_for_one_alert() {
             .iter()
             .filter(|r| parts.contains(&r["partition"].as_i64().unwrap_or(-1)))
         {
-            assert_eq!(
-                Some(r),
-                want_rows.get(&key(r)).copied(),
-                "member {}",
-                key(r)
-            );
+            let want = want_rows.get(&key(r)).copied();
+            if Some(r) != want {
+                explain_state(&key(r), &events, &broker, &instances);
+            }
+            assert_eq!(Some(r), want, "member {}", key(r));
             checked += 1;
         }
     }
     assert_eq!(checked, want_rows.len(), "members exported by the owners");
+}
+
+/// Why a survivor's state of `member` differs from the replay's: whether
+/// the input topic holds exactly the events produced for the member (a
+/// broker that lost or doubled a record, against our own loss), and the
+/// member's changelog records with their epochs.
+fn explain_state(member: &str, events: &[SimEvent], broker: &Broker, instances: &[Instance]) {
+    let id = |json: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(json)
+            .ok()
+            .and_then(|v| v["event_id"].as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("(undecodable: {})", String::from_utf8_lossy(json)))
+    };
+    let mut produced: BTreeMap<String, i64> = BTreeMap::new();
+    for e in events
+        .iter()
+        .filter(|e| member_id(e.member as usize) == member)
+    {
+        *produced.entry(id(e.json.as_bytes())).or_default() += 1;
+    }
+    let mut stored: BTreeMap<String, i64> = BTreeMap::new();
+    let mut offsets: Vec<(i32, i64)> = Vec::new();
+    for m in read_all(broker, "member-events") {
+        if m.key() == Some(member.as_bytes()) {
+            *stored
+                .entry(id(m.payload().unwrap_or_default()))
+                .or_default() += 1;
+            offsets.push((m.partition(), m.offset()));
+        }
+    }
+    let diff: Vec<String> = produced
+        .keys()
+        .chain(stored.keys())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| produced.get(*k) != stored.get(*k))
+        .map(|k| {
+            format!(
+                "{k}: produced {}, on the topic {}",
+                produced.get(k).unwrap_or(&0),
+                stored.get(k).unwrap_or(&0)
+            )
+        })
+        .collect();
+    eprintln!(
+        "state of {member} differs: {} events produced, {} on the input topic (offsets {:?}..{:?}); differing ids: {diff:?}",
+        produced.values().sum::<i64>(),
+        stored.values().sum::<i64>(),
+        offsets.first(),
+        offsets.last()
+    );
+    for m in read_all(broker, "test-group-state-changelog") {
+        if m.key() == Some(member.as_bytes()) {
+            let epoch = m
+                .headers()
+                .and_then(|hs| hs.iter().find(|h| h.key == "churnwatch.epoch"))
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).to_string());
+            eprintln!(
+                "  changelog {}@{} epoch header {epoch:?} ({} bytes)",
+                m.partition(),
+                m.offset(),
+                m.payload().map_or(0, <[u8]>::len)
+            );
+        }
+    }
+    for (n, i) in instances.iter().enumerate() {
+        eprintln!("  instance {n} state in {}", i.state.display());
+    }
 }
 
 /// What each instance's state says of the member of an alert nobody

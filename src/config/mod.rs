@@ -591,6 +591,10 @@ impl Config {
                 d.open_rate_drop.drop_ratio,
             ),
             (
+                "detect.open_rate_drop.holiday_share",
+                d.open_rate_drop.holiday_share,
+            ),
+            (
                 "detect.visit_decline.holiday_share",
                 d.visit_decline.holiday_share,
             ),
