@@ -458,7 +458,26 @@ impl<'a, S: Store + ?Sized> Restorer<'a, S> {
         }
         self.max_epoch = self.max_epoch.max(mark_epoch);
         let p = self.partition;
-        for (at, e, id, value) in std::mem::take(&mut self.open) {
+        // A marker commits its own owner's records only. Records of an
+        // older owner still open here belong to a commit whose marker was
+        // fenced (or never written): the zombie's commit straddled the new
+        // owner's basis, and its part before the basis is as unfinished as
+        // the rest. Applying it with this marker would put state ahead of
+        // the offsets this marker carries, and the events between them would
+        // count twice. Records of a newer owner wait for its own marker.
+        // Records whose epoch is unknown (tombstones without headers, values
+        // of builds without epochs) are applied as before.
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.open)
+            .into_iter()
+            .partition(|(_, e, _, _)| *e == mark_epoch || *e == UNKNOWN_EPOCH || *e == 0);
+        let (newer, older): (Vec<_>, Vec<_>) =
+            rest.into_iter().partition(|(_, e, _, _)| *e > mark_epoch);
+        if let Some((at, e, _, _)) = older.first() {
+            self.first_fenced.get_or_insert((*at, *e));
+        }
+        self.fenced += older.len() as u64;
+        self.open = newer;
+        for (at, e, id, value) in mine {
             let last = self.applied.entry(e).or_insert(at);
             *last = (*last).max(at);
             let Ok(member) = std::str::from_utf8(&id) else {
@@ -975,6 +994,49 @@ mod tests {
             read_i64(&store, &offset_key("member-events", 0)).unwrap(),
             Some(7)
         );
+    }
+
+    /// The soak's divergence: a zombie's commit straddles the new owner's
+    /// basis, its records before the basis and its marker after it. The
+    /// new owner never saw that commit (its restore ended at the basis, the
+    /// marker missing) and processed the same input again; a later restore
+    /// must not apply the zombie's part before the basis with the new
+    /// owner's marker, or the events in it would count twice.
+    #[test]
+    fn a_zombie_commit_straddling_the_new_owners_basis_is_left_out_whole() {
+        let store = MemoryStore::default();
+        let t = topics();
+        let v = |s: &[u8]| member_value(NEVER, s);
+        // (offset, marker, key, value, epoch)
+        type Logged<'k> = (i64, bool, &'k [u8], Vec<u8>, u64);
+        let log: Vec<Logged<'_>> = vec![
+            (0, false, b"m-1", v(b"one"), 1),
+            (1, true, MARKER_KEY, owner_mark(1, 5, 1, 0), 1),
+            // The zombie's next commit: m-1 before owner 2's basis (3) ...
+            (2, false, b"m-1", v(b"zombie"), 1),
+            // ... its marker after it.
+            (3, true, MARKER_KEY, owner_mark(1, 9, 1, 0), 1),
+            (4, false, b"m-2", v(b"two"), 2),
+            (5, true, MARKER_KEY, owner_mark(2, 6, 2, 3), 2),
+        ];
+        let mut r = Restorer::new(&store, 0, &t, 10).with_fences(vec![(0, 1), (3, 2)]);
+        for (o, m, k, val, e) in &log {
+            r.apply_with_epoch(*o, *m, k, Some(val), Some(*e)).unwrap();
+        }
+        r.finish().unwrap();
+        assert_eq!(
+            store.get(Table::Members, &member_key(0, "m-1")).unwrap(),
+            Some(b"one".to_vec())
+        );
+        assert_eq!(
+            store.get(Table::Members, &member_key(0, "m-2")).unwrap(),
+            Some(b"two".to_vec())
+        );
+        assert_eq!(
+            read_i64(&store, &offset_key("member-events", 0)).unwrap(),
+            Some(6)
+        );
+        assert_eq!(r.fenced, 2, "the zombie's record and its marker");
     }
 
     #[test]
