@@ -336,9 +336,11 @@ fn member_events(i: usize, opts: &SimOptions, out: &mut Vec<SimEvent>) {
         Population::OpenRateDrop => {
             j.purchases(gap, start, end, |_| mean);
             j.stream(EventKind::Visit, visits, start, end);
-            let cut = end - 56.0;
-            let engaged = j.rng.random_range(0.6..0.9);
-            j.emails(3, start, end, |d| if d < cut { engaged } else { 0.02 });
+            // Issue 15's shape: opened 50–80% of three mails a week, then
+            // none for the last seven weeks.
+            let cut = end - 49.0;
+            let engaged = j.rng.random_range(0.5..0.8);
+            j.emails(3, start, end, |d| if d < cut { engaged } else { 0.0 });
         }
         Population::VisitDecline => {
             j.purchases(gap, start, end, |_| mean);
