@@ -414,6 +414,20 @@ impl<'a, S: Store + ?Sized> Restorer<'a, S> {
         if self.is_fenced(offset, epoch) {
             self.fenced += 1;
             self.first_fenced.get_or_insert((offset, epoch));
+            if mark.is_some() {
+                // The zombie's commit this marker would have completed is
+                // left out whole, its records before the new owner's basis
+                // too: that owner restored to the basis without them (their
+                // marker was missing) and read the same input again, so
+                // applying them with its next marker would put the members
+                // ahead of that marker's offsets and count the events in
+                // between twice. (Its own records from before a restart, by
+                // contrast, meet no fenced marker of their epoch: their
+                // marker is republished under the new epoch.)
+                let before = self.open.len();
+                self.open.retain(|(_, e, _, _)| *e != epoch);
+                self.fenced += (before - self.open.len()) as u64;
+            }
             if self.start > 0 {
                 // The local state may be the zombie's (this instance's,
                 // before it knew it had lost the partition).
@@ -458,26 +472,7 @@ impl<'a, S: Store + ?Sized> Restorer<'a, S> {
         }
         self.max_epoch = self.max_epoch.max(mark_epoch);
         let p = self.partition;
-        // A marker commits its own owner's records only. Records of an
-        // older owner still open here belong to a commit whose marker was
-        // fenced (or never written): the zombie's commit straddled the new
-        // owner's basis, and its part before the basis is as unfinished as
-        // the rest. Applying it with this marker would put state ahead of
-        // the offsets this marker carries, and the events between them would
-        // count twice. Records of a newer owner wait for its own marker.
-        // Records whose epoch is unknown (tombstones without headers, values
-        // of builds without epochs) are applied as before.
-        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.open)
-            .into_iter()
-            .partition(|(_, e, _, _)| *e == mark_epoch || *e == UNKNOWN_EPOCH || *e == 0);
-        let (newer, older): (Vec<_>, Vec<_>) =
-            rest.into_iter().partition(|(_, e, _, _)| *e > mark_epoch);
-        if let Some((at, e, _, _)) = older.first() {
-            self.first_fenced.get_or_insert((*at, *e));
-        }
-        self.fenced += older.len() as u64;
-        self.open = newer;
-        for (at, e, id, value) in mine {
+        for (at, e, id, value) in std::mem::take(&mut self.open) {
             let last = self.applied.entry(e).or_insert(at);
             *last = (*last).max(at);
             let Ok(member) = std::str::from_utf8(&id) else {
@@ -1037,6 +1032,36 @@ mod tests {
             Some(6)
         );
         assert_eq!(r.fenced, 2, "the zombie's record and its marker");
+    }
+
+    /// The other side of the straddling commit: an owner that was killed
+    /// after its member records were acknowledged but before its marker
+    /// was, restarts under a new epoch and republishes the marker under it.
+    /// Those records are its own commit's and are applied.
+    #[test]
+    fn an_owners_records_whose_marker_came_under_its_next_epoch_are_applied() {
+        let store = MemoryStore::default();
+        let t = topics();
+        let v = |s: &[u8]| member_value(NEVER, s);
+        let mut r = Restorer::new(&store, 0, &t, 10);
+        r.apply_with_epoch(0, false, b"m-1", Some(&v(b"one")), Some(1))
+            .unwrap();
+        r.apply_with_epoch(1, true, MARKER_KEY, Some(&owner_mark(1, 5, 1, 0)), Some(1))
+            .unwrap();
+        r.apply_with_epoch(2, false, b"m-1", Some(&v(b"mine")), Some(1))
+            .unwrap();
+        r.apply_with_epoch(3, true, MARKER_KEY, Some(&owner_mark(2, 8, 2, 3)), Some(2))
+            .unwrap();
+        r.finish().unwrap();
+        assert_eq!(r.fenced, 0);
+        assert_eq!(
+            store.get(Table::Members, &member_key(0, "m-1")).unwrap(),
+            Some(b"mine".to_vec())
+        );
+        assert_eq!(
+            read_i64(&store, &offset_key("member-events", 0)).unwrap(),
+            Some(8)
+        );
     }
 
     #[test]
