@@ -113,9 +113,11 @@ enum Command {
         /// Write the parameters here as a `[risk]` config section.
         #[arg(long)]
         output: Option<PathBuf>,
-        /// `bgnbd` (Fader, Hardie & Lee 2005) or `mbgnbd` (Batislam et al.
-        /// 2007, allows drop-out after the first purchase).
-        #[arg(long, default_value = "bgnbd")]
+        /// `pareto_nbd` (Schmittlein et al. 1987, drop-out at any time; the
+        /// default model of `[risk]`), `mbgnbd` (Batislam et al. 2007,
+        /// drop-out right after a purchase, the first included) or `bgnbd`
+        /// (Fader, Hardie & Lee 2005, drop-out after a repeat purchase).
+        #[arg(long, default_value = "pareto_nbd")]
         model: String,
     },
     /// Print the records of a topic as lines (alerts, dead letters), for a
@@ -212,7 +214,9 @@ fn main() -> ExitCode {
             model,
         } => {
             let Some(kind) = churnwatch::risk::bgnbd::ModelKind::parse(&model) else {
-                eprintln!("churnwatch fit: --model must be bgnbd or mbgnbd, not {model:?}");
+                eprintln!(
+                    "churnwatch fit: --model must be pareto_nbd, mbgnbd or bgnbd, not {model:?}"
+                );
                 return ExitCode::from(2);
             };
             match run_fit(&input, calibration_end, output.as_deref(), kind) {
@@ -435,15 +439,20 @@ fn run_fit(
             .std_errors
             .map_or(String::new(), |s| format!("  (se {:.4})", s[i]))
     };
+    // Pareto/NBD's drop-out rate Gamma(s, beta) travels in `a`, `b`.
+    let (a_name, b_name) = match kind {
+        churnwatch::risk::bgnbd::ModelKind::ParetoNbd => ("s", "beta"),
+        _ => ("a", "b"),
+    };
     println!("r = {:.4}{}", p.r, se(0));
     println!("alpha = {:.4}{}", p.alpha, se(1));
-    println!("a = {:.4}{}", p.a, se(2));
-    println!("b = {:.4}{}", p.b, se(3));
+    println!("{a_name} = {:.4}{}", p.a, se(2));
+    println!("{b_name} = {:.4}{}", p.b, se(3));
     println!("log-likelihood = {:.4}", report.log_likelihood);
     println!("iterations = {}", report.iterations);
     if let Some(path) = output {
         let text = format!(
-            "# Fitted by `churnwatch fit` ({} members, calibration end {end},\n# log-likelihood {:.4}); time unit weeks.\n[risk]\nmodel = \"{kind}\"\nr = {}\nalpha = {}\na = {}\nb = {}\n",
+            "# Fitted by `churnwatch fit` ({} members, calibration end {end},\n# log-likelihood {:.4}); time unit weeks.\n[risk]\nmodel = \"{kind}\"\nr = {}\nalpha = {}\n{a_name} = {}\n{b_name} = {}\n",
             summary.members, report.log_likelihood, p.r, p.alpha, p.a, p.b
         );
         std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;

@@ -34,6 +34,8 @@ fn fit_reproduces_the_published_cdnow_bgnbd_estimates() {
         "1997-09-30T00:00:00Z",
         "--output",
         params.to_str().unwrap(),
+        "--model",
+        "bgnbd",
     ]);
     let stdout = String::from_utf8(out.stdout).unwrap();
     println!("{stdout}");
@@ -75,6 +77,53 @@ fn fit_reproduces_the_published_cdnow_bgnbd_estimates() {
         assert!((0.0..=1.0).contains(&p));
         assert!(a["evidence"]["expected_purchases_90d"].as_f64().unwrap() >= 0.0);
     }
+}
+
+#[test]
+fn fit_reproduces_the_published_cdnow_pareto_nbd_estimates_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = cdnow_ndjson(dir.path());
+    let params = dir.path().join("risk.toml");
+    let out = churnwatch(&[
+        "fit",
+        "--input",
+        input.to_str().unwrap(),
+        "--calibration-end",
+        "1997-09-30T00:00:00Z",
+        "--output",
+        params.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    println!("{stdout}");
+    assert!(stdout.contains("model = pareto_nbd"), "{stdout}");
+    // Fader, Hardie & Lee (2005) and the BTYD package on this sample:
+    // r = 0.55, α = 10.58, s = 0.61, β = 11.67, ln L = −9594.98.
+    for (name, published) in [("r", 0.55), ("alpha", 10.58), ("s", 0.61), ("beta", 11.67)] {
+        let got = value(&stdout, name);
+        assert!(
+            (got / published - 1.0).abs() < 0.01,
+            "{name} = {got}, published {published}"
+        );
+    }
+    assert!((value(&stdout, "log-likelihood") + 9594.98).abs() < 0.05);
+    let section = std::fs::read_to_string(&params).unwrap();
+    assert!(
+        section.contains("model = \"pareto_nbd\"") && section.contains("beta = "),
+        "{section}"
+    );
+    // The section is a valid config.
+    churnwatch(&[
+        "replay",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        dir.path().join("alerts.ndjson").to_str().unwrap(),
+        "--until",
+        "1998-06-30T00:00:00Z",
+        "--config",
+        params.to_str().unwrap(),
+        "-q",
+    ]);
 }
 
 #[test]
@@ -305,7 +354,11 @@ fn cdnow_latest_alert_risk_score_ranks_lapsers_and_is_calibrated() {
     let alerts = replay_cdnow(dir.path(), "raw", data_end, Some(&raw_cfg));
     let raw = alert_outcomes(&alerts, &bought, data_end);
     let rows: Vec<(f64, bool)> = raw.iter().map(|r| (r.1, r.2)).collect();
-    let err_raw = print_table("MBG/NBD P(no purchase in 90 days), uncalibrated", &rows);
+    let err_raw = print_table("Pareto/NBD P(no purchase in 90 days), uncalibrated", &rows);
+    let (w0, w1) = platt(&rows);
+    println!(
+        "  fitted on all customers: intercept {w0:.4}, slope {w1:.4} (the shipped [risk] defaults)"
+    );
     let odd = |id: &str| id.parse::<u64>().unwrap() % 2 == 1;
     let mut cross = Vec::new();
     for fold in [true, false] {

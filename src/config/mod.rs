@@ -641,7 +641,7 @@ impl Config {
         if self.risk.kind().is_none() {
             return Err(ConfigError::invalid(
                 "risk.model",
-                "must be \"bgnbd\" or \"mbgnbd\"",
+                "must be \"pareto_nbd\", \"mbgnbd\" or \"bgnbd\"",
             ));
         }
         for (key, v) in [
@@ -649,6 +649,8 @@ impl Config {
             ("risk.alpha", self.risk.alpha),
             ("risk.a", self.risk.a),
             ("risk.b", self.risk.b),
+            ("risk.s", self.risk.s),
+            ("risk.beta", self.risk.beta),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(ConfigError::invalid(key, "must be a positive number"));

@@ -247,10 +247,10 @@ fn stage_change_fires_on_a_quiet_stream() {
 fn low_p_alive_opens_a_purchase_gap_episode_from_the_timer_before_the_gap_rule() {
     let mut cfg = EngineConfig::default();
     cfg.alerts.holdout_share = 0.0;
-    // For this weekly buyer P(alive) stays above 0.78 while they keep buying
-    // and reaches 0.736 when the gap rule fires (day 42): a threshold of
-    // 0.76 lets P(alive) speak first, on day 40.
-    cfg.detect.purchase_gap.p_alive_below = 0.76;
+    // For this weekly buyer P(alive) (Pareto/NBD) is 1 on the day of a
+    // purchase and reaches 0.907 when the gap rule fires (day 42): a
+    // threshold of 0.93 lets P(alive) speak first, on day 39.
+    cfg.detect.purchase_gap.p_alive_below = 0.93;
     let model = cfg.risk.clone();
     let mut e = Engine::new(Arc::new(MemoryStore::new()), cfg, Arc::new(Metrics::new())).unwrap();
     weekly_buyer(&mut e, "m1", 5);
@@ -261,7 +261,7 @@ fn low_p_alive_opens_a_purchase_gap_episode_from_the_timer_before_the_gap_rule()
         .unwrap()
         .unwrap();
     let m = MemberState::decode(&bytes).unwrap();
-    let due = crate::risk::p_alive_falls_to_ms(&m, &model, 0.76).unwrap();
+    let due = crate::risk::p_alive_falls_to_ms(&m, &model, 0.93).unwrap();
     assert!(
         due > day(28.0) && due < day(42.0),
         "due day {}",
@@ -277,8 +277,8 @@ fn low_p_alive_opens_a_purchase_gap_episode_from_the_timer_before_the_gap_rule()
         ev.get("trigger"),
         Some(&crate::detect::EvidenceValue::Text("p_alive".into()))
     );
-    assert!(ev.get_num("p_alive").unwrap() <= 0.76, "{ev:?}");
-    assert_eq!(ev.get_num("p_alive_threshold"), Some(0.76));
+    assert!(ev.get_num("p_alive").unwrap() <= 0.93, "{ev:?}");
+    assert_eq!(ev.get_num("p_alive_threshold"), Some(0.93));
     // The gap rule later finds the episode already open: no second alert.
     e.advance_clock_to(day(60.0)).unwrap();
     assert!(e.take_alerts().is_empty());

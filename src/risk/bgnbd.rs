@@ -1,4 +1,5 @@
-//! BG/NBD and MBG/NBD "buy till you die" models.
+//! BG/NBD and MBG/NBD "buy till you die" models, and the dispatch to
+//! Pareto/NBD ([`super::pareto_nbd`]) for all three.
 //!
 //! churnwatch scores a member's risk of having lapsed from nothing but the
 //! purchase history it already keeps (repeat count `x`, time of the last
@@ -22,10 +23,13 @@
 //! because the raw formulas overflow for heavy buyers (x in the hundreds) and
 //! old members (T in the thousands of weeks).
 
+use super::pareto_nbd;
+
 /// Population parameters, time unit weeks.
 ///
 /// Purchase rate while alive λ ~ Gamma(shape `r`, rate `alpha`); drop-out
-/// probability per opportunity p ~ Beta(`a`, `b`).
+/// probability per opportunity p ~ Beta(`a`, `b`) under (M)BG/NBD, or, under
+/// Pareto/NBD, drop-out rate μ ~ Gamma(shape s = `a`, rate β = `b`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ModelParams {
     pub r: f64,
@@ -48,6 +52,17 @@ impl ModelParams {
     /// MBG/NBD maximum-likelihood estimates on the same CDNOW cohort, as
     /// `churnwatch fit --model mbgnbd` finds them (ln L = −9582.14; the
     /// `lifetimes` package reports the same r 0.53, α 6.18, a 0.89, b 1.61).
+    /// Pareto/NBD maximum-likelihood estimates on the same CDNOW cohort
+    /// (`a` = s, `b` = β), as `churnwatch fit --model pareto_nbd` finds them;
+    /// ln L = −9594.98; Fader, Hardie & Lee (2005) publish r 0.55, α 10.58,
+    /// s 0.61, β 11.67.
+    pub const CDNOW_PARETO_NBD: ModelParams = ModelParams {
+        r: 0.5533,
+        alpha: 10.5776,
+        a: 0.6062,
+        b: 11.6689,
+    };
+
     pub const CDNOW_MBGNBD: ModelParams = ModelParams {
         r: 0.5248,
         alpha: 6.1831,
@@ -68,6 +83,9 @@ impl ModelParams {
 pub enum ModelKind {
     BgNbd,
     MbgNbd,
+    /// Pareto/NBD ([`super::pareto_nbd`]): drop-out at any time, rate
+    /// Gamma(s, β) carried in [`ModelParams`]' `a` and `b`.
+    ParetoNbd,
 }
 
 impl ModelKind {
@@ -75,6 +93,7 @@ impl ModelKind {
         match self {
             ModelKind::BgNbd => "bgnbd",
             ModelKind::MbgNbd => "mbgnbd",
+            ModelKind::ParetoNbd => "pareto_nbd",
         }
     }
 
@@ -84,6 +103,9 @@ impl ModelKind {
         match s.trim().to_ascii_lowercase().as_str() {
             "bgnbd" | "bg/nbd" | "bg-nbd" => Some(ModelKind::BgNbd),
             "mbgnbd" | "mbg/nbd" | "mbg-nbd" => Some(ModelKind::MbgNbd),
+            "pareto_nbd" | "paretonbd" | "pareto/nbd" | "pareto-nbd" | "pnbd" => {
+                Some(ModelKind::ParetoNbd)
+            }
             _ => None,
         }
     }
@@ -136,6 +158,7 @@ fn dropout_log_odds(kind: ModelKind, p: &ModelParams, c: &Rfm) -> Option<f64> {
         ModelKind::BgNbd => (p.b + c.x - 1.0, c.t_x),
         // t_x is 0 by definition without repeats; ignore stray values.
         ModelKind::MbgNbd => (p.b + c.x, if c.x == 0.0 { 0.0 } else { c.t_x }),
+        ModelKind::ParetoNbd => unreachable!("Pareto/NBD has its own module"),
     };
     // ln1p keeps precision when T - t_x is small relative to alpha + t_x.
     let log_ratio = ((c.t - t_x) / (p.alpha + t_x)).ln_1p();
@@ -155,6 +178,9 @@ fn softplus(y: f64) -> f64 {
 pub fn p_alive(kind: ModelKind, params: &ModelParams, rfm: &Rfm) -> f64 {
     if !params.is_valid() || !rfm.is_valid() {
         return f64::NAN;
+    }
+    if kind == ModelKind::ParetoNbd {
+        return pareto_nbd::p_alive(params, rfm);
     }
     match dropout_log_odds(kind, params, rfm) {
         None => 1.0,
@@ -182,6 +208,12 @@ pub fn p_no_purchase_within(
 ) -> f64 {
     if horizon_weeks.is_nan() || horizon_weeks < 0.0 {
         return f64::NAN;
+    }
+    if kind == ModelKind::ParetoNbd {
+        if !params.is_valid() || !rfm.is_valid() {
+            return f64::NAN;
+        }
+        return pareto_nbd::p_no_purchase_within(params, rfm, horizon_weeks);
     }
     let alive = p_alive(kind, params, rfm);
     // (1 − q) computed as −expm1(ln q) keeps precision for short horizons.
@@ -219,6 +251,7 @@ pub fn age_when_p_alive_falls_to(
         ModelKind::BgNbd if rfm.x == 0.0 => return None,
         ModelKind::BgNbd => (params.b + rfm.x - 1.0, rfm.t_x),
         ModelKind::MbgNbd => (params.b + rfm.x, if rfm.x == 0.0 { 0.0 } else { rfm.t_x }),
+        ModelKind::ParetoNbd => return pareto_nbd::age_when_p_alive_falls_to(params, rfm, p),
     };
     // P(alive) = 1 / (1 + e^y) <= p  <=>  y >= ln((1 - p) / p).
     let needed = ((1.0 - p) / p).ln() - params.a.ln() + denominator.ln();
@@ -272,6 +305,7 @@ pub fn expected_purchases(
     let c = match kind {
         ModelKind::BgNbd => params.a + params.b + rfm.x - 1.0,
         ModelKind::MbgNbd => params.a + params.b + rfm.x,
+        ModelKind::ParetoNbd => return pareto_nbd::expected_purchases(params, rfm, horizon_weeks),
     };
     let u = horizon_weeks / (params.alpha + rfm.t);
     let bracket = scaled_bracket(params.r + rfm.x, params.a, c, u);
@@ -479,12 +513,15 @@ impl LikelihoodConstants {
     /// ln L_i, see [`customer_log_likelihood`].
     pub(crate) fn customer(&self, c: &Rfm) -> f64 {
         let p = &self.params;
+        if self.kind == ModelKind::ParetoNbd {
+            return pareto_nbd::customer_log_likelihood(p, c);
+        }
         let x = c.x;
         // Probability of surviving every drop-out opportunity so far:
         // x opportunities under BG/NBD, x + 1 under MBG/NBD.
         let survivals = match self.kind {
             ModelKind::BgNbd => x,
-            ModelKind::MbgNbd => x + 1.0,
+            ModelKind::MbgNbd | ModelKind::ParetoNbd => x + 1.0,
         };
         let alive =
             ln_gamma(p.r + x) - self.ln_gamma_r + self.r_ln_alpha + ln_beta(p.a, p.b + survivals)
