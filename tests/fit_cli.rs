@@ -150,7 +150,7 @@ fn fit_runs_the_modified_model_too() {
 /// default model choice in docs/risk-model.md.
 #[test]
 fn measures_how_well_each_score_ranks_lapsed_cdnow_customers() {
-    use churnwatch::risk::bgnbd::{p_alive, ModelKind, ModelParams, Rfm};
+    use churnwatch::risk::bgnbd::{p_alive, p_no_purchase_within, ModelKind, ModelParams, Rfm};
     let raw = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cdnow/CDNOW_sample.txt"),
     )
@@ -177,7 +177,11 @@ fn measures_how_well_each_score_ranks_lapsed_cdnow_customers() {
     }
     let bg = ModelParams::CDNOW_BGNBD;
     let mbg = ModelParams::CDNOW_MBGNBD;
-    let (mut s_bg, mut s_mbg, mut s_rec) = (Vec::new(), Vec::new(), Vec::new());
+    let pnbd = ModelParams::CDNOW_PARETO_NBD;
+    let (mut s_bg, mut s_mbg, mut s_pnbd, mut s_rec) = (vec![], vec![], vec![], vec![]);
+    // The risk score's own quantity: no purchase within the 90-day horizon.
+    let (mut none_mbg, mut none_pnbd) = (vec![], vec![]);
+    let horizon = 90.0 / 7.0;
     for (id, mut days) in cal {
         days.sort_unstable();
         days.dedup();
@@ -191,11 +195,29 @@ fn measures_how_well_each_score_ranks_lapsed_cdnow_customers() {
         let lapsed = !came_back.contains_key(id);
         s_bg.push((1.0 - p_alive(ModelKind::BgNbd, &bg, &rfm), lapsed));
         s_mbg.push((1.0 - p_alive(ModelKind::MbgNbd, &mbg, &rfm), lapsed));
+        s_pnbd.push((1.0 - p_alive(ModelKind::ParetoNbd, &pnbd, &rfm), lapsed));
         s_rec.push(((cal_end - last) as f64, lapsed));
+        none_mbg.push((
+            p_no_purchase_within(ModelKind::MbgNbd, &mbg, &rfm, horizon),
+            lapsed,
+        ));
+        none_pnbd.push((
+            p_no_purchase_within(ModelKind::ParetoNbd, &pnbd, &rfm, horizon),
+            lapsed,
+        ));
     }
-    let (a_bg, a_mbg, a_rec) = (auc(&s_bg), auc(&s_mbg), auc(&s_rec));
+    let (a_bg, a_mbg, a_pnbd, a_rec) = (auc(&s_bg), auc(&s_mbg), auc(&s_pnbd), auc(&s_rec));
+    let (n_mbg, n_pnbd) = (auc(&none_mbg), auc(&none_pnbd));
     println!(
-        "AUC for lapsed in the holdout: 1-P(alive) BG/NBD {a_bg:.3}, MBG/NBD {a_mbg:.3}, recency {a_rec:.3}"
+        "AUC for lapsed in the holdout: 1-P(alive) BG/NBD {a_bg:.3}, MBG/NBD {a_mbg:.3}, \
+         Pareto/NBD {a_pnbd:.3}; P(no purchase in 90 days) MBG/NBD {n_mbg:.3}, \
+         Pareto/NBD {n_pnbd:.3}; recency {a_rec:.3}"
+    );
+    // The default model's choice: only Pareto/NBD's lapse probability
+    // ranks at least as well as recency.
+    assert!(
+        n_pnbd >= a_rec && n_pnbd > n_mbg,
+        "{n_pnbd} vs {a_rec} / {n_mbg}"
     );
     // The blind spot the issue warns about: one-time buyers all get
     // P(alive) = 1 under BG/NBD.

@@ -2,7 +2,8 @@
 //! member makes no purchase within `risk.horizon_days` of the detection.
 //!
 //! The number comes from the purchase model (`crate::risk`): P(no purchase
-//! in the horizon) under MBG/NBD given the member's repeat purchases, the
+//! in the horizon) under the configured model (Pareto/NBD by default)
+//! given the member's repeat purchases, the
 //! time of the last one and their age, passed through a logistic
 //! calibration fitted on CDNOW, then with the odds multiplied by
 //! `risk.signal_odds_ratio` for each open engagement signal. How it was

@@ -1,5 +1,6 @@
-//! Probabilistic churn risk: BG/NBD and MBG/NBD "buy till you die" models
-//! ([`bgnbd`]) and their maximum-likelihood fit ([`fit`], `churnwatch fit`).
+//! Probabilistic churn risk: Pareto/NBD ([`pareto_nbd`]), BG/NBD and
+//! MBG/NBD ([`bgnbd`]) "buy till you die" models and their
+//! maximum-likelihood fit ([`fit`], `churnwatch fit`).
 
 pub mod bgnbd;
 pub mod fit;

@@ -5,12 +5,12 @@
 //!
 //! While alive a member buys as a Poisson process with rate λ ~ Gamma(r, α);
 //! they drop out at an exponential time with rate μ ~ Gamma(s, β), at any
-//! moment, not only right after a purchase as in (M)BG/NBD. That is what
-//! makes it rank CDNOW's lapsers better than recency where MBG/NBD does not
-//! (docs/risk-model.md): under (M)BG/NBD a repeat buyer's chance of having
-//! dropped out rises steeply with every week of silence, so a regular buyer
-//! quiet for twenty weeks is scored as lapsed as a one-time buyer, which
-//! CDNOW's holdout contradicts (56% against 86% lapsed).
+//! moment, not only right after a purchase as in (M)BG/NBD. On CDNOW that
+//! ranks who lapses better than recency where MBG/NBD does not
+//! (docs/risk-model.md): MBG/NBD gives repeat buyers silent for 20–40
+//! weeks nearly the lapse probability of one-time buyers (0.84 against
+//! 0.88 for the 39-week holdout; observed 0.56 against 0.86), Pareto/NBD
+//! separates them further (0.82 against 0.92).
 //!
 //! Parameters arrive as [`ModelParams`] with `a` = s and `b` = β (the shape
 //! and rate of the drop-out rate), so the fit and the dispatch in
