@@ -4,7 +4,7 @@
 //! ```text
 //! cargo bench --bench engine -- [--members N] [--events N] [--dist uniform|zipf] [--zipf-s S]
 //!     [--threads T] [--member-cache-mb N] [--batch N] [--cache-mb N] [--dir PATH]
-//!     [--p-alive-below P] [--no-risk] [--no-prefetch] [--write FILE]
+//!     [--p-alive-below P] [--model pareto_nbd|mbgnbd|bgnbd] [--no-risk] [--no-prefetch] [--write FILE]
 //! ```
 //!
 //! Reports parse-only throughput, end-to-end engine throughput (parse,
@@ -39,6 +39,7 @@ struct Args {
     cache_mb: Option<usize>,
     member_cache_mb: Option<usize>,
     p_alive_below: Option<f64>,
+    model: Option<String>,
     no_risk: bool,
     zipf_s: Option<f64>,
     threads: usize,
@@ -55,6 +56,7 @@ fn args() -> Args {
         cache_mb: None,
         member_cache_mb: None,
         p_alive_below: None,
+        model: None,
         no_risk: false,
         zipf_s: None,
         threads: 1,
@@ -75,6 +77,8 @@ fn args() -> Args {
                 a.member_cache_mb = Some(v.parse().expect("--member-cache-mb N"))
             }
             "--p-alive-below" => a.p_alive_below = Some(v.parse().expect("--p-alive-below P")),
+            // `mbgnbd` takes its CDNOW fit, as the config would need.
+            "--model" => a.model = Some(v),
             "--dist" => {
                 a.zipf_s = match v.as_str() {
                     "uniform" => None,
@@ -291,6 +295,21 @@ fn main() {
         cfg.detect.purchase_gap.p_alive_below = p;
     }
     cfg.risk.enabled = !a.no_risk;
+    if let Some(model) = &a.model {
+        let p = match model.as_str() {
+            "mbgnbd" => churnwatch::risk::bgnbd::ModelParams::CDNOW_MBGNBD,
+            "bgnbd" => churnwatch::risk::bgnbd::ModelParams::CDNOW_BGNBD,
+            "pareto_nbd" => churnwatch::risk::bgnbd::ModelParams::CDNOW_PARETO_NBD,
+            other => panic!("--model pareto_nbd|mbgnbd|bgnbd, not {other}"),
+        };
+        cfg.risk.model = model.clone();
+        (cfg.risk.r, cfg.risk.alpha) = (p.r, p.alpha);
+        if model == "pareto_nbd" {
+            (cfg.risk.s, cfg.risk.beta) = (p.a, p.b);
+        } else {
+            (cfg.risk.a, cfg.risk.b) = (p.a, p.b);
+        }
+    }
     let t0 = 1_767_225_600_000i64; // 2026-01-01
     let span = 120 * DAY_MS;
     let wall = t0 + span + DAY_MS;
