@@ -31,6 +31,11 @@ use churnwatch::event::{member_id_hint, Validator, DAY_MS};
 use churnwatch::state::{Batch, RocksStore, RocksTuning, Store, Table};
 use churnwatch::telemetry::Metrics;
 
+const USAGE: &str = "usage: cargo bench --bench engine -- [--members N] [--events N] \
+[--dist uniform|zipf] [--zipf-s S] [--threads T] [--member-cache-mb N] [--batch N] [--cache-mb N] \
+[--dir PATH] [--p-alive-below P] [--model pareto_nbd|mbgnbd|bgnbd] [--no-risk] [--no-prefetch] \
+[--write FILE]";
+
 struct Args {
     members: u64,
     events: u64,
@@ -99,6 +104,11 @@ fn args() -> Args {
                 i += 1;
                 continue;
             }
+            "--help" | "-h" => {
+                eprintln!("{USAGE}");
+                std::process::exit(0);
+            }
+            // `cargo bench` passes `--bench`; anything else unknown is skipped too.
             _ => {
                 i += 1;
                 continue;
