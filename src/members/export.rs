@@ -128,11 +128,17 @@ pub fn run(opts: &ExportOptions, cfg: &EngineConfig) -> Result<ExportSummary, Ex
     if !opts.state.is_dir() {
         return Err(ExportError::NoState(opts.state.display().to_string()));
     }
-    let store = RocksStore::open(&opts.state, &RocksTuning::default()).map_err(|source| {
-        ExportError::Open {
-            path: opts.state.display().to_string(),
-            source,
-        }
+    // The export reads every block once: a block cache the size of `run`'s
+    // would only grow with the state (memory would follow the member count),
+    // so a small one keeps the export's memory flat.
+    let tuning = RocksTuning {
+        block_cache_bytes: 8 << 20,
+        write_buffer_bytes: 8 << 20,
+        ..RocksTuning::default()
+    };
+    let store = RocksStore::open(&opts.state, &tuning).map_err(|source| ExportError::Open {
+        path: opts.state.display().to_string(),
+        source,
     })?;
     export(&store, opts, cfg)
 }
