@@ -217,7 +217,7 @@ fn uniform_count(counts: &[(String, usize)]) -> Result<u32, BootstrapError> {
     Ok(first as u32)
 }
 
-fn count_members(store: &RocksStore, p: u32) -> Result<u64, StoreError> {
+fn count_members(store: &dyn Store, p: u32) -> Result<u64, StoreError> {
     let mut n = 0;
     scan_chunks(
         store,
@@ -406,7 +406,7 @@ impl Publisher {
 /// marker. Returns the records published.
 fn publish(
     cfg: &Config,
-    store: &RocksStore,
+    store: &dyn Store,
     partitions: u32,
     offsets: &BTreeMap<(String, i32), i64>,
 ) -> Result<u64, BootstrapError> {

@@ -70,7 +70,7 @@ use crate::config::Config;
 use crate::engine::{Change, Engine, EngineError, Outcome};
 use crate::state::keys::GLOBAL_PARTITION;
 use crate::state::quarantine::{Kind as QuarantineKind, Quarantined};
-use crate::state::{scan_chunks, Batch, RocksStore, RocksTuning, Store, StoreError, Table};
+use crate::state::{scan_chunks, Batch, RocksStore, Store, StoreError, Table};
 use crate::telemetry::events::{
     AlertDelivered, AlertPublished, BatchProcessed, BrokerError, ChangelogWritten, ConsumerLag,
     DeadLetterWritten, LogThrottle, OutboxDepth, OutboxRecovered, PartitionDropped, PartitionOwned,
@@ -84,6 +84,10 @@ use restore::{RestoreDone, RestoreJob, RestoreTask};
 use sink::Delivery;
 use sink::Sink;
 use source::{SourceContext, SourceMsg, SourceOptions, Start, TopicPartition};
+
+/// The state store as the pipeline's threads share it (the engine thread,
+/// restore threads, the member API).
+pub(crate) type SharedStore = Arc<dyn Store>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -161,7 +165,7 @@ fn is_consumer_only(key: &str) -> bool {
 
 use changelog::offset_key;
 
-fn read_offset(store: &RocksStore, tp: &TopicPartition) -> Result<Option<i64>, StoreError> {
+fn read_offset(store: &dyn Store, tp: &TopicPartition) -> Result<Option<i64>, StoreError> {
     changelog::read_i64(store, &offset_key(&tp.0, tp.1))
 }
 
@@ -212,18 +216,16 @@ pub fn run(
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
     }
-    let tuning = RocksTuning {
-        block_cache_bytes: cfg.state.block_cache_mb << 20,
-        write_buffer_bytes: cfg.state.write_buffer_mb << 20,
-        sync_wal: cfg.state.sync_wal,
-    };
     std::fs::create_dir_all(&cfg.state.dir).map_err(|source| PipelineError::StateDir {
         path: cfg.state.dir.display().to_string(),
         source,
     })?;
     // Shared with restore threads, which write only partitions the engine
     // is not processing.
-    let store = Arc::new(RocksStore::open(&cfg.state.dir, &tuning)?);
+    // The one place the pipeline names RocksDB: everything past here sees
+    // the `Store` trait, so another store (a fault-injecting one in tests)
+    // drops in.
+    let store: SharedStore = Arc::new(RocksStore::open(&cfg.state.dir, &cfg.state.tuning())?);
     control.members.set_store(store.clone());
     check_bootstrapped_partitions(cfg, &store, rt)?;
     let engine = Engine::new(store, cfg.engine(), metrics.clone())?;
@@ -325,7 +327,7 @@ pub fn run(
 /// another count they would sit on the wrong partitions.
 fn check_bootstrapped_partitions(
     cfg: &Config,
-    store: &RocksStore,
+    store: &dyn Store,
     rt: &tokio::runtime::Handle,
 ) -> Result<(), PipelineError> {
     let key = crate::state::keys::meta_key(
@@ -388,7 +390,7 @@ struct ChangelogSettings {
 /// The engine side of the pipeline: owns the engine, the outbox and the
 /// offsets, and is the only writer of the store.
 struct Driver {
-    engine: Engine<Arc<RocksStore>>,
+    engine: Engine<SharedStore>,
     sink: Sink,
     /// To seek and resume partitions once restored.
     consumer: Arc<BaseConsumer<SourceContext>>,
@@ -450,7 +452,7 @@ struct Driver {
 impl Driver {
     fn new(
         cfg: &Config,
-        engine: Engine<Arc<RocksStore>>,
+        engine: Engine<SharedStore>,
         sink: Sink,
         consumer: Arc<BaseConsumer<SourceContext>>,
         metrics: Arc<Metrics>,

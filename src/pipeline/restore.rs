@@ -21,7 +21,7 @@ use rdkafka::ClientConfig;
 use super::changelog::{self, restoring_key, RestoreError, Restored};
 use super::outbox;
 use super::source::TopicPartition;
-use crate::state::{Batch, RocksStore, Store, Table};
+use crate::state::{Batch, Store, Table};
 use crate::telemetry::events::{BrokerError, LogThrottle, RestoreProgress, StateQuarantined};
 use crate::telemetry::Metrics;
 
@@ -30,7 +30,7 @@ pub struct RestoreTask {
     pub partition: u32,
     /// Changelog offset to read from.
     pub from: i64,
-    pub store: Arc<RocksStore>,
+    pub store: super::SharedStore,
     pub client: ClientConfig,
     pub topic: String,
     pub input_topics: Vec<String>,
@@ -225,7 +225,7 @@ fn restore(
     Ok(restored)
 }
 
-fn mark_restoring(store: &RocksStore, partition: u32, from: i64) -> Result<(), RestoreError> {
+fn mark_restoring(store: &dyn Store, partition: u32, from: i64) -> Result<(), RestoreError> {
     let mut b = Batch::default();
     b.put(
         Table::Meta,
