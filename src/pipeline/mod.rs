@@ -69,17 +69,16 @@ use rdkafka::ClientConfig;
 use crate::config::Config;
 use crate::engine::{Change, Engine, EngineError, Outcome};
 use crate::state::keys::GLOBAL_PARTITION;
-use crate::state::quarantine::{Kind as QuarantineKind, Quarantined};
-use crate::state::{scan_chunks, Batch, RocksStore, Store, StoreError, Table};
+use crate::state::{Batch, RocksStore, Store, StoreError, Table};
 use crate::telemetry::events::{
     AlertDelivered, AlertPublished, BatchProcessed, BrokerError, ChangelogWritten, ConsumerLag,
-    DeadLetterWritten, LogThrottle, OutboxDepth, OutboxRecovered, PartitionDropped, PartitionOwned,
+    DeadLetterWritten, LogThrottle, OutboxDepth, PartitionDropped, PartitionOwned,
     PartitionsChanged, Readiness, RestoreFinished, RestoreStarted, RestoreStopped,
-    StateQuarantined, StateWriteFailed, StateWritesResumed,
+    StateWriteFailed, StateWritesResumed,
 };
 use crate::telemetry::Metrics;
 use changelog::{PartitionMark, RestoreError};
-use outbox::OutboxRecord;
+use outbox::{Outbox, OutboxRecord};
 use restore::{RestoreDone, RestoreJob, RestoreTask};
 use sink::Delivery;
 use sink::Sink;
@@ -293,7 +292,7 @@ pub fn run(
         if control.shutdown.load(Ordering::Relaxed) {
             break Ok(());
         }
-        if driver.outbox.len() >= driver.outbox_max {
+        if driver.outbox.is_full() {
             // Backpressure: let the broker catch up before reading more.
             if let Err(e) = driver.tick() {
                 break Err(e);
@@ -396,19 +395,9 @@ struct Driver {
     consumer: Arc<BaseConsumer<SourceContext>>,
     metrics: Arc<Metrics>,
     control: Control,
-    /// Outbox records not yet acknowledged, by sequence.
-    outbox: BTreeMap<u64, OutboxRecord>,
-    outbox_max: usize,
-    next_seq: u64,
-    /// Records written to `outbox` but not yet to the store.
-    pending_puts: Vec<u64>,
-    /// When the batch that raised each unacknowledged alert was received,
-    /// for the event-to-alert latency (not kept across restarts).
-    received: BTreeMap<u64, Instant>,
+    outbox: Outbox,
     /// The batch being processed was received at this moment.
     batch_received: Option<Instant>,
-    /// Acknowledged records to delete in the next commit.
-    delivered: Vec<u64>,
     /// Next offset to read per assigned input partition.
     offsets: BTreeMap<TopicPartition, i64>,
     assigned: BTreeSet<TopicPartition>,
@@ -461,65 +450,7 @@ impl Driver {
         // Whatever a previous run committed but never got acknowledged is
         // published again first (changelog records once their partition is
         // assigned again, see `restore`).
-        let mut outbox = BTreeMap::new();
-        let mut corrupt = Vec::new();
-        let (from, end) = (outbox::key(0), outbox::key(u64::MAX));
-        scan_chunks(
-            engine.store(),
-            Table::Outbox,
-            &from,
-            &end,
-            10_000,
-            |chunk| {
-                for (k, v) in chunk {
-                    let Some(seq) = outbox::seq_of(&k) else {
-                        corrupt.push(Quarantined::new(
-                            QuarantineKind::Outbox,
-                            GLOBAL_PARTITION,
-                            &k,
-                            &v,
-                            "outbox key is not a sequence number".into(),
-                        ));
-                        continue;
-                    };
-                    match OutboxRecord::decode(&v) {
-                        Ok(rec) => {
-                            outbox.insert(seq, rec);
-                        }
-                        // Set aside, not fatal: a crash loop on one bad entry
-                        // would hold every alert behind it hostage.
-                        Err(e) => corrupt.push(Quarantined::new(
-                            QuarantineKind::Outbox,
-                            GLOBAL_PARTITION,
-                            &k,
-                            &v,
-                            e.to_string(),
-                        )),
-                    }
-                }
-                Ok::<_, StoreError>(())
-            },
-        )?;
-        OutboxRecovered {
-            records: outbox.len(),
-        }
-        .emit(&metrics);
-        let mut next_seq = outbox.keys().next_back().map_or(0, |s| s + 1);
-        if !corrupt.is_empty() {
-            // Moved aside and dead-lettered in one write, before anything
-            // else happens.
-            let mut batch = Batch::default();
-            for q in &corrupt {
-                StateQuarantined(q).emit(&metrics);
-                q.write_to(&mut batch);
-                batch.delete(Table::Outbox, q.key.clone());
-                let rec = quarantine_dead_letter(q);
-                batch.put(Table::Outbox, outbox::key(next_seq), rec.encode());
-                outbox.insert(next_seq, rec);
-                next_seq += 1;
-            }
-            engine.store().write(batch)?;
-        }
+        let outbox = Outbox::load(engine.store(), cfg.pipeline.outbox_max, &metrics)?;
         let changelog = cfg.pipeline.changelog.then(|| {
             let mut client = client_config(cfg);
             client.set(
@@ -543,12 +474,7 @@ impl Driver {
             metrics,
             control,
             outbox,
-            outbox_max: cfg.pipeline.outbox_max,
-            next_seq,
-            pending_puts: Vec::new(),
-            received: BTreeMap::new(),
             batch_received: None,
-            delivered: Vec::new(),
             offsets: BTreeMap::new(),
             assigned: BTreeSet::new(),
             restores: BTreeMap::new(),
@@ -823,8 +749,7 @@ impl Driver {
     fn collect_restores(&mut self) {
         while let Ok(done) = self.restore_rx.try_recv() {
             for seq in &done.dropped {
-                self.outbox.remove(seq);
-                self.received.remove(seq);
+                self.outbox.forget(*seq);
             }
             self.restored.push(done);
         }
@@ -936,7 +861,7 @@ impl Driver {
                 }
             };
             for q in &r.quarantined {
-                self.push(quarantine_dead_letter(q));
+                self.outbox.push(quarantine_dead_letter(q), None);
             }
             self.take_ownership(p, r.max_epoch, r.next)?;
             RestoreFinished {
@@ -977,7 +902,8 @@ impl Driver {
             self.publish();
             let waiting = self
                 .outbox
-                .values()
+                .iter()
+                .map(|(_, r)| r)
                 .any(|r| r.changelog_partition().is_some_and(|p| parts.contains(&p)));
             if !waiting || Instant::now() >= deadline {
                 break;
@@ -1025,15 +951,9 @@ impl Driver {
         }
         store.write(batch)?;
         for p in drop {
-            let stale: Vec<u64> = self
-                .outbox
-                .iter()
-                .filter(|(_, r)| r.changelog_partition() == Some(p as i32))
-                .map(|(seq, _)| *seq)
-                .collect();
             let mut batch = Batch::default();
-            for seq in stale {
-                self.outbox.remove(&seq);
+            for seq in self.outbox.changelog_of(p as i32) {
+                self.outbox.forget(seq);
                 batch.delete(Table::Outbox, outbox::key(seq));
             }
             store.write(batch)?;
@@ -1081,14 +1001,17 @@ impl Driver {
                 }
             };
             if let Outcome::Rejected(r) = outcome {
-                self.push(OutboxRecord::DeadLetter {
-                    key: m.key().map(<[u8]>::to_vec),
-                    payload: payload.to_vec(),
-                    error: r.to_string(),
-                    topic: tp.0.clone(),
-                    partition: tp.1,
-                    offset: m.offset(),
-                });
+                self.outbox.push(
+                    OutboxRecord::DeadLetter {
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload: payload.to_vec(),
+                        error: r.to_string(),
+                        topic: tp.0.clone(),
+                        partition: tp.1,
+                        offset: m.offset(),
+                    },
+                    None,
+                );
             }
             self.caught_up.remove(&tp);
             self.last_seen.insert(tp.1, self.last_message);
@@ -1133,18 +1056,11 @@ impl Driver {
         self.commit(offsets)
     }
 
-    fn push(&mut self, rec: OutboxRecord) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.outbox.insert(seq, rec);
-        self.pending_puts.push(seq);
-    }
-
     /// Moves the engine's alerts, and dead letters for the records it
     /// moved to the quarantine, into the outbox.
     fn collect_alerts(&mut self) -> Result<(), PipelineError> {
         for q in self.engine.take_quarantined() {
-            self.push(quarantine_dead_letter(&q));
+            self.outbox.push(quarantine_dead_letter(&q), None);
         }
         let emitted = chrono::Utc::now().timestamp_millis();
         for raised in self.engine.take_alerts() {
@@ -1160,10 +1076,7 @@ impl Driver {
                 member_id: a.member_id.to_string(),
                 json: self.json.clone(),
             };
-            if let Some(t) = self.batch_received {
-                self.received.insert(self.next_seq, t);
-            }
-            self.push(rec);
+            self.outbox.push(rec, self.batch_received);
         }
         Ok(())
     }
@@ -1181,14 +1094,7 @@ impl Driver {
                 chrono::Utc::now().timestamp_millis().to_le_bytes().to_vec(),
             );
         }
-        for seq in self.pending_puts.drain(..) {
-            if let Some(rec) = self.outbox.get(&seq) {
-                extra.put(Table::Outbox, outbox::key(seq), rec.encode());
-            }
-        }
-        for seq in self.delivered.drain(..) {
-            extra.delete(Table::Outbox, outbox::key(seq));
-        }
+        self.outbox.stage(&mut extra);
         for (p, next) in std::mem::take(&mut self.checkpoints) {
             extra.put(
                 Table::Meta,
@@ -1197,9 +1103,8 @@ impl Driver {
             );
         }
         let result = if self.changelog.is_some() {
-            let (outbox, next_seq, unmarked, offsets, epochs) = (
+            let (outbox, unmarked, offsets, epochs) = (
                 &mut self.outbox,
-                &mut self.next_seq,
                 &mut self.unmarked,
                 &self.offsets,
                 &self.epochs,
@@ -1207,9 +1112,7 @@ impl Driver {
             let mut changed = false;
             let mut written = 0;
             let mut push = |rec: OutboxRecord, b: &mut Batch| {
-                b.put(Table::Outbox, outbox::key(*next_seq), rec.encode());
-                outbox.insert(*next_seq, rec);
-                *next_seq += 1;
+                outbox.push_into(rec, b);
                 written += 1;
             };
             let result = self.engine.commit_with(extra, |change, b| {
@@ -1359,7 +1262,7 @@ impl Driver {
         }
         let owned = self.owned();
         let mut alerts_unacknowledged = false;
-        for (seq, rec) in &self.outbox {
+        for (seq, rec) in self.outbox.iter() {
             if let Some(p) = rec.changelog_partition() {
                 if alerts_unacknowledged || !owned.contains(&p) {
                     continue;
@@ -1381,8 +1284,7 @@ impl Driver {
 
     fn acknowledged(&mut self, deliveries: Vec<Delivery>) {
         for d in deliveries {
-            self.outbox.remove(&d.seq);
-            self.delivered.push(d.seq);
+            let received = self.outbox.acknowledge(d.seq);
             if let Some((p, offset)) = d.changelog {
                 // The local state is the changelog's up to a checkpoint only
                 // while the changelog holds nothing but this instance's own
@@ -1402,7 +1304,7 @@ impl Driver {
                     }
                 }
             }
-            if let Some(t) = self.received.remove(&d.seq) {
+            if let Some(t) = received {
                 AlertDelivered {
                     seconds: t.elapsed().as_secs_f64(),
                 }
@@ -1437,8 +1339,9 @@ impl Driver {
         self.acknowledged(ok);
         self.advance_idle_clocks()?;
         self.collect_alerts()?;
-        let due = !self.pending_puts.is_empty()
-            || (!self.delivered.is_empty() && self.last_commit.elapsed() > Duration::from_secs(1));
+        let due = self.outbox.has_pending_puts()
+            || (self.outbox.has_deliveries()
+                && self.last_commit.elapsed() > Duration::from_secs(1));
         if due {
             self.commit(Batch::default())?;
         }
@@ -1501,7 +1404,7 @@ impl Driver {
                 // One chunk of at most `time.max_timers_per_commit` timers
                 // per tick, each committed, and none while the outbox is
                 // full: memory stays bounded however many are due.
-                if self.outbox.len() >= self.outbox_max {
+                if self.outbox.is_full() {
                     return Ok(());
                 }
                 if !self.engine.advance_partition_clock(p as u32, to)? {

@@ -3,7 +3,15 @@
 //! them, and deleted only once the broker has acknowledged them. A crash between commit and
 //! delivery therefore republishes (same `alert_id`) instead of losing.
 
-use crate::state::keys::{outbox_key, split_outbox_key};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use super::quarantine_dead_letter;
+use crate::state::keys::{outbox_key, split_outbox_key, GLOBAL_PARTITION};
+use crate::state::quarantine::{Kind as QuarantineKind, Quarantined};
+use crate::state::{scan_chunks, Batch, Store, StoreError, Table};
+use crate::telemetry::events::{OutboxRecovered, StateQuarantined};
+use crate::telemetry::Metrics;
 
 /// What to publish, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,9 +178,266 @@ pub fn seq_of(key: &[u8]) -> Option<u64> {
     split_outbox_key(key).map(|(_, s)| s)
 }
 
+/// The records committed (or about to be) but not yet acknowledged by the
+/// broker, in sequence order, and the store writes that keep the outbox
+/// table in step with them: new records are put in the next commit,
+/// acknowledged ones deleted in it.
+pub struct Outbox {
+    records: BTreeMap<u64, OutboxRecord>,
+    /// Above this many records, idle clock advance waits (memory bound).
+    max: usize,
+    next_seq: u64,
+    /// Records in `records` but not yet in a commit.
+    pending_puts: Vec<u64>,
+    /// Acknowledged records to delete in the next commit.
+    delivered: Vec<u64>,
+    /// When the batch that raised each unacknowledged alert was received,
+    /// for the event-to-alert latency (not kept across restarts).
+    received: BTreeMap<u64, Instant>,
+}
+
+impl Outbox {
+    /// The outbox a previous run left in `store`. Entries that do not decode
+    /// are moved to the quarantine and replaced by a dead letter saying so,
+    /// in one write before anything else happens: a crash loop on one bad
+    /// entry would hold every alert behind it hostage.
+    pub fn load(store: &dyn Store, max: usize, metrics: &Metrics) -> Result<Self, StoreError> {
+        let mut records = BTreeMap::new();
+        let mut corrupt = Vec::new();
+        scan_chunks(
+            store,
+            Table::Outbox,
+            &key(0),
+            &key(u64::MAX),
+            10_000,
+            |chunk| {
+                for (k, v) in chunk {
+                    let decoded = match seq_of(&k) {
+                        None => Err("outbox key is not a sequence number".to_string()),
+                        Some(seq) => OutboxRecord::decode(&v)
+                            .map(|rec| (seq, rec))
+                            .map_err(|e| e.to_string()),
+                    };
+                    match decoded {
+                        Ok((seq, rec)) => {
+                            records.insert(seq, rec);
+                        }
+                        Err(reason) => corrupt.push(Quarantined::new(
+                            QuarantineKind::Outbox,
+                            GLOBAL_PARTITION,
+                            &k,
+                            &v,
+                            reason,
+                        )),
+                    }
+                }
+                Ok::<_, StoreError>(())
+            },
+        )?;
+        OutboxRecovered {
+            records: records.len(),
+        }
+        .emit(metrics);
+        let mut outbox = Outbox {
+            next_seq: records.keys().next_back().map_or(0, |s| s + 1),
+            records,
+            max,
+            pending_puts: Vec::new(),
+            delivered: Vec::new(),
+            received: BTreeMap::new(),
+        };
+        if !corrupt.is_empty() {
+            let mut batch = Batch::default();
+            for q in &corrupt {
+                StateQuarantined(q).emit(metrics);
+                q.write_to(&mut batch);
+                batch.delete(Table::Outbox, q.key.clone());
+                outbox.push_into(quarantine_dead_letter(q), &mut batch);
+            }
+            store.write(batch)?;
+        }
+        Ok(outbox)
+    }
+
+    /// Adds a record, to be written by the next commit (see [`Outbox::stage`]).
+    /// `received`: when the input that raised it arrived, for the latency.
+    pub fn push(&mut self, rec: OutboxRecord, received: Option<Instant>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let Some(t) = received {
+            self.received.insert(seq, t);
+        }
+        self.records.insert(seq, rec);
+        self.pending_puts.push(seq);
+    }
+
+    /// Adds a record and its write to `batch` (a commit being built).
+    pub fn push_into(&mut self, rec: OutboxRecord, batch: &mut Batch) {
+        batch.put(Table::Outbox, key(self.next_seq), rec.encode());
+        self.records.insert(self.next_seq, rec);
+        self.next_seq += 1;
+    }
+
+    /// Puts the records pushed since the last commit into `batch`, and
+    /// deletes the acknowledged ones.
+    pub fn stage(&mut self, batch: &mut Batch) {
+        for seq in self.pending_puts.drain(..) {
+            if let Some(rec) = self.records.get(&seq) {
+                batch.put(Table::Outbox, key(seq), rec.encode());
+            }
+        }
+        for seq in self.delivered.drain(..) {
+            batch.delete(Table::Outbox, key(seq));
+        }
+    }
+
+    /// The broker acknowledged `seq`: it leaves the outbox, and its table
+    /// entry goes with the next commit. Returns when its input arrived.
+    pub fn acknowledge(&mut self, seq: u64) -> Option<Instant> {
+        self.records.remove(&seq);
+        self.delivered.push(seq);
+        self.received.remove(&seq)
+    }
+
+    /// Forgets `seq` without a delete of its own (its table entry is gone
+    /// already or goes in a write of the caller's).
+    pub fn forget(&mut self, seq: u64) {
+        self.records.remove(&seq);
+        self.received.remove(&seq);
+    }
+
+    /// Sequence numbers of the records for changelog partition `p`.
+    pub fn changelog_of(&self, p: i32) -> Vec<u64> {
+        self.records
+            .iter()
+            .filter(|(_, r)| r.changelog_partition() == Some(p))
+            .map(|(seq, _)| *seq)
+            .collect()
+    }
+
+    /// Unacknowledged records in sequence order.
+    pub fn iter(&self) -> impl Iterator<Item = (&u64, &OutboxRecord)> {
+        self.records.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.records.len() >= self.max
+    }
+
+    /// Something pushed is waiting for a commit.
+    pub fn has_pending_puts(&self) -> bool {
+        !self.pending_puts.is_empty()
+    }
+
+    /// Acknowledged records wait for a commit to delete them.
+    pub fn has_deliveries(&self) -> bool {
+        !self.delivered.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::MemoryStore;
+
+    fn alert(n: u8) -> OutboxRecord {
+        OutboxRecord::Alert {
+            member_id: format!("m{n}"),
+            json: vec![n],
+        }
+    }
+
+    fn stored(store: &MemoryStore) -> Vec<(u64, Vec<u8>)> {
+        store
+            .scan(Table::Outbox, &key(0), &key(u64::MAX), usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (seq_of(&k).unwrap(), v))
+            .collect()
+    }
+
+    #[test]
+    fn pushed_records_reach_the_store_with_the_next_commit_and_leave_it_once_acknowledged() {
+        let store = MemoryStore::new();
+        let metrics = Metrics::new();
+        let mut outbox = Outbox::load(&store, 10, &metrics).unwrap();
+        outbox.push(alert(1), None);
+        outbox.push(alert(2), Some(Instant::now()));
+        assert!(stored(&store).is_empty(), "nothing written before a commit");
+        let mut batch = Batch::default();
+        outbox.stage(&mut batch);
+        store.write(batch).unwrap();
+        assert_eq!(stored(&store).len(), 2);
+        assert!(!outbox.has_pending_puts());
+
+        assert!(outbox.acknowledge(1).is_some(), "latency start kept");
+        assert_eq!(outbox.len(), 1);
+        let mut batch = Batch::default();
+        outbox.stage(&mut batch);
+        store.write(batch).unwrap();
+        assert_eq!(stored(&store), vec![(0, alert(1).encode())]);
+
+        // A restart finds what was never acknowledged, and numbers on after
+        // the highest sequence left (an acknowledged one may be reused).
+        let mut again = Outbox::load(&store, 10, &metrics).unwrap();
+        assert_eq!(
+            again
+                .iter()
+                .map(|(s, r)| (*s, r.clone()))
+                .collect::<Vec<_>>(),
+            vec![(0, alert(1))]
+        );
+        again.push(alert(3), None);
+        assert_eq!(
+            again.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+    }
+
+    #[test]
+    fn a_corrupt_entry_is_quarantined_and_dead_lettered_instead_of_stopping_the_load() {
+        let store = MemoryStore::new();
+        let mut batch = Batch::default();
+        batch.put(Table::Outbox, key(0), alert(1).encode());
+        batch.put(Table::Outbox, key(1), vec![0xff, 0x00]);
+        store.write(batch).unwrap();
+
+        let outbox = Outbox::load(&store, 10, &Metrics::new()).unwrap();
+        let records: Vec<_> = outbox.iter().map(|(_, r)| r.clone()).collect();
+        assert_eq!(records.len(), 2, "the good record and a dead letter");
+        assert_eq!(records[0], alert(1));
+        let errors: Vec<_> = records[1..]
+            .iter()
+            .map(|r| match r {
+                OutboxRecord::DeadLetter { error, topic, .. } => {
+                    assert_eq!(topic, "churnwatch-state/outbox");
+                    error.clone()
+                }
+                other => panic!("expected a dead letter, got {other:?}"),
+            })
+            .collect();
+        assert!(
+            errors.iter().all(|e| e.starts_with("corrupt_state")),
+            "{errors:?}"
+        );
+        // The dead letter is durable and the bad entry gone from the table
+        // (the dead letter may take its sequence number: the delete comes
+        // first in the same write).
+        let table: Vec<OutboxRecord> = stored(&store)
+            .into_iter()
+            .map(|(_, v)| OutboxRecord::decode(&v).unwrap())
+            .collect();
+        assert_eq!(table, records);
+        assert!(!outbox.is_full() && !outbox.has_pending_puts());
+    }
 
     #[test]
     fn records_round_trip() {
