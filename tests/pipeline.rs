@@ -882,9 +882,20 @@ fn long_restore_setup(dir: &Path, broker: &Broker) -> (std::path::PathBuf, u16) 
 
     let port = common::broker::free_port();
     let cfg = config(dir, broker, port);
+    // The member API on, so that what it says during the restore is seen
+    // from outside.
+    let token_file = dir.join("member-api.token");
+    std::fs::write(&token_file, format!("{MEMBER_API_TOKEN}\n")).unwrap();
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
-        .replace("topic_partitions = 1", "topic_partitions = 2");
+        .replace("topic_partitions = 1", "topic_partitions = 2")
+        .replace(
+            "[http]\n",
+            &format!(
+                "[http]\nmember_api = true\nmember_api_token_file = {:?}\n",
+                token_file.display().to_string()
+            ),
+        );
     std::fs::write(&cfg, &text).unwrap();
     // The topics exactly as `churnwatch run` creates them (input and
     // changelog with two partitions each), before any instance runs.
@@ -970,6 +981,9 @@ fn long_restore_setup(dir: &Path, broker: &Broker) -> (std::path::PathBuf, u16) 
     (cfg, port)
 }
 
+const MEMBER_API_TOKEN: &str = "test-token-0123456789";
+/// A member only partition 1's changelog holds.
+const RESTORED_MEMBER: &str = "restored-0000007";
 const CHANGELOG_MEMBERS: usize = 150_000;
 const CHANGELOG_MARKERS: usize = CHANGELOG_MEMBERS / 5_000;
 const EVENTS_PER_PARTITION: usize = 400;
@@ -992,7 +1006,15 @@ fn other_partitions_keep_processing_while_one_restores() {
         let restoring = metric(port, "churnwatch_restoring_partitions");
         let consumed = metric_sum(port, "churnwatch_events_consumed_total");
         if restoring >= 1.0 && consumed > 0.0 && overlap.is_none() {
-            overlap = Some((consumed, http_get(port, "/readyz")));
+            overlap = Some((
+                consumed,
+                http_get(port, "/readyz"),
+                http_get_with_token(
+                    port,
+                    &format!("/members/{RESTORED_MEMBER}"),
+                    Some(MEMBER_API_TOKEN),
+                ),
+            ));
             eprintln!(
                 "{:.1} s: {consumed} events processed while {restoring} partition restores",
                 started.elapsed().as_secs_f64()
@@ -1015,16 +1037,31 @@ fn other_partitions_keep_processing_while_one_restores() {
     // Nothing more arrives later: each event was processed exactly once,
     // partition 1's from the offset its restored state ends at.
     std::thread::sleep(Duration::from_secs(2));
+    // Once restored, the member API finds the member (and still wants the
+    // token).
+    let member_path = format!("/members/{RESTORED_MEMBER}");
+    let (after, after_body) = http_get_with_token(port, &member_path, Some(MEMBER_API_TOKEN));
+    let (no_token, _) = http_get(port, &member_path);
     let consumed = metric_sum(port, "churnwatch_events_consumed_total");
     let restored = metric(port, "churnwatch_restore_records_total");
     terminate(&run);
     assert!(run.wait().unwrap().success());
 
-    let (consumed_meanwhile, (status, body)) =
+    let (consumed_meanwhile, (status, body), (member_status, member_body)) =
         overlap.expect("no event was processed while partition 1 was restoring");
     assert!(consumed_meanwhile > 0.0);
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("restoring 1 partition"), "{body}");
+    // While partition 1 restores, a member it may hold is "not yet", with
+    // the partition named, not "unknown".
+    assert_eq!(member_status, 503, "{member_body}");
+    assert!(
+        member_body.contains("partition(s) 1 restoring"),
+        "{member_body}"
+    );
+    assert_eq!(after, 200, "{after_body}");
+    assert!(after_body.contains(RESTORED_MEMBER), "{after_body}");
+    assert_eq!(no_token, 401);
     assert_eq!(consumed, total);
     assert_eq!(restored, (CHANGELOG_MEMBERS + CHANGELOG_MARKERS) as f64);
 }

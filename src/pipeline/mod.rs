@@ -57,7 +57,7 @@ pub mod topics;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,7 +79,7 @@ use crate::telemetry::events::{
 use crate::telemetry::Metrics;
 use changelog::{PartitionMark, RestoreError};
 use outbox::{Outbox, OutboxRecord};
-use restore::{RestoreDone, RestoreJob, RestoreTask};
+use restore::{RestoreTask, Restores};
 use sink::Delivery;
 use sink::Sink;
 use source::{SourceContext, SourceMsg, SourceOptions, Start, TopicPartition};
@@ -401,12 +401,8 @@ struct Driver {
     /// Next offset to read per assigned input partition.
     offsets: BTreeMap<TopicPartition, i64>,
     assigned: BTreeSet<TopicPartition>,
-    /// Partitions assigned (paused) and being restored, by number.
-    restores: BTreeMap<i32, RestoreJob>,
-    restore_tx: Sender<RestoreDone>,
-    restore_rx: Receiver<RestoreDone>,
-    /// Restores reported done, not yet handed to the engine.
-    restored: Vec<RestoreDone>,
+    /// Partitions assigned (paused) and being restored.
+    restores: Restores,
     /// Assigned partitions read to their end, with nothing new since.
     caught_up: BTreeSet<TopicPartition>,
     changelog: Option<ChangelogSettings>,
@@ -466,7 +462,6 @@ impl Driver {
                 drop_unowned_after_ms: cfg.pipeline.drop_unowned_after_ms as i64,
             }
         });
-        let (restore_tx, restore_rx) = channel();
         Ok(Driver {
             engine,
             sink,
@@ -477,10 +472,7 @@ impl Driver {
             batch_received: None,
             offsets: BTreeMap::new(),
             assigned: BTreeSet::new(),
-            restores: BTreeMap::new(),
-            restore_tx,
-            restore_rx,
-            restored: Vec::new(),
+            restores: Restores::default(),
             caught_up: BTreeSet::new(),
             changelog,
             unmarked: BTreeSet::new(),
@@ -511,13 +503,13 @@ impl Driver {
     fn publish_partitions(&self) {
         self.control.members.publish(
             self.engine.clocks(),
-            self.restores.keys().map(|p| *p as u32),
+            self.restores.partitions().map(|p| p as u32),
         );
     }
 
     /// Input partitions assigned by the group, restoring or not.
     fn assigned_count(&self) -> usize {
-        self.assigned.len() + self.restores.values().map(|j| j.parts.len()).sum::<usize>()
+        self.assigned.len() + self.restores.input_partitions()
     }
 
     fn handle(&mut self, msg: SourceMsg) -> Result<(), PipelineError> {
@@ -591,11 +583,8 @@ impl Driver {
                     self.assigned.remove(tp);
                     self.caught_up.remove(tp);
                     self.offsets.remove(tp);
-                    if let Some(job) = self.restores.get_mut(&tp.1) {
-                        job.parts.retain(|t| t != tp);
-                        if job.parts.is_empty() {
-                            self.stop_restore(tp.1)?;
-                        }
+                    if self.restores.leave(tp) {
+                        self.stop_restore(tp.1)?;
                     }
                     ConsumerLag {
                         topic: &tp.0,
@@ -614,7 +603,7 @@ impl Driver {
                 let now = chrono::Utc::now().timestamp_millis();
                 let mut since = Batch::default();
                 for p in &revoked {
-                    if !still.contains(p) && !self.restores.contains_key(p) {
+                    if !still.contains(p) && !self.restores.contains(*p) {
                         self.engine.revoke(*p as u32);
                         self.last_seen.remove(p);
                         self.unmarked.remove(p);
@@ -681,19 +670,13 @@ impl Driver {
         let Some(cl) = &self.changelog else {
             return Ok(());
         };
-        if let Some(job) = self.restores.get_mut(&tp.1) {
-            job.parts.push(tp);
+        if self.restores.join_existing(&tp) {
             return Ok(());
         }
         let p = tp.1 as u32;
         let store = self.engine.store().clone();
         let from = restore::start_offset(&store, p)?;
-        let pending: Vec<u64> = self
-            .outbox
-            .iter()
-            .filter(|(_, r)| r.changelog_partition() == Some(tp.1))
-            .map(|(seq, _)| *seq)
-            .collect();
+        let pending = self.outbox.changelog_of(tp.1);
         RestoreStarted {
             partition: p,
             from,
@@ -711,8 +694,7 @@ impl Driver {
             pending,
             metrics: self.metrics.clone(),
         };
-        self.restores
-            .insert(tp.1, RestoreJob::new(task, vec![tp.clone()]));
+        self.restores.add(task, tp);
         self.control.ready.store(false, Ordering::Relaxed);
         Readiness { ready: false }.emit(&self.metrics);
         self.launch_restores();
@@ -731,39 +713,26 @@ impl Driver {
         if self.control.shutdown.load(Ordering::Relaxed) {
             return;
         }
-        let mut running = self.restores.values().filter(|j| !j.is_waiting()).count();
-        for job in self.restores.values_mut() {
-            if running >= cl.max_concurrent_restores {
-                break;
-            }
-            if job.is_waiting() {
-                job.launch(self.restore_tx.clone());
-                running += 1;
-            }
-        }
+        self.restores.launch_waiting(cl.max_concurrent_restores);
     }
 
     /// Takes the reports of restore threads that ended. Outbox records a
     /// restore deleted from the store leave the in-memory outbox at once,
     /// even if the restore itself is no longer wanted.
     fn collect_restores(&mut self) {
-        while let Ok(done) = self.restore_rx.try_recv() {
-            for seq in &done.dropped {
-                self.outbox.forget(*seq);
-            }
-            self.restored.push(done);
+        for seq in self.restores.collect() {
+            self.outbox.forget(seq);
         }
     }
 
     /// Stops the restore of partition `p` (revoked, or shutting down).
     fn stop_restore(&mut self, p: i32) -> Result<(), PipelineError> {
-        let Some(mut job) = self.restores.remove(&p) else {
+        let Some(dropped) = self.restores.stop(p) else {
             return Ok(());
         };
-        job.cancel();
-        job.join();
-        self.collect_restores();
-        self.restored.retain(|d| d.partition as i32 != p);
+        for seq in dropped {
+            self.outbox.forget(seq);
+        }
         RestoreStopped {
             partition: p as u32,
         }
@@ -829,12 +798,11 @@ impl Driver {
     /// the offset its restored state ends at, and resumes its input.
     fn finish_restores(&mut self) -> Result<(), PipelineError> {
         self.collect_restores();
-        for done in std::mem::take(&mut self.restored) {
+        for (done, job) in self.restores.take_ended() {
             let p = done.partition;
-            let Some(mut job) = self.restores.remove(&(p as i32)) else {
+            let Some(mut job) = job else {
                 continue; // revoked meanwhile
             };
-            job.join();
             self.launch_restores();
             let r = match done.result {
                 Ok(r) => r,
@@ -936,7 +904,7 @@ impl Driver {
         let mut drop = Vec::new();
         let mut batch = Batch::default();
         for p in local {
-            if owned.contains(&(p as i32)) || self.restores.contains_key(&(p as i32)) {
+            if owned.contains(&(p as i32)) || self.restores.contains(p as i32) {
                 continue;
             }
             match changelog::read_i64(store, &changelog::unowned_since_key(p))? {
@@ -1418,10 +1386,8 @@ impl Driver {
     }
 
     fn shutdown(&mut self, grace: Duration) -> Result<(), PipelineError> {
-        for job in self.restores.values() {
-            job.cancel();
-        }
-        for p in self.restores.keys().copied().collect::<Vec<_>>() {
+        self.restores.cancel_all();
+        for p in self.restores.partitions().collect::<Vec<_>>() {
             self.stop_restore(p)?;
         }
         self.collect_alerts()?;

@@ -11,8 +11,9 @@
 //! and none of them can be published meanwhile, because changelog records
 //! are only published for partitions the engine processes.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -109,6 +110,137 @@ impl Drop for RestoreJob {
     fn drop(&mut self) {
         self.cancel();
         self.join();
+    }
+}
+
+/// This instance's restores: a job per partition number (waiting for a
+/// slot or running) and the reports of those that ended, not yet handed to
+/// the engine. Only the engine thread touches it; restore threads report
+/// over the channel.
+pub struct Restores {
+    jobs: BTreeMap<i32, RestoreJob>,
+    tx: Sender<RestoreDone>,
+    rx: Receiver<RestoreDone>,
+    ended: Vec<RestoreDone>,
+}
+
+impl Default for Restores {
+    fn default() -> Self {
+        let (tx, rx) = channel();
+        Restores {
+            jobs: BTreeMap::new(),
+            tx,
+            rx,
+            ended: Vec::new(),
+        }
+    }
+}
+
+impl Restores {
+    /// Partition numbers being restored.
+    pub fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
+        self.jobs.keys().copied()
+    }
+
+    /// Input partitions waiting for a restore (one number can span topics).
+    pub fn input_partitions(&self) -> usize {
+        self.jobs.values().map(|j| j.parts.len()).sum()
+    }
+
+    pub fn contains(&self, p: i32) -> bool {
+        self.jobs.contains_key(&p)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// Adds `tp` to the restore of its partition number, if one exists.
+    pub fn join_existing(&mut self, tp: &TopicPartition) -> bool {
+        match self.jobs.get_mut(&tp.1) {
+            Some(job) => {
+                job.parts.push(tp.clone());
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn add(&mut self, task: RestoreTask, tp: TopicPartition) {
+        self.jobs.insert(tp.1, RestoreJob::new(task, vec![tp]));
+    }
+
+    /// Takes `tp` out of its restore. True when that restore now waits for
+    /// no input partition at all (the caller stops it).
+    pub fn leave(&mut self, tp: &TopicPartition) -> bool {
+        match self.jobs.get_mut(&tp.1) {
+            Some(job) => {
+                job.parts.retain(|t| t != tp);
+                job.parts.is_empty()
+            }
+            None => false,
+        }
+    }
+
+    /// Launches waiting restores, lowest partition first, while fewer than
+    /// `max_running` run.
+    pub fn launch_waiting(&mut self, max_running: usize) {
+        let mut running = self.jobs.values().filter(|j| !j.is_waiting()).count();
+        for job in self.jobs.values_mut() {
+            if running >= max_running {
+                break;
+            }
+            if job.is_waiting() {
+                job.launch(self.tx.clone());
+                running += 1;
+            }
+        }
+    }
+
+    /// Takes the reports of restore threads that ended. Returns the outbox
+    /// records those restores deleted from the store, which must leave the
+    /// in-memory outbox at once, even if the restore is no longer wanted.
+    pub fn collect(&mut self) -> Vec<u64> {
+        let mut dropped = Vec::new();
+        while let Ok(done) = self.rx.try_recv() {
+            dropped.extend_from_slice(&done.dropped);
+            self.ended.push(done);
+        }
+        dropped
+    }
+
+    /// Cancels and joins the restore of `p` and forgets any report of it.
+    /// `None` if there was none; else the outbox records deleted meanwhile
+    /// (see [`Restores::collect`]).
+    pub fn stop(&mut self, p: i32) -> Option<Vec<u64>> {
+        let mut job = self.jobs.remove(&p)?;
+        job.cancel();
+        job.join();
+        let dropped = self.collect();
+        self.ended.retain(|d| d.partition as i32 != p);
+        Some(dropped)
+    }
+
+    /// Asks every restore thread to stop (they do within one poll).
+    pub fn cancel_all(&self) {
+        for job in self.jobs.values() {
+            job.cancel();
+        }
+    }
+
+    /// The reports collected so far, each with its job (joined), or `None`
+    /// for the job when the partition was revoked meanwhile.
+    pub fn take_ended(&mut self) -> Vec<(RestoreDone, Option<RestoreJob>)> {
+        std::mem::take(&mut self.ended)
+            .into_iter()
+            .map(|done| {
+                let job = self.jobs.remove(&(done.partition as i32)).map(|mut j| {
+                    j.join();
+                    j
+                });
+                (done, job)
+            })
+            .collect()
     }
 }
 

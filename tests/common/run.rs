@@ -50,12 +50,19 @@ impl Drop for Run {
 }
 
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    http_get_with_token(port, path, None)
+}
+
+/// `GET path`, with `Authorization: Bearer token` when given. Returns the
+/// status (0 if nothing answered) and the whole response text.
+pub fn http_get_with_token(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return (0, String::new());
     };
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let _ = write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
     );
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
