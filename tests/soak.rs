@@ -367,6 +367,11 @@ fn chaos_soak_loses_nothing_and_never_publishes_two_contents_for_one_alert() {
         let t = Instant::now();
         let recovered =
             settled(&instances, Duration::from_secs(60)).then(|| t.elapsed().as_secs_f64());
+        // Printed as it happens too: a failing assertion further down
+        // should not hide the schedule that led to it.
+        eprintln!(
+            "soak: fault {kind} at {at:.1} s on instance {victim}, recovered {recovered:?} s later"
+        );
         faults.push(Fault {
             kind,
             at_secs: at,
@@ -486,13 +491,23 @@ fn chaos_soak_loses_nothing_and_never_publishes_two_contents_for_one_alert() {
 
     // No alert id with two contents; every replay alert published.
     let mut by_id: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let mut first_offset: BTreeMap<String, i64> = BTreeMap::new();
     let mut duplicated = 0;
     for m in &alerts {
         let mut a: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
         a.as_object_mut().unwrap().remove("emitted_at");
         let id = a["alert_id"].as_str().unwrap().to_string();
+        first_offset.entry(id.clone()).or_insert(m.offset());
         if let Some(prev) = by_id.insert(id.clone(), a.clone()) {
-            assert_eq!(prev, a, "alert {id} published with two contents");
+            assert_eq!(
+                prev,
+                a,
+                "alert {id} published with two contents (alert topic partition {}, offsets {} and {}; \
+                 rerun with CHURNWATCH_SOAK_SEED and CHURNWATCH_SOAK_KEEP=1 for the state)",
+                m.partition(),
+                first_offset[&id],
+                m.offset()
+            );
             duplicated += 1;
         }
     }
