@@ -499,11 +499,13 @@ fn chaos_soak_loses_nothing_and_never_publishes_two_contents_for_one_alert() {
         let id = a["alert_id"].as_str().unwrap().to_string();
         first_offset.entry(id.clone()).or_insert(m.offset());
         if let Some(prev) = by_id.insert(id.clone(), a.clone()) {
+            let replayed = want.iter().find(|w| w["alert_id"] == a["alert_id"]);
             assert_eq!(
                 prev,
                 a,
-                "alert {id} published with two contents (alert topic partition {}, offsets {} and {}; \
-                 rerun with CHURNWATCH_SOAK_SEED and CHURNWATCH_SOAK_KEEP=1 for the state)",
+                "alert {id} published with two contents (alert topic partition {}, offsets {} and {}); \
+                 the replay's: {replayed:?}; rerun with CHURNWATCH_SOAK_SEED and \
+                 CHURNWATCH_SOAK_KEEP=1 for the state",
                 m.partition(),
                 first_offset[&id],
                 m.offset()
