@@ -82,7 +82,7 @@ fn args() -> Args {
                 a.member_cache_mb = Some(v.parse().expect("--member-cache-mb N"))
             }
             "--p-alive-below" => a.p_alive_below = Some(v.parse().expect("--p-alive-below P")),
-            // `mbgnbd` takes its CDNOW fit, as the config would need.
+            // Each model takes its published CDNOW fit (r, alpha and its own pair).
             "--model" => a.model = Some(v),
             "--dist" => {
                 a.zipf_s = match v.as_str() {
