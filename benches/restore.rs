@@ -95,6 +95,7 @@ fn main() {
         clock_ms: None,
         epoch: None,
         basis: None,
+        excludes_unmarked: false,
         max_ts: 1_760_000_000_000,
         offsets: [("member-events".to_string(), 1)].into(),
     }

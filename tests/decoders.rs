@@ -139,14 +139,18 @@ fn partition_mark() -> impl Strategy<Value = PartitionMark> {
         prop::option::of(any::<u64>()),
         prop::option::of(any::<i64>()),
         prop::collection::btree_map(".{0,12}", any::<i64>(), 0..4),
+        any::<bool>(),
     )
-        .prop_map(|(max_ts, clock_ms, epoch, basis, offsets)| PartitionMark {
-            max_ts,
-            clock_ms,
-            epoch,
-            basis,
-            offsets,
-        })
+        .prop_map(
+            |(max_ts, clock_ms, epoch, basis, offsets, excludes_unmarked)| PartitionMark {
+                max_ts,
+                clock_ms,
+                epoch,
+                basis,
+                excludes_unmarked,
+                offsets,
+            },
+        )
 }
 
 /// Decodes a member; whatever decodes must encode to bytes that decode to
@@ -171,6 +175,7 @@ fn restore_one(value: &[u8]) -> Option<(Vec<u8>, i64)> {
         clock_ms: None,
         epoch: None,
         basis: None,
+        excludes_unmarked: false,
         offsets: [("member-events".to_string(), 9)].into(),
     };
     r.apply(1, true, MARKER_KEY, Some(&mark.encode())).unwrap();

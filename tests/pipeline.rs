@@ -930,6 +930,7 @@ fn long_restore_setup(dir: &Path, broker: &Broker) -> (std::path::PathBuf, u16) 
         clock_ms: None,
         epoch: None,
         basis: None,
+        excludes_unmarked: false,
         max_ts: now - 30 * 86_400_000,
         offsets: [("member-events".to_string(), 0)].into(),
     }

@@ -245,6 +245,7 @@ fn a_garbage_changelog_record_before_a_valid_marker_does_not_stop_a_restore() {
             clock_ms: None,
             epoch: None,
             basis: None,
+            excludes_unmarked: false,
             offsets: [("member-events".to_string(), 0)].into(),
         }
         .encode();

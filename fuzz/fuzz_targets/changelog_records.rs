@@ -38,6 +38,7 @@ fuzz_target!(|data: &[u8]| {
         clock_ms: Some(1),
         epoch: None,
         basis: None,
+        excludes_unmarked: false,
         offsets: [("member-events".to_string(), 3)].into(),
     };
     r.apply(1, true, MARKER_KEY, Some(&mark.encode())).unwrap();

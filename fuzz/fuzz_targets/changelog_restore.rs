@@ -88,6 +88,7 @@ fuzz_target!(|data: &[u8]| {
                     clock_ms: (flags & 4 == 4).then_some(max_ts),
                     epoch: None,
                     basis: None,
+                    excludes_unmarked: false,
                     offsets: [(TOPIC.to_string(), next)].into(),
                 }
                 .encode()

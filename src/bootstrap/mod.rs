@@ -456,6 +456,7 @@ fn publish(
             // The first owner: `run` takes over with the next epoch.
             epoch: Some(BOOTSTRAP_EPOCH),
             basis: Some(0),
+            excludes_unmarked: true,
             offsets: offsets
                 .iter()
                 .filter(|((_, q), _)| *q == p as i32)

@@ -128,6 +128,14 @@ pub struct PartitionMark {
     /// zombie's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basis: Option<i64>,
+    /// The owner's state at its basis holds no record that was still
+    /// waiting for a marker there (it restored only whole commits, and an
+    /// owner with unpublished records of its own rebuilds from the whole
+    /// changelog): records of older epochs still open when this owner's
+    /// first marker arrives are left out, whatever their offset. Markers of
+    /// builds before this field applied such records before the basis.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub excludes_unmarked: bool,
     /// Next input offset to read, per input topic.
     pub offsets: BTreeMap<String, i64>,
 }
@@ -457,16 +465,19 @@ impl<'a, S: Store + ?Sized> Restorer<'a, S> {
                 if stale_applied {
                     return Err(RestoreError::Refenced(self.fences.clone()));
                 }
+                // Older epochs' records still open here were not in the new
+                // owner's state: those from the basis on are a zombie's,
+                // those before it a commit whose marker never came (its
+                // writer died or lost the partition mid-publish). Applied
+                // with this marker, they would put members ahead of its
+                // input offsets and count the events in between twice.
+                let stale =
+                    |at: i64, e: u64| e < mark_epoch && (mark.excludes_unmarked || at >= basis);
                 let before = self.open.len();
-                if let Some((at, e, _, _)) = self
-                    .open
-                    .iter()
-                    .find(|(at, e, _, _)| *at >= basis && *e < mark_epoch)
-                {
+                if let Some((at, e, _, _)) = self.open.iter().find(|(at, e, _, _)| stale(*at, *e)) {
                     self.first_fenced.get_or_insert((*at, *e));
                 }
-                self.open
-                    .retain(|(at, e, _, _)| !(*at >= basis && *e < mark_epoch));
+                self.open.retain(|(at, e, _, _)| !stale(*at, *e));
                 self.fenced += (before - self.open.len()) as u64;
             }
         }
@@ -813,6 +824,7 @@ mod tests {
             clock_ms: None,
             epoch: None,
             basis: None,
+            excludes_unmarked: false,
             max_ts,
             offsets: [("member-events".to_string(), offset)].into(),
         }
@@ -945,10 +957,18 @@ mod tests {
             clock_ms: None,
             epoch: Some(epoch),
             basis: Some(basis),
+            excludes_unmarked: true,
             max_ts,
             offsets: [("member-events".to_string(), offset)].into(),
         }
         .encode()
+    }
+
+    /// A marker of a build before `excludes_unmarked`.
+    fn legacy_owner_mark(max_ts: i64, offset: i64, epoch: u64, basis: i64) -> Vec<u8> {
+        let mut m = PartitionMark::decode(&owner_mark(max_ts, offset, epoch, basis)).unwrap();
+        m.excludes_unmarked = false;
+        m.encode()
     }
 
     #[test]
@@ -1034,33 +1054,58 @@ mod tests {
         assert_eq!(r.fenced, 2, "the zombie's record and its marker");
     }
 
-    /// The other side of the straddling commit: an owner that was killed
-    /// after its member records were acknowledged but before its marker
-    /// was, restarts under a new epoch and republishes the marker under it.
-    /// Those records are its own commit's and are applied.
-    #[test]
-    fn an_owners_records_whose_marker_came_under_its_next_epoch_are_applied() {
+    /// A log where the owner of epoch 1 published a member record (offset
+    /// 2) and then died or lost the partition before the commit's marker;
+    /// the next owner (epoch 2) restored to offset 3 without that record
+    /// and committed at offset 4 with its input offset 8.
+    fn replay_unmarked_then(next_marker: Vec<u8>) -> (MemoryStore, u64) {
         let store = MemoryStore::default();
         let t = topics();
         let v = |s: &[u8]| member_value(NEVER, s);
-        let mut r = Restorer::new(&store, 0, &t, 10);
-        r.apply_with_epoch(0, false, b"m-1", Some(&v(b"one")), Some(1))
-            .unwrap();
-        r.apply_with_epoch(1, true, MARKER_KEY, Some(&owner_mark(1, 5, 1, 0)), Some(1))
-            .unwrap();
-        r.apply_with_epoch(2, false, b"m-1", Some(&v(b"mine")), Some(1))
-            .unwrap();
-        r.apply_with_epoch(3, true, MARKER_KEY, Some(&owner_mark(2, 8, 2, 3)), Some(2))
-            .unwrap();
-        r.finish().unwrap();
-        assert_eq!(r.fenced, 0);
-        assert_eq!(
-            store.get(Table::Members, &member_key(0, "m-1")).unwrap(),
-            Some(b"mine".to_vec())
-        );
+        let fenced = {
+            let mut r = Restorer::new(&store, 0, &t, 10);
+            r.apply_with_epoch(0, false, b"m-1", Some(&v(b"one")), Some(1))
+                .unwrap();
+            r.apply_with_epoch(1, true, MARKER_KEY, Some(&owner_mark(1, 5, 1, 0)), Some(1))
+                .unwrap();
+            r.apply_with_epoch(2, false, b"m-1", Some(&v(b"unmarked")), Some(1))
+                .unwrap();
+            r.apply_with_epoch(3, true, MARKER_KEY, Some(&next_marker), Some(2))
+                .unwrap();
+            r.finish().unwrap();
+            r.fenced
+        };
         assert_eq!(
             read_i64(&store, &offset_key("member-events", 0)).unwrap(),
             Some(8)
+        );
+        (store, fenced)
+    }
+
+    /// The soak's "two contents": a commit cut off before its marker was
+    /// applied with the next owner's marker, which had re-read the same
+    /// input, so the member ran ahead of the marker's offsets.
+    #[test]
+    fn records_of_a_commit_whose_marker_never_came_are_left_out_by_the_next_owners_marker() {
+        let (store, fenced) = replay_unmarked_then(owner_mark(2, 8, 2, 3));
+        assert_eq!(fenced, 1);
+        assert_eq!(
+            store.get(Table::Members, &member_key(0, "m-1")).unwrap(),
+            Some(b"one".to_vec()),
+            "the member as of the last whole commit"
+        );
+    }
+
+    /// Markers of builds before `excludes_unmarked` came from owners that
+    /// kept their own unpublished records across a restart and republished
+    /// the marker under their next epoch: those records stay applied.
+    #[test]
+    fn a_legacy_marker_still_applies_the_unmarked_records_before_its_basis() {
+        let (store, fenced) = replay_unmarked_then(legacy_owner_mark(2, 8, 2, 3));
+        assert_eq!(fenced, 0);
+        assert_eq!(
+            store.get(Table::Members, &member_key(0, "m-1")).unwrap(),
+            Some(b"unmarked".to_vec())
         );
     }
 

@@ -40,10 +40,11 @@
 //! - Kafka redelivery after a rebalance race is absorbed: messages below the
 //!   offset stored with the state are skipped, and duplicate `event_id`s
 //!   change nothing.
-//! - No fencing: an instance the group has already replaced (stalled past
-//!   its session timeout) can still publish a few changelog records for the
-//!   partition it lost, which a later restore may mix in. Kafka Streams
-//!   fences such writers with transactions, which tansu lacks.
+//! - No broker transactions (tansu has none): an instance the group has
+//!   already replaced (stalled past its session timeout) can still publish
+//!   changelog records for the partition it lost. Restores leave them out
+//!   by owner epoch (`changelog`, "Fencing"), where Kafka Streams fences
+//!   such writers with transactions.
 //! - Each partition has its own stream clock (SPEC §3), restored with its
 //!   state: a partition that restores, lags or has not delivered yet holds
 //!   no other back and is pushed by none.
@@ -1114,6 +1115,7 @@ impl Driver {
                                 clock_ms: Some(clock_ms),
                                 epoch: owner.map(|o| o.0),
                                 basis: owner.map(|o| o.1),
+                                excludes_unmarked: owner.is_some(),
                                 offsets: offsets
                                     .iter()
                                     .filter(|((_, q), _)| *q == p)

@@ -274,9 +274,8 @@ fn run(task: RestoreTask, cancel: &AtomicBool) -> RestoreDone {
 /// only reads what was written after it (a partition that comes back
 /// catches up instead of starting over). Local changes never published
 /// (this instance crashed or lost the partition before its outbox drained)
-/// are kept only if nobody wrote to the changelog since; if someone did,
-/// they are stale: they are discarded with the local state and the
-/// partition is rebuilt from the whole changelog.
+/// are discarded with the local state and the partition is rebuilt from
+/// the whole changelog: the input since its last marker is read again.
 fn restore(
     task: &RestoreTask,
     cancel: &AtomicBool,
@@ -318,17 +317,22 @@ fn restore(
         )
     };
     // The local state is kept only if it is the changelog's state up to
-    // where the restore starts and nothing it has was left unpublished
-    // while somebody else wrote: else it is stale, and the partition is
-    // rebuilt from the whole changelog.
-    let mut restored = match read(task.from, Vec::new()) {
-        Ok(restored) if restored.records == 0 || task.pending.is_empty() => restored,
-        stale => {
-            let fences = match stale {
-                Err(RestoreError::Refenced(fences)) => fences,
-                Err(e) => return Err(e),
-                Ok(_) => Vec::new(),
-            };
+    // where the restore starts: nothing of it left unpublished, and no
+    // zombie's records in it. Else the partition is rebuilt from the whole
+    // changelog. Unpublished records of its own are never kept, even when
+    // nobody wrote since: every owner's first marker leaves out records
+    // still waiting for a marker (`PartitionMark::excludes_unmarked`), so a
+    // commit of this state that was cut off mid-publish cannot be completed
+    // by republishing its marker. (Kafka Streams under exactly-once wipes
+    // the state after an unclean shutdown for the same reason.)
+    let incremental = if task.pending.is_empty() {
+        read(task.from, Vec::new())
+    } else {
+        Err(RestoreError::Refenced(Vec::new()))
+    };
+    let mut restored = match incremental {
+        Ok(restored) => restored,
+        Err(RestoreError::Refenced(fences)) => {
             // Unpublished changes first: once they are gone, nothing stale
             // can reach the changelog, whatever happens next.
             let mut stale = Batch::default();
@@ -342,6 +346,7 @@ fn restore(
             done.from_scratch = true;
             read(0, fences)?
         }
+        Err(e) => return Err(e),
     };
     let quarantined = std::mem::take(&mut restored.quarantined);
     for q in &quarantined {

@@ -240,6 +240,7 @@ impl Sink {
                     (Some((epoch, basis)), Ok(mut m)) => {
                         m.epoch = Some(*epoch);
                         m.basis = Some(*basis);
+                        m.excludes_unmarked = true;
                         m.encode()
                     }
                     _ => mark.clone(),
