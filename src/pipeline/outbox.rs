@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::quarantine_dead_letter;
-use crate::state::keys::{outbox_key, split_outbox_key, GLOBAL_PARTITION};
+use crate::state::keys::{meta_key, outbox_key, split_outbox_key, GLOBAL_PARTITION};
 use crate::state::quarantine::{Kind as QuarantineKind, Quarantined};
 use crate::state::{scan_chunks, Batch, Store, StoreError, Table};
 use crate::telemetry::events::{OutboxRecovered, StateQuarantined};
@@ -174,6 +174,11 @@ pub fn key(seq: u64) -> Vec<u8> {
     outbox_key(0, seq)
 }
 
+/// Meta key of the next outbox sequence number.
+fn next_seq_key() -> Vec<u8> {
+    meta_key(GLOBAL_PARTITION, "outbox_next_seq")
+}
+
 pub fn seq_of(key: &[u8]) -> Option<u64> {
     split_outbox_key(key).map(|(_, s)| s)
 }
@@ -187,6 +192,8 @@ pub struct Outbox {
     /// Above this many records, idle clock advance waits (memory bound).
     max: usize,
     next_seq: u64,
+    /// `next_seq` as last written to the store.
+    stored_next_seq: u64,
     /// Records in `records` but not yet in a commit.
     pending_puts: Vec<u64>,
     /// Acknowledged records to delete in the next commit.
@@ -238,8 +245,21 @@ impl Outbox {
             records: records.len(),
         }
         .emit(metrics);
+        // Sequences never repeat, even after every record was acknowledged
+        // and deleted: a delivery report or a log line naming a sequence
+        // names one record for good.
+        let stored_next_seq = store
+            .get(Table::Meta, &next_seq_key())?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map_or(0, u64::from_le_bytes);
+        let next_seq = records
+            .keys()
+            .next_back()
+            .map_or(0, |s| s + 1)
+            .max(stored_next_seq);
         let mut outbox = Outbox {
-            next_seq: records.keys().next_back().map_or(0, |s| s + 1),
+            next_seq,
+            stored_next_seq,
             records,
             max,
             pending_puts: Vec::new(),
@@ -276,6 +296,19 @@ impl Outbox {
         batch.put(Table::Outbox, key(self.next_seq), rec.encode());
         self.records.insert(self.next_seq, rec);
         self.next_seq += 1;
+        self.stage_next_seq(batch);
+    }
+
+    /// Writes the next sequence number with a commit that used new ones.
+    fn stage_next_seq(&mut self, batch: &mut Batch) {
+        if self.next_seq != self.stored_next_seq {
+            batch.put(
+                Table::Meta,
+                next_seq_key(),
+                self.next_seq.to_le_bytes().to_vec(),
+            );
+            self.stored_next_seq = self.next_seq;
+        }
     }
 
     /// Puts the records pushed since the last commit into `batch`, and
@@ -289,6 +322,7 @@ impl Outbox {
         for seq in self.delivered.drain(..) {
             batch.delete(Table::Outbox, key(seq));
         }
+        self.stage_next_seq(batch);
     }
 
     /// The broker acknowledged `seq`: it leaves the outbox, and its table
@@ -386,7 +420,7 @@ mod tests {
         assert_eq!(stored(&store), vec![(0, alert(1).encode())]);
 
         // A restart finds what was never acknowledged, and numbers on after
-        // the highest sequence left (an acknowledged one may be reused).
+        // the highest sequence ever used, not the highest left.
         let mut again = Outbox::load(&store, 10, &metrics).unwrap();
         assert_eq!(
             again
@@ -398,7 +432,7 @@ mod tests {
         again.push(alert(3), None);
         assert_eq!(
             again.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
-            vec![0, 1]
+            vec![0, 2]
         );
     }
 
