@@ -248,10 +248,8 @@ impl Outbox {
         // Sequences never repeat, even after every record was acknowledged
         // and deleted: a delivery report or a log line naming a sequence
         // names one record for good.
-        let stored_next_seq = store
-            .get(Table::Meta, &next_seq_key())?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-            .map_or(0, u64::from_le_bytes);
+        let stored_next_seq =
+            super::changelog::read_i64(store, &next_seq_key())?.map_or(0, |n| n as u64);
         let next_seq = records
             .keys()
             .next_back()

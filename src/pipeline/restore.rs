@@ -325,14 +325,19 @@ fn restore(
     // commit of this state that was cut off mid-publish cannot be completed
     // by republishing its marker. (Kafka Streams under exactly-once wipes
     // the state after an unclean shutdown for the same reason.)
-    let incremental = if task.pending.is_empty() {
-        read(task.from, Vec::new())
+    // `Err(fences)`: rebuild from the beginning, knowing these fences.
+    let kept = if task.pending.is_empty() {
+        match read(task.from, Vec::new()) {
+            Ok(restored) => Ok(restored),
+            Err(RestoreError::Refenced(fences)) => Err(fences),
+            Err(e) => return Err(e),
+        }
     } else {
-        Err(RestoreError::Refenced(Vec::new()))
+        Err(Vec::new())
     };
-    let mut restored = match incremental {
+    let mut restored = match kept {
         Ok(restored) => restored,
-        Err(RestoreError::Refenced(fences)) => {
+        Err(fences) => {
             // Unpublished changes first: once they are gone, nothing stale
             // can reach the changelog, whatever happens next.
             let mut stale = Batch::default();
@@ -346,7 +351,6 @@ fn restore(
             done.from_scratch = true;
             read(0, fences)?
         }
-        Err(e) => return Err(e),
     };
     let quarantined = std::mem::take(&mut restored.quarantined);
     for q in &quarantined {
