@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo bench --bench pipeline -- [--events N] [--rate N] [--steady-secs S] [--no-changelog]
+//!                                   [--threads T (engine threads; default one per core)]
 //! ```
 //!
 //! 1. Produces N simulated events to a fresh input topic.
@@ -103,6 +104,7 @@ fn main() {
     // The state changelog (on by default) costs a produce per changed member
     // per commit; `--no-changelog` measures the pipeline without it.
     cfg.pipeline.changelog = !std::env::args().any(|a| a == "--no-changelog");
+    cfg.engine.threads = arg("--threads", 0) as usize;
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(pipeline::topics::ensure(&cfg))
         .map_err(|e| e.to_string())
@@ -206,6 +208,10 @@ fn main() {
     println!(
         "  events                       {n} ({members} members, {} alerts)",
         alerts
+    );
+    println!(
+        "  engine threads               {}",
+        cfg.engine.thread_count()
     );
     println!("  produce (simulate --brokers) {produce_rate:.0} events/s");
     println!("  raw consume                  {raw_rate:.0} events/s");

@@ -71,7 +71,7 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct EngineSection {
     /// Engine threads, each owning a share of the partitions end to end
-    /// (`replay --partitions N` and `bootstrap`; 0: one per core).
+    /// (`run`, `replay --partitions N` and `bootstrap`; 0: one per core).
     pub threads: usize,
     /// Decoded member state kept in memory between commits, MiB, per engine
     /// thread: a member read once is served from memory while it stays, and

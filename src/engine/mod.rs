@@ -28,6 +28,7 @@
 
 mod cache;
 mod clock;
+mod group;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -55,6 +56,7 @@ use crate::telemetry::Metrics;
 
 use cache::{Cached, MemberCache, Written};
 pub use clock::ClockConfig;
+pub use group::{EngineGroup, Input};
 use timers::TimerQueue;
 
 impl Default for EngineConfig {
@@ -516,10 +518,50 @@ impl<S: Store> Engine<S> {
     ) -> Result<(), EngineError> {
         let started = std::time::Instant::now();
         let mut batch = Batch::default();
+        let members = self.stage_commit(&mut batch, &mut on_change);
+        batch.ops.extend(extra.ops);
+        // A batch the store refused before is written first, with this one,
+        // in one atomic write: nothing is lost and the order is kept.
+        let batch = match self.unwritten.take() {
+            Some(mut older) => {
+                older.ops.extend(batch.ops);
+                older
+            }
+            None => batch,
+        };
+        if !batch.is_empty() {
+            if let Err(e) = self.store.write_ref(&batch) {
+                self.unwritten = Some(batch);
+                return Err(e.into());
+            }
+        }
+        self.committed();
+        StateCommitted {
+            members,
+            seconds: started.elapsed().as_secs_f64(),
+            clocks: &self.parts_clocks(),
+            wall_ms: chrono::Utc::now().timestamp_millis(),
+        }
+        .emit(&self.metrics);
+        Ok(())
+    }
+
+    /// The first half of a commit, for a caller that writes the batch
+    /// itself (an [`EngineGroup`] writes all its engines' changes in one
+    /// atomic batch): adds every change since the last commit to `batch`,
+    /// reporting each to `on_change` as [`Engine::commit_with`] does, and
+    /// returns how many members it wrote. The cached states stay the
+    /// engine's view of its members whether or not the write then goes
+    /// through; call [`Engine::committed`] once it has.
+    pub fn stage_commit(
+        &mut self,
+        batch: &mut Batch,
+        on_change: &mut dyn FnMut(Change<'_>, &mut Batch),
+    ) -> usize {
         // First, so that a member who starts afresh after a quarantine is
         // written after (over) the deletion of the undecodable original.
         for q in self.quarantine.drain(..) {
-            q.write_to(&mut batch);
+            q.write_to(batch);
             if q.kind == QuarantineKind::Member {
                 batch.delete(Table::Members, q.key);
             }
@@ -544,7 +586,7 @@ impl<S: Store> Engine<S> {
                     member_id,
                     state,
                 } => {
-                    done(Some(partition), &mut batch, &mut on_change);
+                    done(Some(partition), batch, on_change);
                     let bytes = state.to_bytes();
                     on_change(
                         Change::Member {
@@ -553,7 +595,7 @@ impl<S: Store> Engine<S> {
                             timer_due_ms: state.timer_due_ms,
                             state: &bytes,
                         },
-                        &mut batch,
+                        batch,
                     );
                     batch.put(Table::Members, member_key(partition, member_id), bytes);
                 }
@@ -561,49 +603,30 @@ impl<S: Store> Engine<S> {
                     partition,
                     member_id,
                 } => {
-                    done(Some(partition), &mut batch, &mut on_change);
+                    done(Some(partition), batch, on_change);
                     on_change(
                         Change::MemberDeleted {
                             partition,
                             member_id,
                         },
-                        &mut batch,
+                        batch,
                     );
                     batch.delete(Table::Members, member_key(partition, member_id));
                 }
             }
         });
-        done(None, &mut batch, &mut on_change);
-        batch.ops.extend(extra.ops);
-        // A batch the store refused before is written first, with this one,
-        // in one atomic write: nothing is lost and the order is kept.
-        let batch = match self.unwritten.take() {
-            Some(mut older) => {
-                older.ops.extend(batch.ops);
-                older
-            }
-            None => batch,
-        };
+        done(None, batch, on_change);
         // Whatever the store says, the cached states are the engine's view
-        // of its members (a refused batch is written again, by `unwritten`,
-        // before anything newer).
+        // of its members (a refused batch is written again, before
+        // anything newer, by whoever holds it).
         self.cache.trim();
-        if !batch.is_empty() {
-            if let Err(e) = self.store.write_ref(&batch) {
-                self.unwritten = Some(batch);
-                return Err(e.into());
-            }
-        }
+        members
+    }
+
+    /// The second half of a commit: the staged batch is in the store.
+    pub fn committed(&mut self) {
         self.stats.commits += 1;
         self.fired_since_commit = 0;
-        StateCommitted {
-            members,
-            seconds: started.elapsed().as_secs_f64(),
-            clocks: &self.parts_clocks(),
-            wall_ms: chrono::Utc::now().timestamp_millis(),
-        }
-        .emit(&self.metrics);
-        Ok(())
     }
 
     /// The member's state as the engine sees it now (committed or not).
@@ -796,7 +819,7 @@ impl<S: Store> Engine<S> {
     }
 
     /// Assigned partitions whose clock has started, with their clocks.
-    fn parts_clocks(&self) -> Vec<(u32, i64)> {
+    pub(crate) fn parts_clocks(&self) -> Vec<(u32, i64)> {
         self.parts
             .iter()
             .filter(|(_, p)| p.clock_ms != NEVER)

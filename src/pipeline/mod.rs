@@ -25,6 +25,14 @@
 //! open episodes, and its new owner neither misses an alert the old one
 //! committed but never sent nor raises one with a different id.
 //!
+//! # Threads
+//!
+//! The driver (this module: polling, outbox, restores, rebalances and the
+//! commit) runs on one thread; the engine work of each batch runs on
+//! `engine.threads` engine threads, each owning the partitions `p % threads`
+//! (see [`crate::engine::EngineGroup`]), and every commit is still one
+//! atomic write of all of them.
+//!
 //! # Limits
 //!
 //! - Engine partition = Kafka partition number. With several input topics
@@ -51,6 +59,7 @@
 
 pub mod changelog;
 pub mod outbox;
+mod positions;
 pub mod restore;
 pub mod sink;
 pub mod source;
@@ -68,7 +77,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 
 use crate::config::Config;
-use crate::engine::{Change, Engine, EngineError, Outcome};
+use crate::engine::{Change, EngineError, EngineGroup, Input, Outcome};
 use crate::state::keys::GLOBAL_PARTITION;
 use crate::state::{Batch, RocksStore, Store, StoreError, Table};
 use crate::telemetry::events::{
@@ -78,8 +87,9 @@ use crate::telemetry::events::{
     StateWriteFailed, StateWritesResumed,
 };
 use crate::telemetry::Metrics;
-use changelog::{PartitionMark, RestoreError};
+use changelog::RestoreError;
 use outbox::{Outbox, OutboxRecord};
+use positions::ChangelogPositions;
 use restore::{RestoreTask, Restores};
 use sink::Delivery;
 use sink::Sink;
@@ -228,7 +238,12 @@ pub fn run(
     let store: SharedStore = Arc::new(RocksStore::open(&cfg.state.dir, &cfg.state.tuning())?);
     control.members.set_store(store.clone());
     check_bootstrapped_partitions(cfg, &store, rt)?;
-    let engine = Engine::new(store, cfg.engine(), metrics.clone())?;
+    let engine = EngineGroup::new(
+        store,
+        cfg.engine(),
+        metrics.clone(),
+        cfg.engine.thread_count(),
+    )?;
 
     let sink = Sink::new(
         client_config(cfg),
@@ -390,7 +405,7 @@ struct ChangelogSettings {
 /// The engine side of the pipeline: owns the engine, the outbox and the
 /// offsets, and is the only writer of the store.
 struct Driver {
-    engine: Engine<SharedStore>,
+    engine: EngineGroup<SharedStore>,
     sink: Sink,
     /// To seek and resume partitions once restored.
     consumer: Arc<BaseConsumer<SourceContext>>,
@@ -407,16 +422,7 @@ struct Driver {
     /// Assigned partitions read to their end, with nothing new since.
     caught_up: BTreeSet<TopicPartition>,
     changelog: Option<ChangelogSettings>,
-    /// Partitions whose input offsets moved since their last changelog marker.
-    unmarked: BTreeSet<i32>,
-    /// Acknowledged changelog positions (next offset) to checkpoint.
-    checkpoints: BTreeMap<i32, i64>,
-    /// Per changelog partition, the next offset if everything from the
-    /// last restore on is this instance's own records (see `acknowledged`).
-    contiguous: BTreeMap<i32, i64>,
-    /// The owner epoch and basis (changelog offset restored to) this
-    /// instance writes each owned partition's changelog under.
-    epochs: BTreeMap<i32, (u64, i64)>,
+    positions: ChangelogPositions,
     last_message: Instant,
     /// Set while the state store refuses writes (disk full, read-only):
     /// consumption is paused and the refused commit retried with back-off.
@@ -438,7 +444,7 @@ struct Driver {
 impl Driver {
     fn new(
         cfg: &Config,
-        engine: Engine<SharedStore>,
+        engine: EngineGroup<SharedStore>,
         sink: Sink,
         consumer: Arc<BaseConsumer<SourceContext>>,
         metrics: Arc<Metrics>,
@@ -476,10 +482,7 @@ impl Driver {
             restores: Restores::default(),
             caught_up: BTreeSet::new(),
             changelog,
-            unmarked: BTreeSet::new(),
-            checkpoints: BTreeMap::new(),
-            contiguous: BTreeMap::new(),
-            epochs: BTreeMap::new(),
+            positions: ChangelogPositions::default(),
             last_message: Instant::now(),
             store_down: None,
             held: std::collections::VecDeque::new(),
@@ -607,7 +610,7 @@ impl Driver {
                     if !still.contains(p) && !self.restores.contains(*p) {
                         self.engine.revoke(*p as u32);
                         self.last_seen.remove(p);
-                        self.unmarked.remove(p);
+                        self.positions.release(*p);
                         since.put(
                             Table::Meta,
                             changelog::unowned_since_key(*p as u32),
@@ -763,10 +766,8 @@ impl Driver {
             serde_json::to_vec(&known).expect("serializable"),
         );
         store.write(b)?;
-        self.contiguous.insert(p as i32, basis);
-        self.epochs.insert(p as i32, (epoch, basis));
+        self.positions.own(p as i32, epoch, basis);
         self.sink.set_epoch(p as i32, epoch, basis);
-        self.unmarked.insert(p as i32);
         tracing::info!(partition = p, epoch, basis, "owning partition");
         Ok(())
     }
@@ -942,50 +943,40 @@ impl Driver {
         self.last_message = Instant::now();
         let wall = chrono::Utc::now().timestamp_millis();
         let mut moved: BTreeMap<TopicPartition, i64> = BTreeMap::new();
-        for (i, m) in messages.iter().enumerate() {
-            let tp = (m.topic().to_string(), m.partition());
-            if !self.assigned.contains(&tp) {
-                continue; // polled before a revocation, or still restoring
-            }
-            if self.offsets.get(&tp).is_some_and(|next| m.offset() < *next) {
-                continue; // already in the state (redelivered after a rebalance race)
-            }
-            let payload = m.payload().unwrap_or_default();
-            let outcome = loop {
-                match self.engine.process(m.partition() as u32, payload, wall)? {
-                    // More timers due than may fire before a commit: commit
-                    // what fired (with the offsets before this message),
-                    // then give the engine the same message again.
-                    Outcome::Deferred => {
-                        self.commit_consumed(&moved)?;
-                        if self.store_down.is_some() {
-                            // Nothing more until the store takes writes:
-                            // this message and the rest wait, in order.
-                            self.held.push_front((messages[i..].to_vec(), received));
-                            self.batch_received = None;
-                            return Ok(());
-                        }
-                    }
-                    outcome => break outcome,
+        let mut pending = self.new_messages(&messages);
+        while !pending.is_empty() {
+            let inputs: Vec<Input<'_>> = pending
+                .iter()
+                .map(|&i| Input {
+                    partition: messages[i].partition() as u32,
+                    payload: messages[i].payload().unwrap_or_default(),
+                })
+                .collect();
+            let outcomes = self.engine.process_batch(&inputs, wall)?;
+            let mut left = Vec::new();
+            for (&i, outcome) in pending.iter().zip(outcomes) {
+                match outcome {
+                    Some(outcome) => self.consumed(&messages[i], outcome, &mut moved),
+                    None => left.push(i),
                 }
-            };
-            if let Outcome::Rejected(r) = outcome {
-                self.outbox.push(
-                    OutboxRecord::DeadLetter {
-                        key: m.key().map(<[u8]>::to_vec),
-                        payload: payload.to_vec(),
-                        error: r.to_string(),
-                        topic: tp.0.clone(),
-                        partition: tp.1,
-                        offset: m.offset(),
-                    },
-                    None,
-                );
             }
-            self.caught_up.remove(&tp);
-            self.last_seen.insert(tp.1, self.last_message);
-            moved.insert(tp.clone(), m.offset() + 1);
-            self.offsets.insert(tp, m.offset() + 1);
+            if left.is_empty() {
+                break;
+            }
+            // More timers due than may fire before a commit: commit what
+            // fired (with each partition's offsets up to the message its
+            // engine stopped at), then give the engines the rest again.
+            self.commit_consumed(&moved)?;
+            if self.store_down.is_some() {
+                // Nothing more until the store takes writes: the rest wait,
+                // in order (those of other partitions already processed are
+                // skipped when they come back, by their offsets).
+                self.held
+                    .push_front((messages[left[0]..].to_vec(), received));
+                self.batch_received = None;
+                return Ok(());
+            }
+            pending = left;
         }
         self.commit_consumed(&moved)?;
         self.batch_received = None;
@@ -1006,6 +997,56 @@ impl Driver {
         Ok(())
     }
 
+    /// The indices of `messages` the state does not hold yet: of assigned
+    /// partitions (not revoked meanwhile, not restoring), past the offsets
+    /// already applied (a redelivery after a rebalance race, or a message
+    /// seen twice in one batch).
+    fn new_messages(&self, messages: &[rdkafka::message::OwnedMessage]) -> Vec<usize> {
+        let mut next: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+        let mut fresh = Vec::with_capacity(messages.len());
+        for (i, m) in messages.iter().enumerate() {
+            let tp = (m.topic().to_string(), m.partition());
+            if !self.assigned.contains(&tp) {
+                continue;
+            }
+            let applied = next.get(&tp).or_else(|| self.offsets.get(&tp));
+            if applied.is_some_and(|n| m.offset() < *n) {
+                continue;
+            }
+            next.insert(tp, m.offset() + 1);
+            fresh.push(i);
+        }
+        fresh
+    }
+
+    /// Books a message the engine has processed: its dead letter if it was
+    /// rejected, and its partition's progress.
+    fn consumed(
+        &mut self,
+        m: &rdkafka::message::OwnedMessage,
+        outcome: Outcome,
+        moved: &mut BTreeMap<TopicPartition, i64>,
+    ) {
+        let tp = (m.topic().to_string(), m.partition());
+        if let Outcome::Rejected(r) = outcome {
+            self.outbox.push(
+                OutboxRecord::DeadLetter {
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    error: r.to_string(),
+                    topic: tp.0.clone(),
+                    partition: tp.1,
+                    offset: m.offset(),
+                },
+                None,
+            );
+        }
+        self.caught_up.remove(&tp);
+        self.last_seen.insert(tp.1, self.last_message);
+        moved.insert(tp.clone(), m.offset() + 1);
+        self.offsets.insert(tp, m.offset() + 1);
+    }
+
     /// Commits the engine's changes with the next input offsets in `moved`,
     /// the alerts and dead letters so far in the outbox.
     fn commit_consumed(
@@ -1019,7 +1060,7 @@ impl Driver {
                 offset_key(&tp.0, tp.1),
                 next.to_le_bytes().to_vec(),
             );
-            self.unmarked.insert(tp.1);
+            self.positions.input_moved(tp.1);
         }
         self.collect_alerts()?;
         self.commit(offsets)
@@ -1064,7 +1105,7 @@ impl Driver {
             );
         }
         self.outbox.stage(&mut extra);
-        for (p, next) in std::mem::take(&mut self.checkpoints) {
+        for (p, next) in self.positions.take_checkpoints() {
             extra.put(
                 Table::Meta,
                 changelog::checkpoint_key(p as u32),
@@ -1072,12 +1113,8 @@ impl Driver {
             );
         }
         let result = if self.changelog.is_some() {
-            let (outbox, unmarked, offsets, epochs) = (
-                &mut self.outbox,
-                &mut self.unmarked,
-                &self.offsets,
-                &self.epochs,
-            );
+            let (outbox, positions, offsets) =
+                (&mut self.outbox, &mut self.positions, &self.offsets);
             let mut changed = false;
             let mut written = 0;
             let mut push = |rec: OutboxRecord, b: &mut Batch| {
@@ -1107,21 +1144,8 @@ impl Driver {
                         clock_ms,
                     } => {
                         let p = partition as i32;
-                        let moved = unmarked.remove(&p);
-                        if std::mem::take(&mut changed) || moved {
-                            let owner = epochs.get(&p);
-                            let mark = PartitionMark {
-                                max_ts,
-                                clock_ms: Some(clock_ms),
-                                epoch: owner.map(|o| o.0),
-                                basis: owner.map(|o| o.1),
-                                excludes_unmarked: owner.is_some(),
-                                offsets: offsets
-                                    .iter()
-                                    .filter(|((_, q), _)| *q == p)
-                                    .map(|((t, _), n)| (t.clone(), *n))
-                                    .collect(),
-                            };
+                        let changed = std::mem::take(&mut changed);
+                        if let Some(mark) = positions.mark(p, changed, max_ts, clock_ms, offsets) {
                             push(
                                 OutboxRecord::ChangelogMark {
                                     partition: p,
@@ -1256,23 +1280,7 @@ impl Driver {
         for d in deliveries {
             let received = self.outbox.acknowledge(d.seq);
             if let Some((p, offset)) = d.changelog {
-                // The local state is the changelog's up to a checkpoint only
-                // while the changelog holds nothing but this instance's own
-                // records after its restore: a record of anybody else in
-                // between (a zombie, or a new owner this instance does not
-                // know of yet) freezes the checkpoint before it, so the next
-                // restore reads it and can tell whether the local state is
-                // still good.
-                match self.contiguous.get_mut(&p) {
-                    Some(next) if *next == offset => {
-                        *next = offset + 1;
-                        self.checkpoints.insert(p, offset + 1);
-                    }
-                    Some(next) if offset < *next => {}
-                    _ => {
-                        self.contiguous.remove(&p);
-                    }
-                }
+                self.positions.acknowledged(p, offset);
             }
             if let Some(t) = received {
                 AlertDelivered {

@@ -1,0 +1,426 @@
+//! Engines side by side: the pipeline's partitions spread over
+//! `engine.threads` engines, each owning the partitions `p % threads` end to
+//! end (members, clocks, timers, member cache), sharing one store.
+//!
+//! A batch of input messages is split by engine and each share is processed
+//! on its own thread (scoped to the batch, so an engine is only ever touched
+//! by one thread at a time and nothing on the per-event path is shared or
+//! locked). A commit stages every engine's changes into **one** atomic store
+//! batch with the caller's own writes (offsets, outbox): the pipeline's
+//! guarantee that state, offsets and outbox move together is the same with
+//! one engine or sixteen.
+//!
+//! Detection depends only on each partition's own sequence of events, and
+//! a partition's events always go to the same engine in order, so the
+//! alerts do not depend on the number of engines (only their order across
+//! partitions may differ).
+
+use super::{Change, Engine, EngineConfig, EngineError, Outcome, RaisedAlert};
+use crate::event::member_id_hint;
+use crate::state::quarantine::Quarantined;
+use crate::state::{Batch, Store};
+use crate::telemetry::events::StateCommitted;
+use crate::telemetry::Metrics;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// One input message for [`EngineGroup::process_batch`].
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub partition: u32,
+    pub payload: &'a [u8],
+}
+
+pub struct EngineGroup<S: Store + Clone> {
+    engines: Vec<Engine<S>>,
+    metrics: Arc<Metrics>,
+    /// A commit the store refused: written, before anything newer, by the
+    /// next commit that gets through.
+    unwritten: Option<Batch>,
+}
+
+impl<S: Store + Clone> EngineGroup<S> {
+    /// `threads` engines (at least one) over one store, each with its own
+    /// member cache of `cfg.member_cache_bytes`.
+    pub fn new(
+        store: S,
+        cfg: EngineConfig,
+        metrics: Arc<Metrics>,
+        threads: usize,
+    ) -> Result<Self, EngineError> {
+        let engines = (0..threads.max(1))
+            .map(|_| Engine::new(store.clone(), cfg.clone(), metrics.clone()))
+            .collect::<Result<_, _>>()?;
+        Ok(EngineGroup {
+            engines,
+            metrics,
+            unwritten: None,
+        })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.engines.len()
+    }
+
+    fn of(&self, partition: u32) -> usize {
+        partition as usize % self.engines.len()
+    }
+
+    fn engine_of(&mut self, partition: u32) -> &mut Engine<S> {
+        let i = self.of(partition);
+        &mut self.engines[i]
+    }
+
+    pub fn store(&self) -> &S {
+        self.engines[0].store()
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        self.engines[0].config()
+    }
+
+    /// See [`Engine::assign`].
+    pub fn assign(&mut self, partition: u32) -> Result<(), EngineError> {
+        self.engine_of(partition).assign(partition)
+    }
+
+    /// See [`Engine::revoke`].
+    pub fn revoke(&mut self, partition: u32) {
+        self.engine_of(partition).revoke(partition)
+    }
+
+    /// The stream clock of `partition` (see [`Engine::clock_ms`]).
+    pub fn clock_ms(&self, partition: u32) -> Option<i64> {
+        self.engines[self.of(partition)].clock_ms(partition)
+    }
+
+    /// Every assigned partition with its stream clock, in partition order.
+    pub fn clocks(&self) -> impl Iterator<Item = (u32, Option<i64>)> + '_ {
+        let mut all: Vec<_> = self.engines.iter().flat_map(|e| e.clocks()).collect();
+        all.sort_unstable_by_key(|(p, _)| *p);
+        all.into_iter()
+    }
+
+    /// Timers pending over every assigned partition.
+    pub fn timers_pending(&self) -> usize {
+        self.engines.iter().map(|e| e.timers_pending()).sum()
+    }
+
+    /// See [`Engine::advance_partition_clock`].
+    pub fn advance_partition_clock(
+        &mut self,
+        partition: u32,
+        to_ms: i64,
+    ) -> Result<bool, EngineError> {
+        self.engine_of(partition)
+            .advance_partition_clock(partition, to_ms)
+    }
+
+    /// Alerts raised since the last call, each partition's in the order
+    /// they were raised.
+    pub fn take_alerts(&mut self) -> Vec<RaisedAlert> {
+        let mut all = Vec::new();
+        for e in &mut self.engines {
+            all.append(&mut e.take_alerts());
+        }
+        all
+    }
+
+    /// See [`Engine::take_quarantined`].
+    pub fn take_quarantined(&mut self) -> Vec<Quarantined> {
+        self.engines
+            .iter_mut()
+            .flat_map(|e| e.take_quarantined())
+            .collect()
+    }
+
+    /// Processes `inputs`, each partition's in order, the engines' shares on
+    /// threads of their own (on the caller's thread when one engine has all
+    /// of them). An engine stops at its first [`Outcome::Deferred`]: that
+    /// message and the rest of its share come back `None`, to be given
+    /// again after a commit; the other engines go on.
+    pub fn process_batch(
+        &mut self,
+        inputs: &[Input<'_>],
+        wall_now_ms: i64,
+    ) -> Result<Vec<Option<Outcome>>, EngineError> {
+        let n = self.engines.len();
+        let mut shares: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, input) in inputs.iter().enumerate() {
+            shares[input.partition as usize % n].push(i);
+        }
+        let busy = shares.iter().filter(|s| !s.is_empty()).count();
+        let mut outcomes: Vec<Option<Outcome>> = inputs.iter().map(|_| None).collect();
+        if busy <= 1 {
+            for (engine, share) in self.engines.iter_mut().zip(&shares) {
+                for (i, o) in process_share(engine, inputs, share, wall_now_ms)? {
+                    outcomes[i] = Some(o);
+                }
+            }
+            return Ok(outcomes);
+        }
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .engines
+                .iter_mut()
+                .zip(&shares)
+                .filter(|(_, share)| !share.is_empty())
+                .map(|(engine, share)| {
+                    scope.spawn(move || process_share(engine, inputs, share, wall_now_ms))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("an engine thread panicked"))
+                .collect()
+        });
+        for result in results {
+            for (i, o) in result? {
+                outcomes[i] = Some(o);
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// See [`Engine::commit`].
+    pub fn commit(&mut self, extra: Batch) -> Result<(), EngineError> {
+        self.commit_with(extra, |_, _| {})
+    }
+
+    /// Every engine's changes since the last commit, reported to
+    /// `on_change` partition by partition (see [`Engine::commit_with`]),
+    /// then `extra`, in one atomic store batch.
+    pub fn commit_with(
+        &mut self,
+        extra: Batch,
+        mut on_change: impl FnMut(Change<'_>, &mut Batch),
+    ) -> Result<(), EngineError> {
+        let started = std::time::Instant::now();
+        let mut batch = self.unwritten.take().unwrap_or_default();
+        let mut members = 0;
+        for e in &mut self.engines {
+            members += e.stage_commit(&mut batch, &mut on_change);
+        }
+        batch.ops.extend(extra.ops);
+        if !batch.is_empty() {
+            if let Err(e) = self.store().write_ref(&batch) {
+                self.unwritten = Some(batch);
+                return Err(e.into());
+            }
+        }
+        let mut clocks = Vec::new();
+        for e in &mut self.engines {
+            e.committed();
+            clocks.extend(e.parts_clocks());
+        }
+        StateCommitted {
+            members,
+            seconds: started.elapsed().as_secs_f64(),
+            clocks: &clocks,
+            wall_ms: chrono::Utc::now().timestamp_millis(),
+        }
+        .emit(&self.metrics);
+        Ok(())
+    }
+}
+
+/// One engine's share of a batch: the members it names read ahead (one
+/// store read per partition), then every message in order, up to the
+/// first deferral.
+fn process_share<S: Store>(
+    engine: &mut Engine<S>,
+    inputs: &[Input<'_>],
+    share: &[usize],
+    wall_now_ms: i64,
+) -> Result<Vec<(usize, Outcome)>, EngineError> {
+    let mut by_partition: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
+    for &i in share {
+        if let Some(id) = member_id_hint(inputs[i].payload) {
+            by_partition
+                .entry(inputs[i].partition)
+                .or_default()
+                .push(id);
+        }
+    }
+    for (p, ids) in by_partition {
+        engine.prefetch(p, ids)?;
+    }
+    let mut done = Vec::with_capacity(share.len());
+    for &i in share {
+        match engine.process(inputs[i].partition, inputs[i].payload, wall_now_ms)? {
+            Outcome::Deferred => break,
+            o => done.push((i, o)),
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::testkit::day;
+    use crate::state::faulty::FaultyStore;
+    use crate::state::{MemoryStore, Table};
+
+    const WALL: i64 = 4_000_000_000_000;
+    const PARTITIONS: u32 = 5;
+
+    /// 30 members over five partitions, buying every 3–8 days until they
+    /// stop (days 40–80): purchase gaps and stage changes, interleaved
+    /// across partitions as a consumer would see them.
+    fn inputs() -> Vec<(u32, Vec<u8>)> {
+        let mut lines = Vec::new();
+        for m in 0..30u32 {
+            let (gap, stop) = (3.0 + (m % 6) as f64, 40.0 + (m % 5) as f64 * 10.0);
+            let mut d = m as f64 * 0.1;
+            let mut i = 0;
+            while d < stop {
+                let l = format!(
+                    "{{\"event_id\":\"e{m}-{i}\",\"member_id\":\"m{m}\",\"type\":\"purchase\",\"ts\":{},\"amount\":{}}}",
+                    day(d),
+                    10 + m
+                );
+                lines.push((day(d), m % PARTITIONS, l.into_bytes()));
+                d += gap;
+                i += 1;
+            }
+        }
+        // Then one late event per partition, whose clock passes everyone's
+        // pending timers at once: more than may fire before a commit.
+        for p in 0..PARTITIONS {
+            let l = format!(
+                "{{\"event_id\":\"late{p}\",\"member_id\":\"late{p}\",\"type\":\"visit\",\"ts\":{}}}",
+                day(200.0 + p as f64 * 0.01)
+            );
+            lines.push((day(200.0), p, l.into_bytes()));
+        }
+        lines.sort_by_key(|l| l.0);
+        lines.into_iter().map(|(_, p, l)| (p, l)).collect()
+    }
+
+    fn group<S: Store + Clone>(store: S, threads: usize) -> EngineGroup<S> {
+        let mut cfg = EngineConfig::default();
+        cfg.alerts.holdout_share = 0.0;
+        // Small, so that events defer and engines stop mid-batch.
+        cfg.clock.max_timers_per_commit = 3;
+        EngineGroup::new(store, cfg, Arc::new(Metrics::new()), threads).unwrap()
+    }
+
+    type Row = (String, i64, String);
+
+    /// Feeds `lines` in batches of `batch` as the pipeline does (deferred
+    /// messages again after a commit), committing after every batch but
+    /// the last, whose changes are left staged; the alerts raised go to
+    /// `alerts`. Returns how many times an engine stopped to commit.
+    fn feed<S: Store + Clone>(
+        g: &mut EngineGroup<S>,
+        lines: &[(u32, Vec<u8>)],
+        batch: usize,
+        alerts: &mut Vec<Row>,
+    ) -> usize {
+        let mut deferrals = 0;
+        for (n, chunk) in lines.chunks(batch).enumerate() {
+            if n > 0 {
+                g.commit(Batch::default()).unwrap();
+            }
+            let mut pending: Vec<usize> = (0..chunk.len()).collect();
+            loop {
+                let inputs: Vec<Input<'_>> = pending
+                    .iter()
+                    .map(|&i| Input {
+                        partition: chunk[i].0,
+                        payload: &chunk[i].1,
+                    })
+                    .collect();
+                let outcomes = g.process_batch(&inputs, WALL).unwrap();
+                pending.retain({
+                    let mut o = outcomes.iter();
+                    move |_| o.next().unwrap().is_none()
+                });
+                take(g, alerts);
+                if pending.is_empty() {
+                    break;
+                }
+                deferrals += 1;
+                g.commit(Batch::default()).unwrap();
+            }
+        }
+        deferrals
+    }
+
+    /// Every partition's clock far ahead, then the last commit.
+    fn finish<S: Store + Clone>(g: &mut EngineGroup<S>, alerts: &mut Vec<Row>) {
+        g.commit(Batch::default()).unwrap();
+        for p in 0..PARTITIONS {
+            while !g.advance_partition_clock(p, day(300.0)).unwrap() {
+                take(g, alerts);
+                g.commit(Batch::default()).unwrap();
+            }
+        }
+        take(g, alerts);
+        g.commit(Batch::default()).unwrap();
+        alerts.sort();
+    }
+
+    fn take<S: Store + Clone>(g: &mut EngineGroup<S>, alerts: &mut Vec<Row>) {
+        for a in g.take_alerts() {
+            let mut json = Vec::new();
+            a.alert.write_json(&mut json, 0);
+            let json = String::from_utf8(json).unwrap();
+            alerts.push((a.alert.alert_id.to_string(), a.alert.detected_ms, json));
+        }
+    }
+
+    fn members(store: &MemoryStore) -> Vec<(Vec<u8>, Vec<u8>)> {
+        store
+            .scan(Table::Members, &[], &[0xff; 8], usize::MAX)
+            .unwrap()
+    }
+
+    #[test]
+    fn alerts_and_state_do_not_depend_on_the_number_of_engine_threads() {
+        let lines = inputs();
+        let run = |threads: usize, batch: usize| {
+            let store = Arc::new(MemoryStore::new());
+            let (mut g, mut alerts) = (group(store.clone(), threads), Vec::new());
+            let deferrals = feed(&mut g, &lines, batch, &mut alerts);
+            finish(&mut g, &mut alerts);
+            (alerts, members(&store), deferrals)
+        };
+        let (one, state, _) = run(1, 64);
+        assert!(one.len() >= 30, "expected alerts, got {}", one.len());
+        for (threads, batch) in [(2, 64), (3, 17), (4, 1), (5, 1000)] {
+            let (alerts, s, deferrals) = run(threads, batch);
+            // Engines stopped mid-batch for their timers, the others went on.
+            assert!(
+                batch == 1 || deferrals > 0,
+                "{threads} threads: no deferral"
+            );
+            assert_eq!(alerts, one, "{threads} threads, batches of {batch}");
+            assert_eq!(s, state, "{threads} threads, batches of {batch}");
+        }
+    }
+
+    #[test]
+    fn a_refused_group_commit_is_written_whole_once_the_store_takes_writes() {
+        let lines = inputs();
+        let clean = Arc::new(MemoryStore::new());
+        let (mut g, mut want) = (group(clean.clone(), 3), Vec::new());
+        feed(&mut g, &lines, 50, &mut want);
+        finish(&mut g, &mut want);
+
+        let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+        let (mut g, mut alerts) = (group(store.clone(), 3), Vec::new());
+        let (head, tail) = lines.split_at(lines.len() / 2);
+        feed(&mut g, head, 50, &mut alerts);
+        store.fail_writes(true);
+        assert!(g.commit(Batch::default()).is_err());
+        assert!(g.commit(Batch::default()).is_err());
+        store.fail_writes(false);
+        feed(&mut g, tail, 50, &mut alerts);
+        finish(&mut g, &mut alerts);
+        assert!(store.refused() >= 2);
+        assert_eq!(alerts, want);
+        assert_eq!(members(store.inner()), members(&clean));
+    }
+}
