@@ -58,6 +58,7 @@
 //!   no other back and is pushed by none.
 
 pub mod changelog;
+mod inputs;
 pub mod outbox;
 mod positions;
 pub mod restore;
@@ -88,6 +89,7 @@ use crate::telemetry::events::{
 };
 use crate::telemetry::Metrics;
 use changelog::RestoreError;
+use inputs::InputProgress;
 use outbox::{Outbox, OutboxRecord};
 use positions::ChangelogPositions;
 use restore::{RestoreTask, Restores};
@@ -414,13 +416,9 @@ struct Driver {
     outbox: Outbox,
     /// The batch being processed was received at this moment.
     batch_received: Option<Instant>,
-    /// Next offset to read per assigned input partition.
-    offsets: BTreeMap<TopicPartition, i64>,
-    assigned: BTreeSet<TopicPartition>,
+    input: InputProgress,
     /// Partitions assigned (paused) and being restored.
     restores: Restores,
-    /// Assigned partitions read to their end, with nothing new since.
-    caught_up: BTreeSet<TopicPartition>,
     changelog: Option<ChangelogSettings>,
     positions: ChangelogPositions,
     last_message: Instant,
@@ -430,9 +428,6 @@ struct Driver {
     /// Input batches received while the store refused writes, processed in
     /// order once it accepts them again.
     held: std::collections::VecDeque<(Vec<rdkafka::message::OwnedMessage>, Instant)>,
-    /// When each processing partition last delivered a message (or was
-    /// handed to the engine), for its idle clock advance.
-    last_seen: BTreeMap<i32, Instant>,
     last_commit: Instant,
     last_stats: Instant,
     last_sweep: Instant,
@@ -477,16 +472,13 @@ impl Driver {
             control,
             outbox,
             batch_received: None,
-            offsets: BTreeMap::new(),
-            assigned: BTreeSet::new(),
+            input: InputProgress::default(),
             restores: Restores::default(),
-            caught_up: BTreeSet::new(),
             changelog,
             positions: ChangelogPositions::default(),
             last_message: Instant::now(),
             store_down: None,
             held: std::collections::VecDeque::new(),
-            last_seen: BTreeMap::new(),
             last_commit: Instant::now(),
             last_stats: Instant::now() - Duration::from_secs(60),
             last_sweep: Instant::now(),
@@ -499,7 +491,7 @@ impl Driver {
     /// Partition numbers the engine processes (one number can span several
     /// input topics); partitions still restoring are not among them.
     fn owned(&self) -> BTreeSet<i32> {
-        self.assigned.iter().map(|tp| tp.1).collect()
+        self.input.owned()
     }
 
     /// Tells the member API which partitions are processed here (with their
@@ -513,7 +505,7 @@ impl Driver {
 
     /// Input partitions assigned by the group, restoring or not.
     fn assigned_count(&self) -> usize {
-        self.assigned.len() + self.restores.input_partitions()
+        self.input.assigned().len() + self.restores.input_partitions()
     }
 
     fn handle(&mut self, msg: SourceMsg) -> Result<(), PipelineError> {
@@ -560,7 +552,7 @@ impl Driver {
                 if !starts.is_empty() {
                     PartitionsChanged {
                         kind: "assign",
-                        partitions: &self.assigned,
+                        partitions: self.input.assigned(),
                         owned: self.assigned_count(),
                     }
                     .emit(&self.metrics);
@@ -584,9 +576,7 @@ impl Driver {
                 let processing = revoked.intersection(&owned).copied().collect();
                 self.flush_changelog(&processing, REVOKE_FLUSH)?;
                 for tp in &parts {
-                    self.assigned.remove(tp);
-                    self.caught_up.remove(tp);
-                    self.offsets.remove(tp);
+                    self.input.stop(tp);
                     if self.restores.leave(tp) {
                         self.stop_restore(tp.1)?;
                     }
@@ -609,7 +599,7 @@ impl Driver {
                 for p in &revoked {
                     if !still.contains(p) && !self.restores.contains(*p) {
                         self.engine.revoke(*p as u32);
-                        self.last_seen.remove(p);
+                        self.input.forget(*p);
                         self.positions.release(*p);
                         since.put(
                             Table::Meta,
@@ -629,9 +619,7 @@ impl Driver {
                 Ok(())
             }
             SourceMsg::Eof(tp) => {
-                if self.assigned.contains(&tp) {
-                    self.caught_up.insert(tp);
-                }
+                self.input.reached_end(tp);
                 Ok(())
             }
             SourceMsg::Error(e) => {
@@ -653,11 +641,7 @@ impl Driver {
     fn start_partition(&mut self, tp: TopicPartition) -> Result<Option<Offset>, PipelineError> {
         let next = read_offset(self.engine.store(), &tp)?;
         self.engine.assign(tp.1 as u32)?;
-        self.last_seen.entry(tp.1).or_insert_with(Instant::now);
-        if let Some(n) = next {
-            self.offsets.insert(tp.clone(), n);
-        }
-        self.assigned.insert(tp);
+        self.input.start(tp, next);
         Ok(match next {
             Some(n) => Some(Offset::Offset(n)),
             // With a changelog, state without offsets is state from
@@ -943,7 +927,7 @@ impl Driver {
         self.last_message = Instant::now();
         let wall = chrono::Utc::now().timestamp_millis();
         let mut moved: BTreeMap<TopicPartition, i64> = BTreeMap::new();
-        let mut pending = self.new_messages(&messages);
+        let mut pending = self.input.fresh(&messages);
         while !pending.is_empty() {
             let inputs: Vec<Input<'_>> = pending
                 .iter()
@@ -997,28 +981,6 @@ impl Driver {
         Ok(())
     }
 
-    /// The indices of `messages` the state does not hold yet: of assigned
-    /// partitions (not revoked meanwhile, not restoring), past the offsets
-    /// already applied (a redelivery after a rebalance race, or a message
-    /// seen twice in one batch).
-    fn new_messages(&self, messages: &[rdkafka::message::OwnedMessage]) -> Vec<usize> {
-        let mut next: BTreeMap<TopicPartition, i64> = BTreeMap::new();
-        let mut fresh = Vec::with_capacity(messages.len());
-        for (i, m) in messages.iter().enumerate() {
-            let tp = (m.topic().to_string(), m.partition());
-            if !self.assigned.contains(&tp) {
-                continue;
-            }
-            let applied = next.get(&tp).or_else(|| self.offsets.get(&tp));
-            if applied.is_some_and(|n| m.offset() < *n) {
-                continue;
-            }
-            next.insert(tp, m.offset() + 1);
-            fresh.push(i);
-        }
-        fresh
-    }
-
     /// Books a message the engine has processed: its dead letter if it was
     /// rejected, and its partition's progress.
     fn consumed(
@@ -1041,10 +1003,8 @@ impl Driver {
                 None,
             );
         }
-        self.caught_up.remove(&tp);
-        self.last_seen.insert(tp.1, self.last_message);
         moved.insert(tp.clone(), m.offset() + 1);
-        self.offsets.insert(tp, m.offset() + 1);
+        self.input.consumed(tp, m.offset(), self.last_message);
     }
 
     /// Commits the engine's changes with the next input offsets in `moved`,
@@ -1114,7 +1074,7 @@ impl Driver {
         }
         let result = if self.changelog.is_some() {
             let (outbox, positions, offsets) =
-                (&mut self.outbox, &mut self.positions, &self.offsets);
+                (&mut self.outbox, &mut self.positions, self.input.offsets());
             let mut changed = false;
             let mut written = 0;
             let mut push = |rec: OutboxRecord, b: &mut Batch| {
@@ -1234,7 +1194,7 @@ impl Driver {
     /// Every input partition the engine processes, as a list for librdkafka.
     fn assigned_list(&self) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
-        for tp in &self.assigned {
+        for tp in self.input.assigned() {
             tpl.add_partition(&tp.0, tp.1);
         }
         tpl
@@ -1342,7 +1302,7 @@ impl Driver {
         let broker_down = self
             .last_error
             .is_some_and(|e| e.elapsed() < Duration::from_secs(10) && e > self.last_message);
-        let ready = !self.assigned.is_empty()
+        let ready = !self.input.assigned().is_empty()
             && self.restores.is_empty()
             && !broker_down
             && self.last_commit.elapsed() < Duration::from_secs(60);
@@ -1365,20 +1325,12 @@ impl Driver {
         let to = chrono::Utc::now().timestamp_millis() - clock.allowed_lateness_ms;
         let idle_after = Duration::from_millis(clock.idle_after_ms.max(0) as u64);
         for p in self.owned() {
-            let idle = self
-                .last_seen
-                .get(&p)
-                .is_none_or(|t| t.elapsed() >= idle_after);
-            let caught_up = self
-                .assigned
-                .iter()
-                .filter(|tp| tp.1 == p)
-                .all(|tp| self.caught_up.contains(tp));
+            let quiet = self.input.quiet(p, idle_after);
             // A partition whose clock never started (nothing delivered yet)
             // is not started by the wall clock: its first events may be a
             // backlog of history, which would all be late.
             let behind = self.engine.clock_ms(p as u32).is_some_and(|c| c < to);
-            if idle && caught_up && behind {
+            if quiet && behind {
                 // One chunk of at most `time.max_timers_per_commit` timers
                 // per tick, each committed, and none while the outbox is
                 // full: memory stays bounded however many are due.
