@@ -118,16 +118,9 @@ fn best_drop(m: &MemberState, cur: i32, cfg: &Config) -> Option<Drop> {
         // the member actually did if that is lower (a complete stop weighs
         // as one, not as a fall to a quarter).
         let p1 = (cfg.drop_ratio * p0).min(ro as f64 / rs as f64);
+        let mut weigh = WeekLlr::new(p0, p1, cfg.holiday_share);
         let llr = (k..cur)
-            .map(|w| {
-                week_llr(
-                    m.sends.count(w),
-                    m.opens.count(w),
-                    p0,
-                    p1,
-                    cfg.holiday_share,
-                )
-            })
+            .map(|w| weigh.week(m.sends.count(w), m.opens.count(w)))
             .sum::<f64>();
         if best.as_ref().is_none_or(|b| llr > b.llr) {
             best = Some(Drop {
@@ -148,15 +141,51 @@ fn best_drop(m: &MemberState, cur: i32, cfg: &Config) -> Option<Drop> {
 /// (probability `holiday`) in which nothing is opened. The break caps what
 /// an unopened week can weigh (about ln(1/holiday)), however keen the
 /// reader: a fortnight away is two such weeks, a real stop many.
-fn week_llr(sends: u32, opens: u32, p0: f64, p1: f64, holiday: f64) -> f64 {
-    if sends == 0 {
-        return 0.0;
+///
+/// The logarithms that depend only on the rates are taken once per
+/// suspected start, not once per week (they were most of the detector's
+/// cost); each week's sum is the same expression as before, so the same
+/// number to the bit.
+struct WeekLlr {
+    p0: f64,
+    holiday: f64,
+    ln_unopened: f64,
+    ln_opened_ratio: f64,
+    ln_unopened_ratio: f64,
+    ln_not_away: f64,
+    /// ln(holiday + (1 − holiday)·(1 − p0)^s) for small `s`, once seen.
+    ln_away_or_unlucky: [Option<f64>; 8],
+}
+
+impl WeekLlr {
+    fn new(p0: f64, p1: f64, holiday: f64) -> Self {
+        WeekLlr {
+            p0,
+            holiday,
+            ln_unopened: (1.0 - p1).ln(),
+            ln_opened_ratio: (p1 / p0).ln(),
+            ln_unopened_ratio: ((1.0 - p1) / (1.0 - p0)).ln(),
+            ln_not_away: (1.0 - holiday).ln(),
+            ln_away_or_unlucky: [None; 8],
+        }
     }
-    let (s, o) = (sends as f64, opens.min(sends) as f64);
-    if o == 0.0 {
-        s * (1.0 - p1).ln() - (holiday + (1.0 - holiday) * (1.0 - p0).powf(s)).ln()
-    } else {
-        o * (p1 / p0).ln() + (s - o) * ((1.0 - p1) / (1.0 - p0)).ln() - (1.0 - holiday).ln()
+
+    fn week(&mut self, sends: u32, opens: u32) -> f64 {
+        if sends == 0 {
+            return 0.0;
+        }
+        let (s, o) = (sends as f64, opens.min(sends) as f64);
+        if o == 0.0 {
+            let (p0, h) = (self.p0, self.holiday);
+            let away = |s: f64| (h + (1.0 - h) * (1.0 - p0).powf(s)).ln();
+            let ln_away = match self.ln_away_or_unlucky.get_mut(sends as usize) {
+                Some(slot) => *slot.get_or_insert_with(|| away(s)),
+                None => away(s),
+            };
+            s * self.ln_unopened - ln_away
+        } else {
+            o * self.ln_opened_ratio + (s - o) * self.ln_unopened_ratio - self.ln_not_away
+        }
     }
 }
 

@@ -106,10 +106,24 @@ pub fn due_ms(m: &MemberState, now_ms: i64, cfg: &Config) -> Option<i64> {
     let this_week = week_of(now_ms);
     // Past the search window every start has only empty weeks after it and
     // a baseline that no longer grows: a later week cannot be the first.
-    let horizon = cfg.window_weeks.clamp(1, 16) as i32 + 1;
+    let window = cfg.window_weeks.clamp(1, 16) as i32;
+    let horizon = window + 1;
+    // What a start weighs does not depend on the week it is judged at, so
+    // each start is weighed once for all the weeks tried (the weighing's
+    // logarithms and exponentials were most of the cost of rescheduling,
+    // which every event does); the sums per week are the same as
+    // `best_decline`'s, to the bit.
+    let first = this_week + 1 - window;
+    let weights = Weights::new(cfg);
+    let mut starts = [None::<Option<Start>>; 2 * 16 + 2];
     (1..=horizon)
         .map(|k| week_start_ms(this_week + k))
-        .find(|&t| best_decline(m, week_of(t), cfg).is_some_and(|d| d.llr >= cfg.threshold))
+        .find(|&t| {
+            decline_from(m, week_of(t), cfg, &weights, |k| {
+                *starts[(k - first) as usize].get_or_insert_with(|| start_at(m, k, &weights, cfg))
+            })
+            .is_some_and(|d| d.llr >= cfg.threshold)
+        })
 }
 
 /// The best-supported decline at the start of week `cur`, if the member can
@@ -131,14 +145,81 @@ fn history_before(m: &MemberState, week: i32) -> (f64, f64) {
     (m.visits.before(week) as f64, known)
 }
 
+/// The constants of the weighing.
+struct Weights {
+    holiday: f64,
+    ratio: f64,
+    ln_ratio: f64,
+    ln_not_away: f64,
+}
+
+impl Weights {
+    fn new(cfg: &Config) -> Self {
+        let holiday = cfg.holiday_share.clamp(0.0, 0.999);
+        // A ratio of 0 would make any visit infinitely damning; 1 tests nothing.
+        let ratio = cfg.drop_ratio.clamp(1e-3, 1.0);
+        Weights {
+            holiday,
+            ratio,
+            ln_ratio: ratio.ln(),
+            ln_not_away: (1.0 - holiday).ln(),
+        }
+    }
+}
+
+/// A possible start of a decline, weighed: the member's rate before it and
+/// what each later week weighs, with or without a visit.
+#[derive(Debug, Clone, Copy)]
+struct Start {
+    rate: f64,
+    known: f64,
+    zero: f64,
+    busy: f64,
+}
+
+/// The start at week `k`, or `None` where the member cannot be judged from
+/// there (too little history, no visit before it).
+fn start_at(m: &MemberState, k: i32, w: &Weights, cfg: &Config) -> Option<Start> {
+    let first_full = week_of(m.first_seen_ms) + 1;
+    if k - first_full < cfg.min_baseline_weeks as i32 {
+        return None;
+    }
+    let (base, known) = history_before(m, k);
+    if known <= 0.0 {
+        return None;
+    }
+    let l0 = (base - cfg.baseline_margin_se * base.sqrt()).max(0.0) / known;
+    if l0 <= 0.0 {
+        return None;
+    }
+    let (h, l1) = (w.holiday, w.ratio * l0);
+    // A week without a visit: a quiet week of the decline against a break
+    // or an unlucky week of the old rate. A week with c visits:
+    // c·ln r + (λ0 − λ1) − ln(1 − h) (the c! cancels).
+    Some(Start {
+        rate: base / known,
+        known,
+        zero: -l1 - (h + (1.0 - h) * (-l0).exp()).ln(),
+        busy: (l0 - l1) - w.ln_not_away,
+    })
+}
+
 fn best_decline(m: &MemberState, cur: i32, cfg: &Config) -> Option<Decline> {
+    let weights = Weights::new(cfg);
+    decline_from(m, cur, cfg, &weights, |k| start_at(m, k, &weights, cfg))
+}
+
+/// [`best_decline`] with the starts from `start`.
+fn decline_from(
+    m: &MemberState,
+    cur: i32,
+    cfg: &Config,
+    w: &Weights,
+    mut start: impl FnMut(i32) -> Option<Start>,
+) -> Option<Decline> {
     let first_full = week_of(m.first_seen_ms) + 1;
     let from = (cur - cfg.window_weeks.clamp(1, 16) as i32).max(first_full);
     let last_start = cur - cfg.min_recent_weeks.max(1) as i32;
-    let h = cfg.holiday_share.clamp(0.0, 0.999);
-    // A ratio of 0 would make any visit infinitely damning; 1 tests nothing.
-    let r = cfg.drop_ratio.clamp(1e-3, 1.0);
-    let ln_r = r.ln();
     let (mut visits, mut zero_weeks, mut busy_weeks) = (0u32, 0u32, 0u32);
     let mut best: Option<Decline> = None;
     // Walk the start back from the newest week, so the counts after the
@@ -151,37 +232,24 @@ fn best_decline(m: &MemberState, cur: i32, cfg: &Config) -> Option<Decline> {
         } else {
             busy_weeks += 1;
         }
-        if k > last_start || k - first_full < cfg.min_baseline_weeks as i32 {
+        if k > last_start {
             continue;
         }
-        let (base, known) = history_before(m, k);
-        if known <= 0.0 {
-            continue;
-        }
-        let rate = base / known;
+        let Some(s) = start(k) else { continue };
         let weeks = cur - k;
-        if rate * (weeks as f64) < cfg.min_expected_visits {
+        if s.rate * (weeks as f64) < cfg.min_expected_visits {
             continue;
         }
-        let l0 = (base - cfg.baseline_margin_se * base.sqrt()).max(0.0) / known;
-        if l0 <= 0.0 {
-            continue;
-        }
-        let l1 = r * l0;
-        // A week without a visit: a quiet week of the decline against a
-        // break or an unlucky week of the old rate. A week with c visits:
-        // c·ln r + (λ0 − λ1) − ln(1 − h) (the c! cancels).
-        let zero = -l1 - (h + (1.0 - h) * (-l0).exp()).ln();
-        let busy = (l0 - l1) - (1.0 - h).ln();
-        let llr = zero_weeks as f64 * zero + visits as f64 * ln_r + busy_weeks as f64 * busy;
+        let llr =
+            zero_weeks as f64 * s.zero + visits as f64 * w.ln_ratio + busy_weeks as f64 * s.busy;
         if best.as_ref().is_none_or(|b| llr > b.llr) {
             best = Some(Decline {
                 llr,
                 weeks,
                 visits,
                 zero_weeks,
-                baseline_rate: rate,
-                baseline_weeks: known,
+                baseline_rate: s.rate,
+                baseline_weeks: s.known,
             });
         }
     }
@@ -236,6 +304,7 @@ mod tests {
     use super::*;
     use crate::detect::testkit::{day, fires_in, member, report_power, two_breaks, Lcg, PowerCell};
     use crate::event::EventKind::{self, Visit};
+    use crate::event::DAY_MS;
 
     type Ev = (EventKind, f64, f64);
 
@@ -406,6 +475,32 @@ mod tests {
         assert!(due > now);
         let week_before = week_start_ms(week_of(due) - 1);
         assert!(week_before <= now || !matches!(evaluate(&m, week_before, &cfg), Verdict::Fire(_)));
+    }
+
+    /// `due_ms` weighs each start once for all the weeks it tries; it must
+    /// find exactly the week the plain search over `best_decline` finds.
+    #[test]
+    fn the_due_week_is_the_one_the_plain_search_finds() {
+        let cfg = Config::default();
+        let mut rng = Lcg(23);
+        let mut due = 0;
+        for i in 0..400 {
+            let (rate, weeks) = (0.5 + 6.0 * rng.next(), 9 + i % 20);
+            let stop = (rng.next() * weeks as f64) as usize;
+            let m = visitor(
+                weeks,
+                |w| if w < stop { rate } else { 0.3 * rate },
+                &mut rng,
+            );
+            let now = m.last_event_ms + (rng.next() * 20.0 * DAY_MS as f64) as i64;
+            let this_week = week_of(now);
+            let plain = (1..=17).map(|k| week_start_ms(this_week + k)).find(|&t| {
+                best_decline(&m, week_of(t), &cfg).is_some_and(|d| d.llr >= cfg.threshold)
+            });
+            assert_eq!(due_ms(&m, now, &cfg), plain, "member {i}");
+            due += plain.is_some() as usize;
+        }
+        assert!(due > 100, "only {due} members due");
     }
 
     #[test]

@@ -181,12 +181,54 @@ pub fn p_alive_falls_to_ms(m: &MemberState, cfg: &Config, p: f64) -> Option<i64>
         return None;
     }
     let rfm = member_rfm(m, m.last_purchase_ms()?)?;
-    let weeks = bgnbd::age_when_p_alive_falls_to(cfg.kind()?, &cfg.params(), &rfm, p)?;
+    let weeks = age_when_p_alive_falls_to(cfg.kind()?, &cfg.params(), &rfm, p)?;
     let first_day = m.first_purchase_ms.div_euclid(DAY_MS);
     // The tolerance keeps a whole number of days (Pareto/NBD's search
     // returns days / 7) from rounding up to the next one.
     let days = (weeks * 7.0 - 1e-6).ceil();
     (days < 1e7).then(|| (first_day + days as i64) * DAY_MS)
+}
+
+/// [`bgnbd::age_when_p_alive_falls_to`], remembered. It is a root search
+/// over P(alive) (for Pareto/NBD a ₂F₁ series at every step) that depends
+/// only on the model and the purchase history, which only a purchase
+/// changes, while every event reschedules its member's timer and asks
+/// again. A pure function, so the memo changes no result; per thread, and
+/// cleared when full, so it needs no lock and stays small.
+fn age_when_p_alive_falls_to(
+    kind: bgnbd::ModelKind,
+    params: &bgnbd::ModelParams,
+    rfm: &bgnbd::Rfm,
+    p: f64,
+) -> Option<f64> {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    const MEMO_ENTRIES: usize = 1 << 14;
+    thread_local! {
+        static MEMO: RefCell<HashMap<[u64; 9], Option<f64>>> = RefCell::new(HashMap::new());
+    }
+    let key = [
+        kind as u64,
+        params.r.to_bits(),
+        params.alpha.to_bits(),
+        params.a.to_bits(),
+        params.b.to_bits(),
+        rfm.x.to_bits(),
+        rfm.t_x.to_bits(),
+        rfm.t.to_bits(),
+        p.to_bits(),
+    ];
+    MEMO.with_borrow_mut(|memo| {
+        if let Some(weeks) = memo.get(&key) {
+            return *weeks;
+        }
+        if memo.len() >= MEMO_ENTRIES {
+            memo.clear();
+        }
+        let weeks = bgnbd::age_when_p_alive_falls_to(kind, params, rfm, p);
+        memo.insert(key, weeks);
+        weeks
+    })
 }
 
 #[cfg(test)]
