@@ -15,7 +15,7 @@
 //! alerts do not depend on the number of engines (only their order across
 //! partitions may differ).
 
-use super::{Change, Engine, EngineConfig, EngineError, Outcome, RaisedAlert};
+use super::{write_after_refused, Change, Engine, EngineConfig, EngineError, Outcome, RaisedAlert};
 use crate::event::member_id_hint;
 use crate::state::quarantine::Quarantined;
 use crate::state::{Batch, Store};
@@ -196,18 +196,13 @@ impl<S: Store + Clone> EngineGroup<S> {
         mut on_change: impl FnMut(Change<'_>, &mut Batch),
     ) -> Result<(), EngineError> {
         let started = std::time::Instant::now();
-        let mut batch = self.unwritten.take().unwrap_or_default();
+        let mut batch = Batch::default();
         let mut members = 0;
         for e in &mut self.engines {
             members += e.stage_commit(&mut batch, &mut on_change);
         }
         batch.ops.extend(extra.ops);
-        if !batch.is_empty() {
-            if let Err(e) = self.store().write_ref(&batch) {
-                self.unwritten = Some(batch);
-                return Err(e.into());
-            }
-        }
+        write_after_refused(self.engines[0].store(), &mut self.unwritten, batch)?;
         let mut clocks = Vec::new();
         for e in &mut self.engines {
             e.committed();

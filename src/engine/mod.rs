@@ -520,21 +520,7 @@ impl<S: Store> Engine<S> {
         let mut batch = Batch::default();
         let members = self.stage_commit(&mut batch, &mut on_change);
         batch.ops.extend(extra.ops);
-        // A batch the store refused before is written first, with this one,
-        // in one atomic write: nothing is lost and the order is kept.
-        let batch = match self.unwritten.take() {
-            Some(mut older) => {
-                older.ops.extend(batch.ops);
-                older
-            }
-            None => batch,
-        };
-        if !batch.is_empty() {
-            if let Err(e) = self.store.write_ref(&batch) {
-                self.unwritten = Some(batch);
-                return Err(e.into());
-            }
-        }
+        write_after_refused(&self.store, &mut self.unwritten, batch)?;
         self.committed();
         StateCommitted {
             members,
@@ -1103,6 +1089,30 @@ pub fn timer_checks<'a>(
     });
     let lifecycle = stage_change::due_ms(m, now, &cfg.lifecycle).map(|t| (Signal::StageChange, t));
     detectors.chain(lifecycle).filter(move |(_, t)| *t > now)
+}
+
+/// Writes `batch` in one atomic store write, after the batch the store
+/// refused before (`unwritten`), if any, in the same write: nothing is lost
+/// and the order is kept. A refused write is kept in `unwritten`.
+fn write_after_refused<S: Store>(
+    store: &S,
+    unwritten: &mut Option<Batch>,
+    batch: Batch,
+) -> Result<(), StoreError> {
+    let batch = match unwritten.take() {
+        Some(mut older) => {
+            older.ops.extend(batch.ops);
+            older
+        }
+        None => batch,
+    };
+    if !batch.is_empty() {
+        if let Err(e) = store.write_ref(&batch) {
+            *unwritten = Some(batch);
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// Ends a partition's part of a commit: its clock and high mark, if they
