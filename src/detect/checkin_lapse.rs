@@ -11,8 +11,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::stats::poisson_cdf;
-use super::{Context, Detector, Evidence, Finding, Severity, Signal, Verdict};
-use crate::event::DAY_MS;
+use super::{Context, Detector, Evidence, Finding, Inputs, NowUse, Severity, Signal, Verdict};
+use crate::event::{EventKind, DAY_MS};
 use crate::state::window::{day_of, BITMAP_DAYS};
 use crate::state::MemberState;
 
@@ -98,6 +98,15 @@ impl Detector for CheckinLapse {
     }
     fn due_ms(&self, m: &MemberState, _now_ms: i64, ctx: &Context<'_>) -> Option<i64> {
         due_ms(m, &ctx.detect.checkin_lapse)
+    }
+    fn inputs(&self) -> Inputs {
+        // Days without a check-in count to the millisecond; when the
+        // habit counts as broken depends on the check-ins alone.
+        Inputs {
+            events: &[EventKind::CheckIn],
+            verdict: NowUse::Exact,
+            due: NowUse::Ignored,
+        }
     }
 }
 

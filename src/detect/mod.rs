@@ -18,7 +18,7 @@ pub mod visit_decline;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::DAY_MS;
+use crate::event::{EventKind, DAY_MS};
 use crate::state::window::week_of;
 use crate::state::MemberState;
 
@@ -139,6 +139,47 @@ pub trait Detector: Sync {
     fn due_ms(&self, _m: &MemberState, _now_ms: i64, _ctx: &Context<'_>) -> Option<i64> {
         None
     }
+
+    /// What `evaluate` and `due_ms` read, so the engine can reuse an answer
+    /// while none of it changed (see [`Inputs`]). The default says "anything":
+    /// asked every time.
+    fn inputs(&self) -> Inputs {
+        Inputs::ANYTHING
+    }
+}
+
+/// How the evaluation time enters a detector's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NowUse {
+    /// Not at all.
+    Ignored,
+    /// Only through the week it falls in (`week_of`): tests on complete weeks.
+    Week,
+    /// To the millisecond: the answer is worked out every time.
+    Exact,
+}
+
+/// What a detector's answers are functions of, besides the config: the
+/// member's events of the kinds in `events` (whatever fields of the state
+/// they feed), when the member was first seen, and the evaluation time as
+/// `verdict` and `due` say. The engine reuses an answer for as long as none
+/// of that changed, which makes an event of another kind cost the detector
+/// nothing; the answer is the same, so no alert depends on the reuse. A
+/// detector that reads anything else (other events, episodes, the stage,
+/// the last event time) must say so here or keep [`Inputs::ANYTHING`].
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs {
+    pub events: &'static [EventKind],
+    pub verdict: NowUse,
+    pub due: NowUse,
+}
+
+impl Inputs {
+    pub const ANYTHING: Inputs = Inputs {
+        events: &EventKind::ALL,
+        verdict: NowUse::Exact,
+        due: NowUse::Exact,
+    };
 }
 
 /// Every episode detector, in the order their alerts are raised when

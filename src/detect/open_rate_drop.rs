@@ -20,7 +20,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Context, Detector, Evidence, Finding, Severity, Signal, Verdict};
+use super::{Context, Detector, Evidence, Finding, Inputs, NowUse, Severity, Signal, Verdict};
+use crate::event::EventKind;
 use crate::state::window::{week_of, week_start_ms};
 use crate::state::MemberState;
 
@@ -217,6 +218,13 @@ impl Detector for OpenRateDrop {
     }
     fn evaluate(&self, m: &MemberState, now_ms: i64, ctx: &Context<'_>) -> Verdict {
         evaluate(m, now_ms, &ctx.detect.open_rate_drop)
+    }
+    fn inputs(&self) -> Inputs {
+        Inputs {
+            events: &[EventKind::EmailSend, EventKind::EmailOpen],
+            verdict: NowUse::Week,
+            due: NowUse::Ignored,
+        }
     }
 }
 

@@ -18,8 +18,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{days, Context, Detector, Evidence, Finding, Severity, Signal, Verdict};
-use crate::event::DAY_MS;
+use super::{
+    days, Context, Detector, Evidence, Finding, Inputs, NowUse, Severity, Signal, Verdict,
+};
+use crate::event::{EventKind, DAY_MS};
 use crate::risk;
 use crate::state::member::PURCHASE_HISTORY;
 use crate::state::MemberState;
@@ -119,6 +121,15 @@ impl Detector for PurchaseGap {
     }
     fn due_ms(&self, m: &MemberState, _now_ms: i64, ctx: &Context<'_>) -> Option<i64> {
         due_ms(m, &ctx.detect.purchase_gap, ctx.risk)
+    }
+    fn inputs(&self) -> Inputs {
+        // Days since the last purchase and P(alive) move with every
+        // millisecond; when the member becomes overdue does not.
+        Inputs {
+            events: &[EventKind::Purchase],
+            verdict: NowUse::Exact,
+            due: NowUse::Ignored,
+        }
     }
 }
 

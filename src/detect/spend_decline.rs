@@ -20,7 +20,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::stats::mean_var;
-use super::{Context, Detector, Evidence, Finding, Severity, Signal, Verdict};
+use super::{Context, Detector, Evidence, Finding, Inputs, NowUse, Severity, Signal, Verdict};
+use crate::event::EventKind;
 use crate::state::member::{log_amount, Purchase};
 use crate::state::MemberState;
 
@@ -123,6 +124,14 @@ impl Detector for SpendDecline {
     }
     fn evaluate(&self, m: &MemberState, now_ms: i64, ctx: &Context<'_>) -> Verdict {
         evaluate(m, now_ms, &ctx.detect.spend_decline)
+    }
+    fn inputs(&self) -> Inputs {
+        // Order values alone: the time plays no part.
+        Inputs {
+            events: &[EventKind::Purchase],
+            verdict: NowUse::Ignored,
+            due: NowUse::Ignored,
+        }
     }
 }
 

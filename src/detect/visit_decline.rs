@@ -25,7 +25,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Context, Detector, Evidence, Finding, Severity, Signal, Verdict};
+use super::{Context, Detector, Evidence, Finding, Inputs, NowUse, Severity, Signal, Verdict};
+use crate::event::EventKind;
 use crate::state::window::{week_of, week_start_ms, WEEK_MS};
 use crate::state::MemberState;
 
@@ -90,6 +91,13 @@ impl Detector for VisitDecline {
     }
     fn due_ms(&self, m: &MemberState, now_ms: i64, ctx: &Context<'_>) -> Option<i64> {
         due_ms(m, now_ms, &ctx.detect.visit_decline)
+    }
+    fn inputs(&self) -> Inputs {
+        Inputs {
+            events: &[EventKind::Visit],
+            verdict: NowUse::Week,
+            due: NowUse::Week,
+        }
     }
 }
 

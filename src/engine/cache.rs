@@ -13,15 +13,23 @@
 use hashbrown::{DefaultHashBuilder, HashTable};
 use std::hash::BuildHasher;
 
+use super::answers::Answers;
 use crate::state::MemberState;
 
 /// Bytes one cached member costs beyond its state: the key (partition and
 /// a typical member id), the map's slot and the recency links.
 const ENTRY_OVERHEAD: usize = 112;
 
+/// Bytes one cached member costs: its decoded state, the detectors'
+/// remembered answers beside it, and the entry.
+const ENTRY_BYTES: usize =
+    std::mem::size_of::<MemberState>() + std::mem::size_of::<Answers>() + ENTRY_OVERHEAD;
+
 /// A member as the engine sees it between commits.
 pub struct Cached {
     pub state: Box<MemberState>,
+    /// The detectors' last answers for this state (never stored).
+    pub answers: Answers,
     /// Changed since the last commit: the commit writes it.
     pub dirty: bool,
     /// Deleted at the next commit; to the engine the member no longer exists.
@@ -33,6 +41,7 @@ impl Cached {
     pub fn clean(state: MemberState) -> Self {
         Cached {
             state: Box::new(state),
+            answers: Answers::default(),
             dirty: false,
             evicted: false,
         }
@@ -42,6 +51,7 @@ impl Cached {
     pub fn gone() -> Self {
         Cached {
             state: Box::new(MemberState::new(0)),
+            answers: Answers::default(),
             dirty: true,
             evicted: true,
         }
@@ -56,6 +66,7 @@ struct Slot {
     partition: u32,
     /// `None` while the engine holds the state (checked out).
     state: Option<Box<MemberState>>,
+    answers: Answers,
     dirty: bool,
     evicted: bool,
     /// Used since the eviction hand last passed (CLOCK: a second chance).
@@ -103,7 +114,7 @@ fn split(key: &[u8]) -> (u32, &str) {
 impl MemberCache {
     /// A cache of about `bytes` of clean members (at least one).
     pub fn with_bytes(bytes: usize) -> Self {
-        let per = std::mem::size_of::<MemberState>() + ENTRY_OVERHEAD;
+        let per = ENTRY_BYTES;
         MemberCache {
             slots: Vec::new(),
             index: HashTable::new(),
@@ -175,6 +186,7 @@ impl MemberCache {
             .expect("a member is checked out once at a time");
         Cached {
             state,
+            answers: s.answers,
             dirty: s.dirty,
             evicted: s.evicted,
         }
@@ -196,6 +208,7 @@ impl MemberCache {
         let s = self.slot(i);
         let became_dirty = cm.dirty && !s.dirty;
         s.state = Some(cm.state);
+        s.answers = cm.answers;
         s.dirty = cm.dirty;
         s.evicted = cm.evicted;
         s.referenced = true;
@@ -210,6 +223,7 @@ impl MemberCache {
             key: self.key.clone().into_boxed_slice(),
             partition: u32::from_be_bytes(self.key[..4].try_into().expect("4 bytes")),
             state: None,
+            answers: Answers::default(),
             dirty: false,
             evicted: false,
             referenced: true,
@@ -348,7 +362,7 @@ mod tests {
     use super::*;
 
     fn per() -> usize {
-        std::mem::size_of::<MemberState>() + ENTRY_OVERHEAD
+        ENTRY_BYTES
     }
 
     #[test]

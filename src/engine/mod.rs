@@ -26,6 +26,7 @@
 //! alerts depend only on each partition's sequence of events, never on
 //! batch boundaries, commits, restarts or the size of the cache.
 
+mod answers;
 mod cache;
 mod clock;
 mod group;
@@ -33,6 +34,7 @@ mod group;
 mod tests;
 mod timers;
 
+use std::borrow::BorrowMut;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -54,6 +56,7 @@ use crate::telemetry::events::{
 };
 use crate::telemetry::Metrics;
 
+use answers::{Answers, Asked};
 use cache::{Cached, MemberCache, Written};
 pub use clock::ClockConfig;
 pub use group::{EngineGroup, Input};
@@ -435,7 +438,7 @@ impl<S: Store> Engine<S> {
         }
         if cm.state.timer_due_ms != NEVER && cm.state.timer_due_ms <= e.ts_ms {
             let due = cm.state.timer_due_ms;
-            if self.on_timer(partition, member, &mut cm.state, due) == Fired::Evicted {
+            if self.on_timer(partition, member, &mut cm, due) == Fired::Evicted {
                 // Gone past `state.evict_after_days` and back: the event
                 // starts a new member, exactly as if the eviction had been
                 // committed before it arrived.
@@ -452,11 +455,21 @@ impl<S: Store> Engine<S> {
         if returning.is_some() {
             m.open_alert = None;
         }
+        let first_seen = m.first_seen_ms;
         m.apply(&e);
+        cm.answers.applied(e.kind, m.first_seen_ms != first_seen);
         m.remember_event(id_hash);
         let now = m.last_event_ms;
-        self.evaluate(partition, member, m, now, returning.map(|a| (a, e.ts_ms)));
-        if self.reschedule(partition, member, m, now) == Fired::Evicted {
+        let answers = &mut cm.answers;
+        self.evaluate(
+            partition,
+            member,
+            m,
+            answers,
+            now,
+            returning.map(|a| (a, e.ts_ms)),
+        );
+        if self.reschedule(partition, member, m, answers, now) == Fired::Evicted {
             // Only `email_send` since long before the eviction time (state
             // kept from before eviction was configured).
             self.evict(&mut cm);
@@ -796,6 +809,7 @@ impl<S: Store> Engine<S> {
     fn renew(&self, cm: &mut Cached, ts_ms: i64) {
         MemberCreated.emit(&self.metrics);
         *cm.state = MemberState::new(ts_ms);
+        cm.answers = Answers::default();
         cm.dirty = true;
         cm.evicted = false;
     }
@@ -865,7 +879,7 @@ impl<S: Store> Engine<S> {
             if cm.state.timer_due_ms == due {
                 // The clock reaches each timer as it fires.
                 self.set_clock(p, due);
-                if self.on_timer(p, &member, &mut cm.state, due) == Fired::Evicted {
+                if self.on_timer(p, &member, &mut cm, due) == Fired::Evicted {
                     self.evict(&mut cm);
                 }
                 cm.dirty = true;
@@ -900,17 +914,12 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    fn on_timer(
-        &mut self,
-        partition: u32,
-        member_id: &str,
-        m: &mut MemberState,
-        due: i64,
-    ) -> Fired {
+    fn on_timer(&mut self, partition: u32, member_id: &str, cm: &mut Cached, due: i64) -> Fired {
+        let (m, answers) = (&mut *cm.state, &mut cm.answers);
         // Popped from the queue already.
         m.timer_due_ms = NEVER;
-        self.evaluate(partition, member_id, m, due, None);
-        self.reschedule(partition, member_id, m, due)
+        self.evaluate(partition, member_id, m, answers, due, None);
+        self.reschedule(partition, member_id, m, answers, due)
     }
 
     /// Runs every detector at `now`, opens and closes episodes, moves the
@@ -920,10 +929,11 @@ impl<S: Store> Engine<S> {
         partition: u32,
         member_id: &str,
         m: &mut MemberState,
+        answers: &mut Answers,
         now: i64,
         returning: Option<(OpenAlert, i64)>,
     ) {
-        judge(m, now, &self.cfg, &mut self.findings);
+        judge_with(m, now, &self.cfg, answers, &mut self.findings);
         if self.findings.is_empty() && returning.is_none() {
             return;
         }
@@ -982,9 +992,10 @@ impl<S: Store> Engine<S> {
         partition: u32,
         member_id: &str,
         m: &mut MemberState,
+        answers: &mut Answers,
         now: i64,
     ) -> Fired {
-        let mut due = timer_checks(m, now, &self.cfg)
+        let mut due = checks(m, now, &self.cfg, answers)
             .map(|(_, t)| t)
             .min()
             .unwrap_or(i64::MAX);
@@ -1020,13 +1031,31 @@ pub fn judge(
     cfg: &EngineConfig,
     findings: &mut Vec<(Signal, Finding)>,
 ) {
+    judge_with(m, now, cfg, &mut Answers::default(), findings)
+}
+
+/// [`judge`], reusing the detectors' remembered answers where they would
+/// say the same again (see [`answers`]).
+fn judge_with(
+    m: &mut MemberState,
+    now: i64,
+    cfg: &EngineConfig,
+    answers: &mut Answers,
+    findings: &mut Vec<(Signal, Finding)>,
+) {
     let ctx = Context {
         detect: &cfg.detect,
         risk: &cfg.risk,
     };
-    let verdicts = DETECTORS.map(|d| (d.signal(), d.evaluate(m, now, &ctx)));
     findings.clear();
-    for (signal, verdict) in verdicts {
+    // Detectors read neither episodes nor each other, so judging each in
+    // turn is judging all at once.
+    for (i, d) in DETECTORS.iter().enumerate() {
+        let signal = d.signal();
+        let open = m.episodes[signal as usize].open;
+        let Asked::Verdict(verdict) = answers.verdict(i, m, now, &ctx, open) else {
+            continue;
+        };
         let ep = &mut m.episodes[signal as usize];
         match verdict {
             Verdict::Fire(f) if !ep.open => {
@@ -1075,15 +1104,26 @@ pub fn timer_checks<'a>(
     now: i64,
     cfg: &'a EngineConfig,
 ) -> impl Iterator<Item = (Signal, i64)> + 'a {
+    checks(m, now, cfg, Answers::default())
+}
+
+/// [`timer_checks`], reusing the detectors' remembered due times where they
+/// would say the same again.
+fn checks<'a>(
+    m: &'a MemberState,
+    now: i64,
+    cfg: &'a EngineConfig,
+    mut answers: impl BorrowMut<Answers> + 'a,
+) -> impl Iterator<Item = (Signal, i64)> + 'a {
     let ctx = Context {
         detect: &cfg.detect,
         risk: &cfg.risk,
     };
     // A detector whose episode is open has nothing left to wait for.
-    let detectors = DETECTORS.into_iter().filter_map(move |d| {
+    let detectors = DETECTORS.into_iter().enumerate().filter_map(move |(i, d)| {
         let closed = !m.episodes[d.signal() as usize].open;
         closed
-            .then(|| d.due_ms(m, now, &ctx))
+            .then(|| answers.borrow_mut().due_ms(i, m, now, &ctx))
             .flatten()
             .map(|t| (d.signal(), t))
     });
