@@ -153,8 +153,12 @@ pub trait Detector: Sync {
 pub enum NowUse {
     /// Not at all.
     Ignored,
-    /// Only through the week it falls in (`week_of`): tests on complete weeks.
+    /// Only through the week it falls in (`week_of`).
     Week,
+    /// Only through the week it falls in, and only the complete weeks
+    /// before that week are read: an event dated in that week or later
+    /// cannot change the answer (the tests on complete weeks).
+    WeeksBefore,
     /// To the millisecond: the answer is worked out every time.
     Exact,
 }

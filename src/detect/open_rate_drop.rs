@@ -222,7 +222,7 @@ impl Detector for OpenRateDrop {
     fn inputs(&self) -> Inputs {
         Inputs {
             events: &[EventKind::EmailSend, EventKind::EmailOpen],
-            verdict: NowUse::Week,
+            verdict: NowUse::WeeksBefore,
             due: NowUse::Ignored,
         }
     }

@@ -95,7 +95,7 @@ impl Detector for VisitDecline {
     fn inputs(&self) -> Inputs {
         Inputs {
             events: &[EventKind::Visit],
-            verdict: NowUse::Week,
+            verdict: NowUse::WeeksBefore,
             due: NowUse::Week,
         }
     }

@@ -50,15 +50,25 @@ impl Slot {
     /// Forgets what depended on a week other than `week`.
     fn at_week(&mut self, inputs: Inputs, week: i32) {
         if self.week != week {
-            if inputs.verdict == NowUse::Week {
+            if by_week(inputs.verdict) {
                 self.verdict = Kind::Unknown;
             }
-            if inputs.due == NowUse::Week {
+            if by_week(inputs.due) {
                 self.due = Due::Unknown;
             }
             self.week = week;
         }
     }
+}
+
+fn by_week(now: NowUse) -> bool {
+    matches!(now, NowUse::Week | NowUse::WeeksBefore)
+}
+
+/// Whether an event dated in `event_week` can change an answer that uses
+/// the time as `now` says and was worked out in `week`.
+fn changes(now: NowUse, event_week: i32, week: i32) -> bool {
+    now != NowUse::WeeksBefore || event_week < week
 }
 
 /// The remembered answers of every detector in [`DETECTORS`] for one member.
@@ -77,13 +87,23 @@ pub enum Asked {
 }
 
 impl Answers {
-    /// An event of `kind` was applied to the member: forget the answers of
-    /// the detectors that read it (all of them if it moved when the member
-    /// was first seen).
-    pub fn applied(&mut self, kind: EventKind, first_seen_moved: bool) {
+    /// An event of `kind` dated `ts_ms` was applied to the member: forget
+    /// the answers it can change (all of them if it moved when the member
+    /// was first seen). An event in the current week leaves the tests on
+    /// complete weeks as they were, which is most events of a live stream.
+    pub fn applied(&mut self, kind: EventKind, ts_ms: i64, first_seen_moved: bool) {
+        let event_week = week_of(ts_ms);
         for (slot, d) in self.slots.iter_mut().zip(DETECTORS) {
-            if first_seen_moved || d.inputs().events.contains(&kind) {
+            let inputs = d.inputs();
+            if first_seen_moved {
                 *slot = Slot::default();
+            } else if inputs.events.contains(&kind) {
+                if changes(inputs.verdict, event_week, slot.week) {
+                    slot.verdict = Kind::Unknown;
+                }
+                if changes(inputs.due, event_week, slot.week) {
+                    slot.due = Due::Unknown;
+                }
             }
         }
     }
@@ -231,7 +251,7 @@ mod tests {
                         let e = event(kind, ts, amount);
                         let first_seen = a.first_seen_ms;
                         a.apply(&e);
-                        answers.applied(kind, a.first_seen_ms != first_seen);
+                        answers.applied(kind, ts, a.first_seen_ms != first_seen);
                         b.apply(&e);
                         a.last_event_ms
                     }

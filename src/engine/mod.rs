@@ -457,7 +457,8 @@ impl<S: Store> Engine<S> {
         }
         let first_seen = m.first_seen_ms;
         m.apply(&e);
-        cm.answers.applied(e.kind, m.first_seen_ms != first_seen);
+        cm.answers
+            .applied(e.kind, e.ts_ms, m.first_seen_ms != first_seen);
         m.remember_event(id_hash);
         let now = m.last_event_ms;
         let answers = &mut cm.answers;
