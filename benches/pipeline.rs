@@ -3,6 +3,7 @@
 //! ```text
 //! cargo bench --bench pipeline -- [--events N] [--rate N] [--steady-secs S] [--no-changelog]
 //!                                   [--threads T (engine threads; default one per core)]
+//!                                   [--phase-timeout-secs S (default 600)]
 //! ```
 //!
 //! 1. Produces N simulated events to a fresh input topic.
@@ -15,6 +16,12 @@
 //!    reports p50/p99 of processing latency (first message of a batch
 //!    polled → state committed) and event-to-alert latency (→ alert
 //!    acknowledged by the broker), from the histograms' buckets.
+//!
+//! Every phase reports what it is doing as it starts and gives up, naming
+//! the phase and how far it got, after `--phase-timeout-secs`: on a broker
+//! that stops answering (tansu has: produce requests unanswered for over a
+//! minute, a consumer group left forming around a leader that had gone;
+//! docs/performance.md) the bench says so instead of waiting for ever.
 //!
 //! Needs the tansu binary (`bash scripts/ensure-tansu.sh`).
 
@@ -84,8 +91,29 @@ fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> 
     Some(prev_bound)
 }
 
+/// Waits until `progress` reports `done >= want`, or panics after
+/// `timeout` naming the phase and how far it got.
+fn wait_for(phase: &str, timeout: Duration, mut progress: impl FnMut() -> (u64, u64)) {
+    let started = Instant::now();
+    loop {
+        let (done, want) = progress();
+        if done >= want {
+            return;
+        }
+        if started.elapsed() > timeout {
+            panic!(
+                "{phase}: {done} of {want} after {} s: the broker stopped delivering \
+                 (see docs/performance.md, pipeline bench on tansu)",
+                started.elapsed().as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn main() {
     let events_wanted = arg("--events", 500_000);
+    let phase_timeout = Duration::from_secs(arg("--phase-timeout-secs", 600));
     let rate = arg("--rate", 10_000);
     let steady_secs = arg("--steady-secs", 20);
 
@@ -127,8 +155,10 @@ fn main() {
     };
     let events = sim(members, 0);
     let n = events.len() as u64;
+    eprintln!("pipeline bench: producing {n} events");
     let t = Instant::now();
-    simulate::produce(&events, &addr, "bench-events", 0).unwrap();
+    simulate::produce(&events, &addr, "bench-events", 0)
+        .unwrap_or_else(|e| panic!("produce: {e} (the broker did not take the events)"));
     let produce_rate = n as f64 / t.elapsed().as_secs_f64();
     drop(events);
 
@@ -145,11 +175,19 @@ fn main() {
             .unwrap();
     }
     consumer.assign(&tpl).unwrap();
+    eprintln!("pipeline bench: raw consume");
     let mut got = 0u64;
     let t = Instant::now();
     while got < n {
         if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
             got += 1;
+        }
+        if t.elapsed() > phase_timeout {
+            panic!(
+                "raw consume: {got} of {n} after {} s: the broker stopped delivering \
+                 (see docs/performance.md, pipeline bench on tansu)",
+                t.elapsed().as_secs()
+            );
         }
     }
     let raw_rate = n as f64 / t.elapsed().as_secs_f64();
@@ -161,14 +199,25 @@ fn main() {
     let handle = rt.handle().clone();
     let (m2, c2, cfg2) = (metrics.clone(), control.clone(), cfg.clone());
     let runner = std::thread::spawn(move || pipeline::run(&cfg2, m2, c2, &handle));
-    while metrics.partitions_assigned.get() == 0 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    eprintln!("pipeline bench: catch-up through the pipeline");
+    wait_for("joining the group", phase_timeout, || {
+        (metrics.partitions_assigned.get().max(0) as u64, 1)
+    });
     let t = Instant::now();
     let seen = |m: &Metrics| m.consumed_total() + m.rejected_total() + m.events_duplicate.get();
-    while seen(&metrics) < n || metrics.outbox_depth.get() > 0 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    // Every event in state, then every alert acknowledged (outbox empty).
+    let done = |m: &Metrics, want: u64| {
+        let s = seen(m);
+        (
+            if m.outbox_depth.get() > 0 {
+                s.min(want - 1)
+            } else {
+                s
+            },
+            want,
+        )
+    };
+    wait_for("catch-up", phase_timeout, || done(&metrics, n));
     let pipe_rate = n as f64 / t.elapsed().as_secs_f64();
     let alerts: u64 = metrics
         .registry
@@ -194,11 +243,14 @@ fn main() {
     let (proc_before, alert_before) = (buckets(&metrics, PROC), buckets(&metrics, ALERT));
     let lat_metrics = metrics.clone();
     let p_before = lat_metrics.processing_latency.get_sample_count();
-    simulate::produce(fresh, &addr, "bench-events", rate).unwrap();
+    eprintln!(
+        "pipeline bench: steady phase, {} events at {rate}/s",
+        fresh.len()
+    );
+    simulate::produce(fresh, &addr, "bench-events", rate)
+        .unwrap_or_else(|e| panic!("steady produce: {e} (the broker did not take the events)"));
     let want = n + fresh.len() as u64;
-    while seen(&metrics) < want || metrics.outbox_depth.get() > 0 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for("steady phase", phase_timeout, || done(&metrics, want));
     std::thread::sleep(Duration::from_millis(500));
     control.shutdown.store(true, Ordering::Relaxed);
     runner.join().unwrap().unwrap();
