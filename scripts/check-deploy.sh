@@ -4,6 +4,7 @@
 # churnwatch binary itself (CLI arguments and config files of the compose
 # file and the manifests), PyYAML and the dashboard checker.
 # Usage: bash scripts/check-deploy.sh [path/to/churnwatch]
+# (CHECK_DEPLOY_WRITE=1 also regenerates deploy/k8s/prometheusrule.yaml from rules.yml)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${1:-target/debug/churnwatch}"
@@ -51,4 +52,4 @@ echo "== dashboard"
 "$py" scripts/check-dashboard.py
 
 echo "== compose, Kubernetes manifests, Dockerfile"
-"$py" scripts/check_deploy.py --binary "$bin" --metrics "$work/metrics.txt"
+"$py" scripts/check_deploy.py --binary "$bin" --metrics "$work/metrics.txt" ${CHECK_DEPLOY_WRITE:+--write}
