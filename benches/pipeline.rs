@@ -4,6 +4,7 @@
 //! cargo bench --bench pipeline -- [--events N] [--rate N] [--steady-secs S] [--no-changelog]
 //!                                   [--threads T (engine threads; default one per core)]
 //!                                   [--phase-timeout-secs S (default 600)]
+//!                                   [--range (range assignment instead of cooperative-sticky)]
 //! ```
 //!
 //! 1. Produces N simulated events to a fresh input topic.
@@ -133,6 +134,11 @@ fn main() {
     // per commit; `--no-changelog` measures the pipeline without it.
     cfg.pipeline.changelog = !std::env::args().any(|a| a == "--no-changelog");
     cfg.engine.threads = arg("--threads", 0) as usize;
+    if std::env::args().any(|a| a == "--range") {
+        cfg.kafka
+            .client
+            .insert("partition.assignment.strategy".into(), "range".into());
+    }
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(pipeline::topics::ensure(&cfg))
         .map_err(|e| e.to_string())
@@ -264,6 +270,13 @@ fn main() {
     println!(
         "  engine threads               {}",
         cfg.engine.thread_count()
+    );
+    println!(
+        "  assignment                   {}",
+        cfg.kafka
+            .client
+            .get("partition.assignment.strategy")
+            .map_or("cooperative-sticky", String::as_str)
     );
     println!("  produce (simulate --brokers) {produce_rate:.0} events/s");
     println!("  raw consume                  {raw_rate:.0} events/s");

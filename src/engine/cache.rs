@@ -170,8 +170,14 @@ impl MemberCache {
     /// Takes a member's state to work on; give it back with
     /// [`MemberCache::checkin`]. `None` when the member has no entry.
     pub fn checkout(&mut self, partition: u32, member_id: &str) -> Option<Cached> {
+        self.checkout_slot(partition, member_id).map(|(_, cm)| cm)
+    }
+
+    /// [`MemberCache::checkout`], with the member's slot for
+    /// [`MemberCache::checkin_at`] (no second lookup).
+    pub fn checkout_slot(&mut self, partition: u32, member_id: &str) -> Option<(u32, Cached)> {
         let i = self.lookup(partition, member_id)?;
-        Some(self.checkout_at(i))
+        Some((i, self.checkout_at(i)))
     }
 
     /// [`MemberCache::checkout`] of the member in slot `i`. Slots stay put

@@ -413,9 +413,15 @@ impl<S: Store> Engine<S> {
         self.assign(partition)?;
         let id_hash = xxh3_64(e.event_id.as_bytes()) as u32;
         let member = &*e.member_id;
-        let cm = self.checkout(partition, member, e.ts_ms)?;
+        let (cached_at, cm) = self.checkout(partition, member, e.ts_ms)?;
         let duplicate = cm.state.seen_event(id_hash);
-        let slot = self.cache.checkin(partition, member, cm);
+        let slot = match cached_at {
+            Some(i) => {
+                self.cache.checkin_at(i, cm);
+                i
+            }
+            None => self.cache.checkin(partition, member, cm),
+        };
         if duplicate {
             self.stats.duplicates += 1;
             DuplicateAbsorbed.emit(&self.metrics);
@@ -692,28 +698,28 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    /// Takes a member to work on (from the cache, else the store, else new);
-    /// give it back with [`Self::checkin`].
+    /// Takes a member to work on (from the cache, with its slot, else the
+    /// store, else new); give it back to the cache.
     fn checkout(
         &mut self,
         partition: u32,
         member_id: &str,
         ts_ms: i64,
-    ) -> Result<Cached, EngineError> {
+    ) -> Result<(Option<u32>, Cached), EngineError> {
         if self.lookups >= 1 << 16 {
             self.lookups /= 2;
             self.hits /= 2;
         }
         self.lookups += 1;
-        if let Some(mut cm) = self.cache.checkout(partition, member_id) {
+        if let Some((slot, mut cm)) = self.cache.checkout_slot(partition, member_id) {
             self.hits += 1;
             if cm.evicted {
                 // Deleted in this commit and back already.
                 self.renew(&mut cm, ts_ms);
             }
-            return Ok(cm);
+            return Ok((Some(slot), cm));
         }
-        Ok(match self.load_or_quarantine(partition, member_id)? {
+        let cm = match self.load_or_quarantine(partition, member_id)? {
             Loaded::Found(m) => Cached::clean(m),
             Loaded::Absent => {
                 MemberCreated.emit(&self.metrics);
@@ -726,7 +732,8 @@ impl<S: Store> Engine<S> {
                 cm.dirty = true;
                 cm
             }
-        })
+        };
+        Ok((None, cm))
     }
 
     /// Like [`Self::checkout`], but `None` for a member without state.
