@@ -14,7 +14,9 @@
 //!
 //! `--threads T` splits the members over T partitions, one engine thread
 //! each (one shared RocksDB, as `replay --partitions T --threads T`), and
-//! reports the aggregate rate. `--write FILE` writes the stream as NDJSON
+//! reports the aggregate rate. `--member-cache-mb N` is each thread's
+//! member cache (the config's `engine.member_cache_mb`, the budget of all
+//! threads together, is set to N × T). `--write FILE` writes the stream as NDJSON
 //! instead (one partition's order), for `churnwatch replay` and the floor
 //! program (`benches/floor.rs`) to be measured on the same file.
 
@@ -231,7 +233,9 @@ fn run_thread(
     report: bool,
     prefetch: bool,
 ) -> ThreadRun {
-    let mut engine = Engine::new(store, cfg.engine(), Arc::new(Metrics::new())).expect("engine");
+    let threads = st.threads as usize;
+    let engine_cfg = cfg.engine().cache_share(threads);
+    let mut engine = Engine::new(store, engine_cfg, Arc::new(Metrics::new())).expect("engine");
     let p = st.thread as u32;
     engine.assign(p).expect("assign");
     let mut g = Gen::new(&st);
@@ -299,7 +303,7 @@ fn main() {
         cfg.state.block_cache_mb = mb;
     }
     if let Some(mb) = a.member_cache_mb {
-        cfg.engine.member_cache_mb = mb;
+        cfg.engine.member_cache_mb = mb * a.threads;
     }
     if let Some(p) = a.p_alive_below {
         cfg.detect.purchase_gap.p_alive_below = p;
@@ -485,7 +489,7 @@ fn main() {
     );
     println!(
         "  member cache           {} MiB per engine thread",
-        cfg.engine.member_cache_mb
+        cfg.engine.member_cache_mb / a.threads
     );
     println!(
         "  block cache / memtable budget {} MiB / {} MiB",

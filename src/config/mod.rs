@@ -73,9 +73,10 @@ pub struct EngineSection {
     /// Engine threads, each owning a share of the partitions end to end
     /// (`run`, `replay --partitions N` and `bootstrap`; 0: one per core).
     pub threads: usize,
-    /// Decoded member state kept in memory between commits, MiB, per engine
-    /// thread: a member read once is served from memory while it stays, and
-    /// written once per commit however many events it had.
+    /// Decoded member state kept in memory between commits, MiB, for all
+    /// engine threads together (each takes an equal share): a member read
+    /// once is served from memory while it stays, and written once per
+    /// commit however many events it had.
     pub member_cache_mb: usize,
 }
 

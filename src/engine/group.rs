@@ -41,14 +41,16 @@ pub struct EngineGroup<S: Store + Clone> {
 
 impl<S: Store + Clone> EngineGroup<S> {
     /// `threads` engines (at least one) over one store, each with its own
-    /// member cache of `cfg.member_cache_bytes`.
+    /// member cache, an equal share of `cfg.member_cache_bytes`.
     pub fn new(
         store: S,
         cfg: EngineConfig,
         metrics: Arc<Metrics>,
         threads: usize,
     ) -> Result<Self, EngineError> {
-        let engines = (0..threads.max(1))
+        let threads = threads.max(1);
+        let cfg = cfg.cache_share(threads);
+        let engines = (0..threads)
             .map(|_| Engine::new(store.clone(), cfg.clone(), metrics.clone()))
             .collect::<Result<_, _>>()?;
         Ok(EngineGroup {
@@ -370,6 +372,31 @@ mod tests {
         store
             .scan(Table::Members, &[], &[0xff; 8], usize::MAX)
             .unwrap()
+    }
+
+    #[test]
+    fn the_member_cache_budget_is_shared_by_the_engine_threads() {
+        let mut cfg = EngineConfig::default();
+        cfg.member_cache_bytes = 300 << 20;
+        for threads in [1, 2, 3] {
+            let g = EngineGroup::new(
+                Arc::new(MemoryStore::default()),
+                cfg.clone(),
+                Arc::new(Metrics::new()),
+                threads,
+            )
+            .unwrap();
+            let total: usize = g
+                .engines
+                .iter()
+                .map(|e| e.config().member_cache_bytes)
+                .sum();
+            assert_eq!(total, 300 << 20, "{threads} threads");
+            assert!(g
+                .engines
+                .iter()
+                .all(|e| e.config().member_cache_bytes == (300 << 20) / threads));
+        }
     }
 
     #[test]

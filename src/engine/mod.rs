@@ -77,6 +77,19 @@ impl Default for EngineConfig {
     }
 }
 
+impl EngineConfig {
+    /// The config of one of `engines` engines sharing this member cache
+    /// budget: an equal part of it each (at least one member), so the
+    /// member caches of a process take `engine.member_cache_mb` whatever
+    /// the thread count.
+    pub fn cache_share(&self, engines: usize) -> EngineConfig {
+        EngineConfig {
+            member_cache_bytes: (self.member_cache_bytes / engines.max(1)).max(1),
+            ..self.clone()
+        }
+    }
+}
+
 /// Everything the engine needs to know, built from the config file.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -84,8 +97,10 @@ pub struct EngineConfig {
     /// not `email_send`) once no detector timer is pending; `None` keeps
     /// members forever.
     pub evict_after_ms: Option<i64>,
-    /// Bytes of decoded member state kept in memory between commits
-    /// (`engine.member_cache_mb`).
+    /// Bytes of decoded member state this engine keeps in memory between
+    /// commits. From the config it is `engine.member_cache_mb`, the budget
+    /// of all engine threads together: engines sharing it take
+    /// [`EngineConfig::cache_share`].
     pub member_cache_bytes: usize,
     pub detect: DetectConfig,
     pub lifecycle: stage_change::Config,

@@ -221,7 +221,7 @@ pub fn run(
         n => n,
     }
     .clamp(1, partitions as usize);
-    let mut engine_cfg = cfg.engine();
+    let mut engine_cfg = cfg.engine().cache_share(threads);
     engine_cfg.clock.idle_advance = false;
     // Each thread's engine owns the partitions `p % threads == thread`.
     let mut workers = Vec::with_capacity(threads);
