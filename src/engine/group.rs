@@ -376,8 +376,10 @@ mod tests {
 
     #[test]
     fn the_member_cache_budget_is_shared_by_the_engine_threads() {
-        let mut cfg = EngineConfig::default();
-        cfg.member_cache_bytes = 300 << 20;
+        let cfg = EngineConfig {
+            member_cache_bytes: 300 << 20,
+            ..EngineConfig::default()
+        };
         for threads in [1, 2, 3] {
             let g = EngineGroup::new(
                 Arc::new(MemoryStore::default()),
