@@ -5,6 +5,10 @@
 //!                                   [--threads T (engine threads; default one per core)]
 //!                                   [--phase-timeout-secs S (default 600)]
 //!                                   [--range (range assignment instead of cooperative-sticky)]
+//!                                   [--rdkafka-debug CONTEXTS (librdkafka `debug`, e.g. fetch,cgrp)]
+//!
+//! With `RUST_LOG` set (e.g. `RUST_LOG=info,librdkafka=debug`) the
+//! pipeline's and librdkafka's logs go to stderr.
 //! ```
 //!
 //! 1. Produces N simulated events to a fresh input topic.
@@ -118,6 +122,12 @@ fn main() {
     let rate = arg("--rate", 10_000);
     let steady_secs = arg("--steady-secs", 20);
 
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let dir = tempfile::tempdir().unwrap();
     let broker = common::Broker::start();
     let addr = broker.addr.clone();
@@ -134,6 +144,11 @@ fn main() {
     // per commit; `--no-changelog` measures the pipeline without it.
     cfg.pipeline.changelog = !std::env::args().any(|a| a == "--no-changelog");
     cfg.engine.threads = arg("--threads", 0) as usize;
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(i) = argv.iter().position(|a| a == "--rdkafka-debug") {
+        let contexts = argv.get(i + 1).expect("--rdkafka-debug CONTEXTS");
+        cfg.kafka.client.insert("debug".into(), contexts.clone());
+    }
     if std::env::args().any(|a| a == "--range") {
         cfg.kafka
             .client

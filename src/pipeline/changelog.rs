@@ -661,11 +661,7 @@ pub struct ReaderContext {
 
 impl ClientContext for ReaderContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        self.log.emit(
-            (level as i32) <= (RDKafkaLogLevel::Error as i32),
-            fac,
-            message,
-        );
+        self.log.line(level, fac, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {

@@ -33,11 +33,7 @@ pub struct SinkContext {
 
 impl ClientContext for SinkContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        self.log.emit(
-            (level as i32) <= (RDKafkaLogLevel::Error as i32),
-            fac,
-            message,
-        );
+        self.log.line(level, fac, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {

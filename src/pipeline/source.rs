@@ -64,11 +64,7 @@ pub struct SourceContext {
 
 impl ClientContext for SourceContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        self.log.emit(
-            (level as i32) <= (RDKafkaLogLevel::Error as i32),
-            fac,
-            message,
-        );
+        self.log.line(level, fac, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {

@@ -491,6 +491,16 @@ pub struct KafkaClientLog {
 }
 
 impl KafkaClientLog {
+    /// A librdkafka log line. Its warnings count as severe: they are how it
+    /// reports a consumer group session timed out (the assignment is
+    /// revoked), the poll interval exceeded, or requests left unanswered,
+    /// which an operator must see without turning on debug logs; notices
+    /// and below go to `debug`.
+    pub fn line(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        let warning = rdkafka::config::RDKafkaLogLevel::Warning as i32;
+        self.emit((level as i32) <= warning, facility, message);
+    }
+
     pub fn emit(&self, severe: bool, facility: &str, message: &str) {
         if severe && self.warn.due() {
             tracing::warn!(
