@@ -6,6 +6,7 @@
 //!                                   [--phase-timeout-secs S (default 600)]
 //!                                   [--range (range assignment instead of cooperative-sticky)]
 //!                                   [--rdkafka-debug CONTEXTS (librdkafka `debug`, e.g. fetch,cgrp)]
+//!                                   [--session-timeout-ms MS (default 30000)]
 //!
 //! With `RUST_LOG` set (e.g. `RUST_LOG=info,librdkafka=debug`) the
 //! pipeline's and librdkafka's logs go to stderr.
@@ -135,9 +136,15 @@ fn main() {
     let mut cfg = Config::default();
     cfg.kafka.brokers = addr.clone();
     cfg.kafka.input_topics = vec!["bench-events".into()];
+    // tansu completes a join after about half the session timeout, so a
+    // short one starts the bench sooner; but under a concurrent produce
+    // load tansu has left heartbeats unanswered for over 10 s, which
+    // revoked every partition and never gave them back (the 200,000-event
+    // runs of 2026-12-04). 30 s by default.
+    let session_ms = arg("--session-timeout-ms", 30_000);
     cfg.kafka
         .client
-        .insert("session.timeout.ms".into(), "10000".into());
+        .insert("session.timeout.ms".into(), session_ms.to_string());
     cfg.state.dir = dir.path().join("state");
     cfg.time.idle_advance = false;
     // The state changelog (on by default) costs a produce per changed member
