@@ -7,6 +7,7 @@
 //!                                   [--range (range assignment instead of cooperative-sticky)]
 //!                                   [--rdkafka-debug CONTEXTS (librdkafka `debug`, e.g. fetch,cgrp)]
 //!                                   [--session-timeout-ms MS (default 30000)]
+//!                                   [--batch-wait-ms MS (pipeline.batch_max_wait_ms; default the config's)]
 //!
 //! With `RUST_LOG` set (e.g. `RUST_LOG=info,librdkafka=debug`) the
 //! pipeline's and librdkafka's logs go to stderr.
@@ -151,6 +152,7 @@ fn main() {
     // per commit; `--no-changelog` measures the pipeline without it.
     cfg.pipeline.changelog = !std::env::args().any(|a| a == "--no-changelog");
     cfg.engine.threads = arg("--threads", 0) as usize;
+    cfg.pipeline.batch_max_wait_ms = arg("--batch-wait-ms", cfg.pipeline.batch_max_wait_ms);
     let argv: Vec<String> = std::env::args().collect();
     if let Some(i) = argv.iter().position(|a| a == "--rdkafka-debug") {
         let contexts = argv.get(i + 1).expect("--rdkafka-debug CONTEXTS");
@@ -292,6 +294,10 @@ fn main() {
     println!(
         "  engine threads               {}",
         cfg.engine.thread_count()
+    );
+    println!(
+        "  batch_max_wait_ms            {}",
+        cfg.pipeline.batch_max_wait_ms
     );
     println!(
         "  assignment                   {}",
