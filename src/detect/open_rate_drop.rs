@@ -220,6 +220,10 @@ impl Detector for OpenRateDrop {
         evaluate(m, now_ms, &ctx.detect.open_rate_drop)
     }
     fn inputs(&self) -> Inputs {
+        // WeeksBefore: every week read lies within the 16 complete weeks
+        // before now's (the config keeps min_recent_weeks <= window_weeks
+        // <= 16), and an event dated in now's week, even one that rolls the
+        // weekly counts on, changes none of them.
         Inputs {
             events: &[EventKind::EmailSend, EventKind::EmailOpen],
             verdict: NowUse::WeeksBefore,
