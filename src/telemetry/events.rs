@@ -539,7 +539,73 @@ impl LogThrottle {
 
 #[cfg(test)]
 mod tests {
-    use super::LogThrottle;
+    use super::{KafkaClientLog, LogThrottle};
+    use rdkafka::config::RDKafkaLogLevel;
+    use std::sync::{Arc, Mutex};
+
+    /// The lines `f` logs, at every level, without colours.
+    fn logged(f: impl FnOnce()) -> Vec<String> {
+        #[derive(Clone)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf(Arc::new(Mutex::new(Vec::new())));
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn a_librdkafka_warning_such_as_a_session_timeout_is_logged_as_a_warning() {
+        let log = KafkaClientLog::default();
+        let lines = logged(|| {
+            log.line(
+                RDKafkaLogLevel::Warning,
+                "SESSTMOUT",
+                "Consumer group session timed out: revoking assignment and rejoining group",
+            );
+            log.line(
+                RDKafkaLogLevel::Notice,
+                "CGRPOP",
+                "group coordinator changed",
+            );
+            // A second warning within 10 s: throttled to debug.
+            log.line(
+                RDKafkaLogLevel::Warning,
+                "REQTMOUT",
+                "Timed out 1 in-flight",
+            );
+        });
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(
+            lines[0].contains(" WARN ") && lines[0].contains("SESSTMOUT"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].contains("DEBUG") && lines[1].contains("CGRPOP"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].contains("DEBUG") && lines[2].contains("REQTMOUT"),
+            "{}",
+            lines[2]
+        );
+    }
 
     #[test]
     fn a_log_throttle_lets_the_first_through_and_holds_the_repeats() {
