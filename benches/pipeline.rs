@@ -249,6 +249,8 @@ fn main() {
     };
     wait_for("catch-up", phase_timeout, || done(&metrics, n));
     let pipe_rate = n as f64 / t.elapsed().as_secs_f64();
+    let changelog_catch_up = metrics.changelog_records.get();
+    let commits_catch_up = metrics.processing_latency.get_sample_count();
     let alerts: u64 = metrics
         .registry
         .gather()
@@ -311,6 +313,9 @@ fn main() {
     println!(
         "  pipeline catch-up            {pipe_rate:.0} events/s = {:.2} of raw consume",
         pipe_rate / raw_rate
+    );
+    println!(
+        "  catch-up commits, changelog  {commits_catch_up} batches, {changelog_catch_up} changelog records"
     );
     println!(
         "  steady phase                 {} events at {rate}/s ({} batches)",
