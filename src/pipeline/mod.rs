@@ -414,8 +414,18 @@ struct Driver {
     metrics: Arc<Metrics>,
     control: Control,
     outbox: Outbox,
-    /// The batch being processed was received at this moment.
+    /// The first batch processed since the last commit was received at
+    /// this moment (latency is measured from there).
     batch_received: Option<Instant>,
+    /// Next input offset of every partition with messages processed since
+    /// the last commit: every commit writes them with the state they led to.
+    uncommitted: BTreeMap<TopicPartition, i64>,
+    /// While batches come full (a backlog), commit at most this often
+    /// (`pipeline.commit_interval_ms`).
+    commit_interval: Duration,
+    /// `pipeline.batch_max_messages`: a batch this long was cut by count,
+    /// so more input is waiting.
+    batch_full: usize,
     input: InputProgress,
     /// Partitions assigned (paused) and being restored.
     restores: Restores,
@@ -472,6 +482,9 @@ impl Driver {
             control,
             outbox,
             batch_received: None,
+            uncommitted: BTreeMap::new(),
+            commit_interval: Duration::from_millis(cfg.pipeline.commit_interval_ms),
+            batch_full: cfg.pipeline.batch_max_messages,
             input: InputProgress::default(),
             restores: Restores::default(),
             changelog,
@@ -619,7 +632,13 @@ impl Driver {
                 Ok(())
             }
             SourceMsg::Eof(tp) => {
+                // Read to its end: nothing more to gather into this commit.
+                let waiting = self.uncommitted.contains_key(&tp);
                 self.input.reached_end(tp);
+                if waiting && self.store_down.is_none() && self.held.is_empty() {
+                    self.commit(Batch::default())?;
+                    self.publish();
+                }
                 Ok(())
             }
             SourceMsg::Error(e) => {
@@ -923,10 +942,9 @@ impl Driver {
         received: Instant,
     ) -> Result<(), PipelineError> {
         let started = received;
-        self.batch_received = Some(started);
+        self.batch_received.get_or_insert(started);
         self.last_message = Instant::now();
         let wall = chrono::Utc::now().timestamp_millis();
-        let mut moved: BTreeMap<TopicPartition, i64> = BTreeMap::new();
         let mut pending = self.input.fresh(&messages);
         while !pending.is_empty() {
             let inputs: Vec<Input<'_>> = pending
@@ -940,7 +958,7 @@ impl Driver {
             let mut left = Vec::new();
             for (&i, outcome) in pending.iter().zip(outcomes) {
                 match outcome {
-                    Some(outcome) => self.consumed(&messages[i], outcome, &mut moved),
+                    Some(outcome) => self.consumed(&messages[i], outcome),
                     None => left.push(i),
                 }
             }
@@ -950,7 +968,7 @@ impl Driver {
             // More timers due than may fire before a commit: commit what
             // fired (with each partition's offsets up to the message its
             // engine stopped at), then give the engines the rest again.
-            self.commit_consumed(&moved)?;
+            self.commit(Batch::default())?;
             if self.store_down.is_some() {
                 // Nothing more until the store takes writes: the rest wait,
                 // in order (those of other partitions already processed are
@@ -961,34 +979,23 @@ impl Driver {
                 return Ok(());
             }
             pending = left;
+            self.batch_received.get_or_insert(started);
         }
-        self.commit_consumed(&moved)?;
-        self.batch_received = None;
-        BatchProcessed {
-            seconds: started.elapsed().as_secs_f64(),
+        // A full batch means more input is waiting (a backlog): commits then
+        // span batches, and a member busy in all of them is written (and
+        // published to the changelog) once. A batch cut by time is live
+        // input: it commits at once, so live latency stays what it was.
+        let live = messages.len() < self.batch_full;
+        if live || self.last_commit.elapsed() >= self.commit_interval {
+            self.commit(Batch::default())?;
+            self.publish();
         }
-        .emit(&self.metrics);
-        // Kafka's committed offsets only feed lag monitoring: the truth is in
-        // RocksDB, so an async commit that fails costs nothing.
-        if !moved.is_empty() {
-            let mut tpl = TopicPartitionList::new();
-            for (tp, next) in &moved {
-                let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(*next));
-            }
-            let _ = self.consumer.commit(&tpl, CommitMode::Async);
-        }
-        self.publish();
         Ok(())
     }
 
     /// Books a message the engine has processed: its dead letter if it was
     /// rejected, and its partition's progress.
-    fn consumed(
-        &mut self,
-        m: &rdkafka::message::OwnedMessage,
-        outcome: Outcome,
-        moved: &mut BTreeMap<TopicPartition, i64>,
-    ) {
+    fn consumed(&mut self, m: &rdkafka::message::OwnedMessage, outcome: Outcome) {
         let tp = (m.topic().to_string(), m.partition());
         if let Outcome::Rejected(r) = outcome {
             self.outbox.push(
@@ -1003,27 +1010,8 @@ impl Driver {
                 None,
             );
         }
-        moved.insert(tp.clone(), m.offset() + 1);
+        self.uncommitted.insert(tp.clone(), m.offset() + 1);
         self.input.consumed(tp, m.offset(), self.last_message);
-    }
-
-    /// Commits the engine's changes with the next input offsets in `moved`,
-    /// the alerts and dead letters so far in the outbox.
-    fn commit_consumed(
-        &mut self,
-        moved: &BTreeMap<TopicPartition, i64>,
-    ) -> Result<(), PipelineError> {
-        let mut offsets = Batch::default();
-        for (tp, next) in moved {
-            offsets.put(
-                Table::Meta,
-                offset_key(&tp.0, tp.1),
-                next.to_le_bytes().to_vec(),
-            );
-            self.positions.input_moved(tp.1);
-        }
-        self.collect_alerts()?;
-        self.commit(offsets)
     }
 
     /// Moves the engine's alerts, and dead letters for the records it
@@ -1051,10 +1039,23 @@ impl Driver {
         Ok(())
     }
 
-    /// One atomic write: engine state, `extra` (offsets), new outbox
-    /// records (alerts, dead letters, and the changelog of what this commit
-    /// changes), deletions of delivered ones, and changelog checkpoints.
+    /// One atomic write: engine state, the input offsets it was built
+    /// from, `extra`, new outbox records (alerts, dead letters, and the
+    /// changelog of what this commit changes), deletions of delivered ones,
+    /// and changelog checkpoints. Every commit takes the offsets of all the
+    /// input processed since the last one, and its alerts, whatever called
+    /// it: state is never written without the offsets it stands for.
     fn commit(&mut self, mut extra: Batch) -> Result<(), PipelineError> {
+        let offsets = std::mem::take(&mut self.uncommitted);
+        for (tp, next) in &offsets {
+            extra.put(
+                Table::Meta,
+                offset_key(&tp.0, tp.1),
+                next.to_le_bytes().to_vec(),
+            );
+            self.positions.input_moved(tp.1);
+        }
+        self.collect_alerts()?;
         if self.store_down.is_some() {
             // A real write, so that recovery is only declared when the
             // store takes one.
@@ -1150,6 +1151,21 @@ impl Driver {
         }
         self.last_commit = Instant::now();
         OutboxDepth(self.outbox.len()).emit(&self.metrics);
+        if let Some(received) = self.batch_received.take() {
+            BatchProcessed {
+                seconds: received.elapsed().as_secs_f64(),
+            }
+            .emit(&self.metrics);
+        }
+        // Kafka's committed offsets only feed lag monitoring: the truth is in
+        // RocksDB, so an async commit that fails costs nothing.
+        if !offsets.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (tp, next) in &offsets {
+                let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(*next));
+            }
+            let _ = self.consumer.commit(&tpl, CommitMode::Async);
+        }
         Ok(())
     }
 
@@ -1277,9 +1293,15 @@ impl Driver {
         self.acknowledged(ok);
         self.advance_idle_clocks()?;
         self.collect_alerts()?;
-        let due = self.outbox.has_pending_puts()
-            || (self.outbox.has_deliveries()
-                && self.last_commit.elapsed() > Duration::from_secs(1));
+        // Input processed but not committed yet waits for its interval;
+        // alerts and deliveries then go with it.
+        let due = if self.uncommitted.is_empty() {
+            self.outbox.has_pending_puts()
+                || (self.outbox.has_deliveries()
+                    && self.last_commit.elapsed() > Duration::from_secs(1))
+        } else {
+            self.last_commit.elapsed() >= self.commit_interval
+        };
         if due {
             self.commit(Batch::default())?;
         }
