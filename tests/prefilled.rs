@@ -186,7 +186,7 @@ fn run_on_a_prefilled_skewed_topic_equals_a_replay_of_each_partition() {
         std::thread::sleep(Duration::from_millis(250));
     }
     // Catching up, batches come full (700 messages here), and a commit
-    // spans all the batches of its `pipeline.commit_interval_ms` (1 s):
+    // spans all the batches of its `pipeline.commit_interval_ms` (500 ms):
     // far fewer commits than batches.
     let commits = metric(port, "churnwatch_commits_total");
     let full_batches = total / 700.0;

@@ -271,7 +271,9 @@ impl Default for PipelineConfig {
         PipelineConfig {
             batch_max_messages: 5_000,
             batch_max_wait_ms: 20,
-            commit_interval_ms: 1_000,
+            // Half of ChurnwatchProcessingLatencyHigh's 1 s: a long catch-up
+            // (latency = the interval plus a batch) must not page.
+            commit_interval_ms: 500,
             shutdown_grace_ms: 20_000,
             max_poll_interval_ms: 300_000,
             create_topics: true,
