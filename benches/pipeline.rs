@@ -45,12 +45,17 @@ use churnwatch::telemetry::Metrics;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+/// The value after `name` on the command line, if both are there.
+fn arg_text(name: &str) -> Option<String> {
+    std::env::args().skip_while(|a| a != name).nth(1)
+}
+
 fn arg(name: &str, default: u64) -> u64 {
-    let argv: Vec<String> = std::env::args().collect();
-    argv.iter()
-        .position(|a| a == name)
-        .and_then(|i| argv.get(i + 1))
-        .map_or(default, |v| v.parse().expect("a number"))
+    arg_text(name).map_or(default, |v| v.parse().expect("a number"))
+}
+
+fn flag(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
 }
 
 /// Cumulative bucket counts of a histogram: (upper bound, count).
@@ -98,8 +103,17 @@ fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> 
     Some(prev_bound)
 }
 
-/// Waits until `progress` reports `done >= want`, or panics after
-/// `timeout` naming the phase and how far it got.
+/// Gives up on a phase that has run past its timeout, saying how far it got.
+fn gave_up(phase: &str, done: u64, want: u64, started: Instant) -> ! {
+    panic!(
+        "{phase}: {done} of {want} after {} s: the broker stopped delivering \
+         (see docs/performance.md, pipeline bench on tansu)",
+        started.elapsed().as_secs()
+    )
+}
+
+/// Waits until `progress` reports `done >= want`, or gives up after
+/// `timeout`.
 fn wait_for(phase: &str, timeout: Duration, mut progress: impl FnMut() -> (u64, u64)) {
     let started = Instant::now();
     loop {
@@ -108,11 +122,7 @@ fn wait_for(phase: &str, timeout: Duration, mut progress: impl FnMut() -> (u64, 
             return;
         }
         if started.elapsed() > timeout {
-            panic!(
-                "{phase}: {done} of {want} after {} s: the broker stopped delivering \
-                 (see docs/performance.md, pipeline bench on tansu)",
-                started.elapsed().as_secs()
-            );
+            gave_up(phase, done, want, started);
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -150,15 +160,14 @@ fn main() {
     cfg.time.idle_advance = false;
     // The state changelog (on by default) costs a produce per changed member
     // per commit; `--no-changelog` measures the pipeline without it.
-    cfg.pipeline.changelog = !std::env::args().any(|a| a == "--no-changelog");
+    cfg.pipeline.changelog = !flag("--no-changelog");
     cfg.engine.threads = arg("--threads", 0) as usize;
     cfg.pipeline.batch_max_wait_ms = arg("--batch-wait-ms", cfg.pipeline.batch_max_wait_ms);
-    let argv: Vec<String> = std::env::args().collect();
-    if let Some(i) = argv.iter().position(|a| a == "--rdkafka-debug") {
-        let contexts = argv.get(i + 1).expect("--rdkafka-debug CONTEXTS");
-        cfg.kafka.client.insert("debug".into(), contexts.clone());
+    if flag("--rdkafka-debug") {
+        let contexts = arg_text("--rdkafka-debug").expect("--rdkafka-debug CONTEXTS");
+        cfg.kafka.client.insert("debug".into(), contexts);
     }
-    if std::env::args().any(|a| a == "--range") {
+    if flag("--range") {
         cfg.kafka
             .client
             .insert("partition.assignment.strategy".into(), "range".into());
@@ -213,11 +222,7 @@ fn main() {
             got += 1;
         }
         if t.elapsed() > phase_timeout {
-            panic!(
-                "raw consume: {got} of {n} after {} s: the broker stopped delivering \
-                 (see docs/performance.md, pipeline bench on tansu)",
-                t.elapsed().as_secs()
-            );
+            gave_up("raw consume", got, n, t);
         }
     }
     let raw_rate = n as f64 / t.elapsed().as_secs_f64();
