@@ -179,17 +179,19 @@ mod tests {
     use crate::engine::{checks, judge, judge_with, timer_checks, EngineConfig};
     use crate::event::{EventKind, DAY_MS};
 
-    /// A member's events over `weeks1` weeks at one set of weekly rates per
-    /// kind, then `weeks2` weeks at another (a drop, a rise, a stop), then
-    /// `weeks3` back at the first (a recovery), with a
-    /// few events arriving late (some before the member was first seen),
-    /// purchase amounts that fall with the rates, and a timer-like
-    /// evaluation every few days between events.
+    /// What happens to a member next: an event (kind, time, amount) or a
+    /// timer-like evaluation at a time.
     enum Step {
         Event(EventKind, i64, f64),
         Timer(i64),
     }
 
+    /// A member's events over `weeks1` weeks at one set of weekly rates per
+    /// kind, then `weeks2` weeks at another (a drop, a rise, a stop), then
+    /// `weeks3` back at the first (a recovery), with a few events arriving
+    /// late (some before the member was first seen), purchase amounts that
+    /// change with the rates, and a timer-like evaluation every few days
+    /// between events.
     fn journey(rng: &mut Lcg) -> Vec<Step> {
         let weeks1 = 8 + (rng.next() * 30.0) as usize;
         let weeks2 = 1 + (rng.next() * 14.0) as usize;
