@@ -82,9 +82,15 @@ impl WeeklyCounts {
 
     /// Sum over the weeks `from..=to` (only the kept weeks can count).
     pub fn sum(&self, from: i32, to: i32) -> u32 {
-        let from = from.max(self.newest_week.saturating_sub(WEEKS as i32 - 1));
-        (from..=to.min(self.newest_week))
-            .map(|w| self.count(w))
+        // Slot `i` holds week `newest_week - i`.
+        let lo = (self.newest_week as i64 - to as i64).max(0);
+        let hi = (self.newest_week as i64 - from as i64).min(WEEKS as i64 - 1);
+        if lo > hi {
+            return 0;
+        }
+        self.slots[lo as usize..=hi as usize]
+            .iter()
+            .map(|s| *s as u32)
             .sum()
     }
 
@@ -128,31 +134,46 @@ impl DayBitmap {
         (0..BITMAP_DAYS as i64).contains(&idx) && self.bits & (1u128 << idx) != 0
     }
 
+    /// The bits of the kept days in `from..=to` (bit `i` is `last_day - i`).
+    fn range_mask(&self, from: i32, to: i32) -> u128 {
+        let lo = (self.last_day as i64 - to as i64).max(0);
+        let hi = (self.last_day as i64 - from as i64).min(BITMAP_DAYS as i64 - 1);
+        if lo > hi {
+            return 0;
+        }
+        let width = hi - lo + 1;
+        let ones = if width >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << width) - 1
+        };
+        ones << lo
+    }
+
     /// Days set in `from..=to` (only the kept days can be).
     pub fn count(&self, from: i32, to: i32) -> u32 {
-        let from = from.max(self.last_day.saturating_sub(BITMAP_DAYS - 1));
-        (from..=to.min(self.last_day))
-            .filter(|d| self.is_set(*d))
-            .count() as u32
+        (self.bits & self.range_mask(from, to)).count_ones()
     }
 
     pub fn is_empty(&self) -> bool {
         self.bits == 0
     }
 
-    /// Longest run of unset days strictly between set days in `from..=to`.
+    /// Longest run of unset days strictly between set days in `from..=to`:
+    /// the widest gap between consecutive set bits of the range.
     pub fn longest_break(&self, from: i32, to: i32) -> u32 {
-        let (mut longest, mut run, mut seen) = (0, 0, false);
-        for d in from..=to {
-            if self.is_set(d) {
-                if seen {
-                    longest = longest.max(run);
-                }
-                seen = true;
-                run = 0;
-            } else {
-                run += 1;
-            }
+        let mut x = self.bits & self.range_mask(from, to);
+        if x == 0 {
+            return 0;
+        }
+        let mut prev = x.trailing_zeros();
+        x &= x - 1;
+        let mut longest = 0;
+        while x != 0 {
+            let next = x.trailing_zeros();
+            longest = longest.max(next - prev - 1);
+            prev = next;
+            x &= x - 1;
         }
         longest
     }
@@ -161,6 +182,80 @@ impl DayBitmap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `sum` adds a slice of slots; it must say what adding the weeks one
+    /// by one says, for any range.
+    #[test]
+    fn weekly_sums_are_what_the_weeks_one_by_one_say() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let mut w = WeeklyCounts::default();
+            for _ in 0..(next() % 60) {
+                w.add(2_800 + (next() % 40) as i32);
+            }
+            let from = 2_780 + (next() % 70) as i32;
+            let to = from - 5 + (next() % 40) as i32;
+            let by_week: u32 = (from..=to).map(|k| w.count(k)).sum();
+            assert_eq!(w.sum(from, to), by_week, "{w:?} {from}..={to}");
+            let oldest = w.newest_week - (WEEKS as i32 - 1);
+            let before: u32 = (oldest..to).map(|k| w.count(k)).sum();
+            assert_eq!(w.before(to), w.older + before, "{w:?} before {to}");
+        }
+    }
+
+    /// `count` and `longest_break` work on masks of bits; they must say
+    /// what walking the days one by one says, for any range.
+    #[test]
+    fn day_bitmap_ranges_are_what_the_days_one_by_one_say() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let last_day = 20_000 + (next() % 50) as i32;
+            let density = next() % 4;
+            let mut bits = 0u128;
+            for i in 0..128 {
+                if next() % 4 < density {
+                    bits |= 1 << i;
+                }
+            }
+            let b = DayBitmap { last_day, bits };
+            let from = last_day - 200 + (next() % 260) as i32;
+            let to = from - 10 + (next() % 150) as i32;
+            let days = from..=to;
+            let count = days.clone().filter(|d| b.is_set(*d)).count() as u32;
+            let (mut longest, mut run, mut seen) = (0, 0, false);
+            for d in days {
+                if b.is_set(d) {
+                    if seen {
+                        longest = longest.max(run);
+                    }
+                    seen = true;
+                    run = 0;
+                } else {
+                    run += 1;
+                }
+            }
+            assert_eq!(b.count(from, to), count, "{b:?} {from}..={to}");
+            assert_eq!(b.longest_break(from, to), longest, "{b:?} {from}..={to}");
+        }
+        let b = DayBitmap {
+            last_day: 0,
+            bits: u128::MAX,
+        };
+        assert_eq!(b.count(i32::MIN, i32::MAX), 128);
+        assert_eq!(b.longest_break(i32::MIN, i32::MAX), 0);
+    }
 
     #[test]
     fn stored_extremes_neither_overflow_nor_loop() {
