@@ -159,6 +159,11 @@ pub enum NowUse {
     /// before that week are read: an event dated in that week or later
     /// cannot change the answer (the tests on complete weeks).
     WeeksBefore,
+    /// Only through whether it has reached the detector's own `due_ms`,
+    /// which must not depend on the time itself (`due: Ignored`): the
+    /// verdict of an absence test that holds from its due time on, and
+    /// before it says what the events alone say.
+    UntilDue,
     /// To the millisecond: the answer is worked out every time.
     Exact,
 }

@@ -123,11 +123,12 @@ impl Detector for PurchaseGap {
         due_ms(m, &ctx.detect.purchase_gap, ctx.risk)
     }
     fn inputs(&self) -> Inputs {
-        // Days since the last purchase and P(alive) move with every
-        // millisecond; when the member becomes overdue does not.
+        // When the member becomes overdue depends on the purchases alone,
+        // and until then the verdict (a lengthening trend, or none) does
+        // too: the gap rule and P(alive) fire from `due_ms` on.
         Inputs {
             events: &[EventKind::Purchase],
-            verdict: NowUse::Exact,
+            verdict: NowUse::UntilDue,
             due: NowUse::Ignored,
         }
     }
@@ -159,7 +160,10 @@ pub fn evaluate(m: &MemberState, now_ms: i64, cfg: &Config, model: &risk::Config
     let typical = super::stats::median(&buf[..n]);
     let threshold = threshold_days(typical, cfg);
     let since_last = days(now_ms - last);
-    if since_last >= threshold {
+    // Overdue from the millisecond `due_ms` names, so that the verdict
+    // changes exactly when the timer says it does.
+    let overdue_at = last + (threshold * DAY_MS as f64).ceil() as i64;
+    if now_ms >= overdue_at {
         let severity = if since_last >= cfg.critical_multiplier * typical {
             Severity::Critical
         } else {
@@ -172,27 +176,31 @@ pub fn evaluate(m: &MemberState, now_ms: i64, cfg: &Config, model: &risk::Config
                 .num("typical_gap_days", typical)
                 .num("overdue_after_days", threshold)
                 .num("gaps_observed", n as f64),
-            since_ms: last + (threshold * DAY_MS as f64).ceil() as i64,
+            since_ms: overdue_at,
         });
     }
-    if cfg.p_alive_below > 0.0 {
-        if let Some(alive) = risk::p_alive_at(m, now_ms, model) {
-            if alive <= cfg.p_alive_below {
-                // The alert adds `p_alive` itself (with the expected
-                // purchases), so the evidence here names the rule.
-                return Verdict::Fire(Finding {
-                    severity: Severity::Warning,
-                    evidence: Evidence::default()
-                        .text("trigger", "p_alive")
-                        .num("p_alive_threshold", cfg.p_alive_below)
-                        .num("days_since_purchase", since_last)
-                        .num("typical_gap_days", typical)
-                        .num("overdue_after_days", threshold)
-                        .num("gaps_observed", n as f64),
-                    since_ms: now_ms,
-                });
-            }
-        }
+    // P(alive) is judged at the start of each day and only falls while the
+    // member buys nothing, so it is at or below the threshold now exactly
+    // when now is on or after the first day it is: the day the timer waits
+    // for (`due_ms`, a remembered root search). Judging by that day keeps
+    // the verdict and the timer in step, and costs a lookup where P(alive)
+    // at now costs a ₂F₁ series on every event.
+    let low_p_alive = cfg.p_alive_below > 0.0
+        && risk::p_alive_falls_to_ms(m, model, cfg.p_alive_below).is_some_and(|t| now_ms >= t);
+    if low_p_alive {
+        // The alert adds `p_alive` itself (with the expected purchases), so
+        // the evidence here names the rule.
+        return Verdict::Fire(Finding {
+            severity: Severity::Warning,
+            evidence: Evidence::default()
+                .text("trigger", "p_alive")
+                .num("p_alive_threshold", cfg.p_alive_below)
+                .num("days_since_purchase", since_last)
+                .num("typical_gap_days", typical)
+                .num("overdue_after_days", threshold)
+                .num("gaps_observed", n as f64),
+            since_ms: now_ms,
+        });
     }
     let steps = cfg.trend_steps as usize;
     if steps > 0 && n > steps {

@@ -44,6 +44,9 @@ struct Slot {
     week: i32,
     verdict: Kind,
     due: Due,
+    /// For `NowUse::UntilDue`: whether the verdict was worked out at or
+    /// after the due time.
+    reached: bool,
 }
 
 impl Slot {
@@ -120,11 +123,17 @@ impl Answers {
     ) -> Asked {
         let d: &dyn Detector = DETECTORS[i];
         let inputs = d.inputs();
-        let slot = &mut self.slots[i];
         if inputs.verdict == NowUse::Exact {
             return Asked::Verdict(d.evaluate(m, now, ctx));
         }
+        let reached = inputs.verdict == NowUse::UntilDue
+            && self.due_ms(i, m, now, ctx).is_some_and(|due| now >= due);
+        let slot = &mut self.slots[i];
         slot.at_week(inputs, week_of(now));
+        if slot.reached != reached {
+            slot.verdict = Kind::Unknown;
+            slot.reached = reached;
+        }
         match slot.verdict {
             Kind::Hold => return Asked::Nothing,
             Kind::Fire if open => return Asked::Nothing,

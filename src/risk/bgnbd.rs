@@ -100,6 +100,14 @@ impl ModelKind {
     /// Inverse of [`ModelKind::as_str`], case-insensitive; also accepts the
     /// spellings with a slash ("bg/nbd", "mbg/nbd") used in the literature.
     pub fn parse(s: &str) -> Option<ModelKind> {
+        // The canonical names without allocating: the engine asks for the
+        // configured model on every purchase-model evaluation.
+        match s {
+            "pareto_nbd" => return Some(ModelKind::ParetoNbd),
+            "mbgnbd" => return Some(ModelKind::MbgNbd),
+            "bgnbd" => return Some(ModelKind::BgNbd),
+            _ => {}
+        }
         match s.trim().to_ascii_lowercase().as_str() {
             "bgnbd" | "bg/nbd" | "bg-nbd" => Some(ModelKind::BgNbd),
             "mbgnbd" | "mbg/nbd" | "mbg-nbd" => Some(ModelKind::MbgNbd),

@@ -202,7 +202,9 @@ fn age_when_p_alive_falls_to(
     p: f64,
 ) -> Option<f64> {
     use std::cell::RefCell;
-    use std::collections::HashMap;
+    // foldhash, not SipHash: the key is no one's input to attack, and it is
+    // looked up on every purchase-model evaluation.
+    use hashbrown::HashMap;
     const MEMO_ENTRIES: usize = 1 << 14;
     thread_local! {
         static MEMO: RefCell<HashMap<[u64; 9], Option<f64>>> = RefCell::new(HashMap::new());
