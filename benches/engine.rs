@@ -396,7 +396,9 @@ fn main() {
     let tuning = RocksTuning {
         block_cache_bytes: cfg.state.block_cache_mb << 20,
         write_buffer_bytes: cfg.state.write_buffer_mb << 20,
+        // As `run` keeps it: a log, not fsynced.
         sync_wal: false,
+        wal: true,
     };
     let store = Arc::new(RocksStore::open(&dir, &tuning).expect("open RocksDB"));
     let threads = a.threads as u64;

@@ -176,6 +176,7 @@ impl StateConfig {
             block_cache_bytes: self.block_cache_mb << 20,
             write_buffer_bytes: self.write_buffer_mb << 20,
             sync_wal: self.sync_wal,
+            wal: true,
         }
     }
 }

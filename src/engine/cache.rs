@@ -137,6 +137,12 @@ impl MemberCache {
         self.live
     }
 
+    /// Members changed since the last commit (kept until it writes them,
+    /// whatever the capacity).
+    pub fn changed(&self) -> usize {
+        self.dirty.len()
+    }
+
     /// The slot of the member whose key is in `self.key`.
     fn find(&self) -> Option<u32> {
         let hash = self.hasher.hash_one(self.key.as_slice());

@@ -231,7 +231,7 @@ fn process_share<S: Store>(
     wall_now_ms: i64,
 ) -> Result<Vec<(usize, Outcome)>, EngineError> {
     let mut by_partition: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
-    for &i in share {
+    for &i in share.iter().filter(|_| engine.reads_ahead()) {
         if let Some(id) = member_id_hint(inputs[i].payload) {
             by_partition
                 .entry(inputs[i].partition)

@@ -400,6 +400,12 @@ impl<S: Store> Engine<S> {
         self.quarantine_taken = taken;
     }
 
+    /// Members changed since the last commit: the commit writes them, and
+    /// until then they stay in memory beyond the cache's capacity.
+    pub fn uncommitted_members(&self) -> usize {
+        self.cache.changed()
+    }
+
     /// Timers pending over every assigned partition.
     pub fn timers_pending(&self) -> usize {
         self.parts.values().map(|p| p.timers.len()).sum()
@@ -672,10 +678,7 @@ impl<S: Store> Engine<S> {
         partition: u32,
         member_ids: impl IntoIterator<Item = &'a str>,
     ) -> Result<(), EngineError> {
-        if !self.parts.contains_key(&partition) {
-            return Ok(());
-        }
-        if self.lookups >= 1024 && (self.lookups - self.hits) * 32 < self.lookups {
+        if !self.parts.contains_key(&partition) || !self.reads_ahead() {
             return Ok(());
         }
         let mut ids: Vec<&str> = member_ids.into_iter().collect();
@@ -693,6 +696,13 @@ impl<S: Store> Engine<S> {
             }
         }
         Ok(())
+    }
+
+    /// Whether [`Engine::prefetch`] reads anything: not while nearly every
+    /// lookup finds its member cached (it would only look members up
+    /// twice), so callers can skip collecting the ids too.
+    pub fn reads_ahead(&self) -> bool {
+        self.lookups < 1024 || (self.lookups - self.hits) * 32 >= self.lookups
     }
 
     fn load(&self, partition: u32, member_id: &str) -> Result<Option<MemberState>, EngineError> {

@@ -82,6 +82,7 @@ pub fn inspect(args: &InspectArgs, out: &mut impl Write) -> Result<(), InspectEr
             block_cache_bytes: 8 << 20,
             write_buffer_bytes: 8 << 20,
             sync_wal: false,
+            wal: true,
         },
     )?;
     // Partitions: every partition with a high mark or members.

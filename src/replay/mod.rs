@@ -22,15 +22,21 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::detect::Signal;
 use crate::engine::{Engine, EngineError, Outcome};
-use crate::event::member_id_hint;
 use crate::event::partitioner::Partitioner;
-use crate::state::{Batch, RocksStore, StoreError};
+use crate::event::{member_id_hint, plain_member_id};
+use crate::state::{Batch, RocksStore, RocksTuning, StoreError};
 use crate::telemetry::events::{AlertPublished, DeadLetterWritten};
 use crate::telemetry::Metrics;
 
-/// Input lines per engine batch (one RocksDB write each): with the member
-/// cache, a member with several events in a batch is written once.
-pub const BATCH_LINES: usize = 32_768;
+/// An engine batch (one RocksDB write) ends once it has changed this many
+/// members: they wait in memory, beyond the member cache's budget, until
+/// the commit writes them, so this bounds what a batch holds...
+pub const BATCH_MEMBERS: usize = 32_768;
+/// ...or once it has this many input lines, however few members they
+/// touched. With the member cache a member is written once per batch, so a
+/// history of busy members costs a write per member per batch, not per
+/// event; the lines bound how much a re-run repeats after a crash.
+pub const BATCH_LINES: usize = 262_144;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -214,7 +220,13 @@ pub fn run(
             (Some(t), p)
         }
     };
-    let store = Arc::new(RocksStore::open(&dir, &cfg.state.tuning())?);
+    let tuning = RocksTuning {
+        // A temporary store is deleted with the process: a write-ahead log
+        // would protect nothing anyone could open again.
+        wal: opts.state.is_some(),
+        ..cfg.state.tuning()
+    };
+    let store = Arc::new(RocksStore::open(&dir, &tuning)?);
     let partitions = opts.partitions.max(1);
     let threads = match opts.threads {
         0 => cfg.engine.thread_count(),
@@ -402,6 +414,7 @@ impl Reader {
         mut f: impl FnMut(Line<'_>) -> Result<(), ReplayError>,
     ) -> Result<Self, ReplayError> {
         let mut line = Vec::with_capacity(4096);
+        let mut wall = chrono::Utc::now().timestamp_millis();
         loop {
             line.clear();
             let n =
@@ -415,6 +428,11 @@ impl Reader {
                 return Ok(self);
             }
             self.lines += 1;
+            if self.lines % 1024 == 0 {
+                // Placement bounds future event times by it (a day): read
+                // now and then, not per line.
+                wall = chrono::Utc::now().timestamp_millis();
+            }
             if self.lines % 65_536 == 0 {
                 if let Some(p) = &self.progress {
                     p.set_position(self.lines);
@@ -424,7 +442,6 @@ impl Reader {
             if payload.iter().all(|b| b.is_ascii_whitespace()) {
                 continue;
             }
-            let wall = chrono::Utc::now().timestamp_millis();
             let Some(partition) = self.placement.place(payload, wall) else {
                 self.skipped_after += 1;
                 continue;
@@ -501,23 +518,32 @@ impl Worker {
     /// A chunk of lines: the members it names read ahead in one store read
     /// per partition, then every line in order.
     fn chunk(&mut self, chunk: &Chunk, outputs: &Mutex<Outputs>) -> Result<(), ReplayError> {
-        let mut by_partition: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
-        for line in chunk.lines() {
-            if let Some(id) = member_id_hint(line.payload) {
-                by_partition.entry(line.partition).or_default().push(id);
+        if self.engine.reads_ahead() {
+            let mut by_partition: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
+            for line in chunk.lines() {
+                if let Some(id) = member_id_hint(line.payload) {
+                    by_partition.entry(line.partition).or_default().push(id);
+                }
+            }
+            for (p, ids) in by_partition {
+                self.engine.prefetch(p, ids)?;
             }
         }
-        for (p, ids) in by_partition {
-            self.engine.prefetch(p, ids)?;
-        }
+        // One wall-clock reading per chunk (it only bounds how far in the
+        // future an event may claim to be, a day by default).
+        let wall = chrono::Utc::now().timestamp_millis();
         for line in chunk.lines() {
-            self.line(line, outputs)?;
+            self.line(line, wall, outputs)?;
         }
         Ok(())
     }
 
-    fn line(&mut self, line: Line<'_>, outputs: &Mutex<Outputs>) -> Result<(), ReplayError> {
-        let wall = chrono::Utc::now().timestamp_millis();
+    fn line(
+        &mut self,
+        line: Line<'_>,
+        wall: i64,
+        outputs: &Mutex<Outputs>,
+    ) -> Result<(), ReplayError> {
         self.last_line = line.number;
         let outcome = loop {
             match self.engine.process(line.partition, line.payload, wall)? {
@@ -544,7 +570,7 @@ impl Worker {
             }
         }
         self.in_batch += 1;
-        if self.in_batch >= BATCH_LINES {
+        if self.in_batch >= BATCH_LINES || self.engine.uncommitted_members() >= BATCH_MEMBERS {
             self.finish_batch(outputs)?;
         }
         Ok(())
@@ -628,6 +654,11 @@ impl Placement {
     fn place(&self, payload: &[u8], wall_ms: i64) -> Option<u32> {
         if self.partitions == 1 && self.skip_after_ms.is_none() {
             return Some(0);
+        }
+        if self.skip_after_ms.is_none() {
+            if let Some(id) = plain_member_id(payload) {
+                return Some(self.partitioner.partition(id.as_bytes(), self.partitions));
+            }
         }
         let Ok(e) = self.validator.parse(payload, wall_ms) else {
             return Some(0);

@@ -22,6 +22,10 @@ pub struct RocksTuning {
     /// (benchmarks only: offsets and state stay consistent, but a crash may
     /// replay more input).
     pub sync_wal: bool,
+    /// Keep a write-ahead log at all. Only a store that cannot outlive the
+    /// process (`replay` into a temporary directory) goes without: what it
+    /// would protect is deleted with the process anyway.
+    pub wal: bool,
 }
 
 impl Default for RocksTuning {
@@ -30,6 +34,7 @@ impl Default for RocksTuning {
             block_cache_bytes: 256 << 20,
             write_buffer_bytes: 128 << 20,
             sync_wal: false,
+            wal: true,
         }
     }
 }
@@ -93,6 +98,7 @@ impl RocksStore {
             })?;
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(tuning.sync_wal);
+        write_opts.disable_wal(!tuning.wal);
         Ok(RocksStore {
             db,
             cache,
