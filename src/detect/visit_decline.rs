@@ -144,31 +144,33 @@ pub fn due_ms(m: &MemberState, now_ms: i64, cfg: &Config) -> Option<i64> {
         let busy_weeks = (cur - k) as u32 - zero_weeks;
         zero_weeks as f64 * s.zero + visits as f64 * w.ln_ratio + busy_weeks as f64 * s.busy
     };
-    // Each start in turn, earliest first: the first week it could count
-    // from only grows with the start, so once it reaches the best week
-    // found, no later start can do better. The weights of a start do not
-    // depend on the week judged, so it is weighed once; the sums are
-    // `best_decline`'s to the bit, so this finds the week that judging
-    // every week in turn finds (tested).
+    let before_lo = m.visits.before(lo);
     let mut best: Option<i32> = None;
-    for k in lo.max(first_full)..=last - min_recent {
+    // Weighs the start at week `k` for every week it could count from
+    // before the best found so far: the weights of a start do not depend on
+    // the week judged, so it is weighed once, and the sums are
+    // `best_decline`'s to the bit, so the week found is the one judging
+    // every week in turn finds (tested). `false` once no later start can
+    // do better: the first week a start could count from grows with it.
+    let try_start = |k: i32, best: &mut Option<i32>| -> bool {
         let from = (k + min_recent).max(this_week + 1);
         if best.is_some_and(|b| from >= b) {
-            break;
+            return false;
         }
         let to = (k + window).min(last).min(best.map_or(last, |b| b - 1));
-        if from > to {
-            continue;
-        }
-        let Some(bound) = start_bound(m, k, &w, cfg) else {
-            continue;
+        let base = before_lo.saturating_add(visits[at(k)] - visits[0]);
+        let Some(bound) = (from <= to)
+            .then(|| start_bound(m, k, base, &w, cfg))
+            .flatten()
+        else {
+            return true;
         };
         // With nothing after this week, every week judged from `from` on
         // adds one more empty week to the same visits: the bound moves one
         // way with the week, and if it stays below the threshold at both
         // ends, it does in between (`start_bound` says why that suffices).
         if future_empty && llr(&bound, k, from).max(llr(&bound, k, to)) < cfg.threshold {
-            continue;
+            return true;
         }
         let mut exact = None;
         for cur in from..=to {
@@ -181,9 +183,26 @@ pub fn due_ms(m: &MemberState, now_ms: i64, cfg: &Config) -> Option<i64> {
                 break;
             };
             if llr(&s, k, cur) >= cfg.threshold {
-                best = Some(cur);
+                *best = Some(cur);
                 break;
             }
+        }
+        true
+    };
+    // The starts after this week first: the earliest of them usually fires
+    // (six empty weeks of a member who visits), which bounds what the
+    // starts before it must beat; most of those, weeks of visits behind
+    // them, then fall to their bound at once.
+    let first_start = lo.max(first_full);
+    let last_start = last - min_recent;
+    for k in first_start.max(this_week + 1)..=last_start {
+        if !try_start(k, &mut best) {
+            break;
+        }
+    }
+    for k in first_start..=last_start.min(this_week) {
+        if !try_start(k, &mut best) {
+            break;
         }
     }
     best.map(week_start_ms)
@@ -262,9 +281,11 @@ fn start_at(m: &MemberState, k: i32, w: &Weights, cfg: &Config) -> Option<Start>
 /// the old rate could never leave a week empty but by a break): no less
 /// than the exact weight, in floating point too (h + (1 − h)·e^−λ0 rounds
 /// to no less than h, and the logarithm, products and sums are monotone),
-/// so a decline this bound keeps below the threshold is below it.
-fn start_bound(m: &MemberState, k: i32, w: &Weights, cfg: &Config) -> Option<Start> {
-    let (rate, known, l0, l1) = rates_at(m, k, w, cfg)?;
+/// so a decline this bound keeps below the threshold is below it. `base`:
+/// the visits before week `k`, as [`history_before`] counts them.
+fn start_bound(m: &MemberState, k: i32, base: u32, w: &Weights, cfg: &Config) -> Option<Start> {
+    let known = (week_start_ms(k) - m.first_seen_ms) as f64 / WEEK_MS as f64;
+    let (rate, known, l0, l1) = rates_from(m, k, base as f64, known, w, cfg)?;
     Some(Start {
         rate,
         known,
@@ -276,11 +297,23 @@ fn start_bound(m: &MemberState, k: i32, w: &Weights, cfg: &Config) -> Option<Sta
 /// The member's rate before week `k`, the weeks known by then, and the
 /// weekly rates tested (baseline, taken low, and after the decline).
 fn rates_at(m: &MemberState, k: i32, w: &Weights, cfg: &Config) -> Option<(f64, f64, f64, f64)> {
+    let (base, known) = history_before(m, k);
+    rates_from(m, k, base, known, w, cfg)
+}
+
+/// [`rates_at`] from the history before week `k`.
+fn rates_from(
+    m: &MemberState,
+    k: i32,
+    base: f64,
+    known: f64,
+    w: &Weights,
+    cfg: &Config,
+) -> Option<(f64, f64, f64, f64)> {
     let first_full = week_of(m.first_seen_ms) + 1;
     if k - first_full < cfg.min_baseline_weeks as i32 {
         return None;
     }
-    let (base, known) = history_before(m, k);
     if known <= 0.0 {
         return None;
     }
