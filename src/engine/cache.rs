@@ -14,6 +14,7 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use std::hash::BuildHasher;
 
 use super::answers::Answers;
+use crate::state::member::NEVER;
 use crate::state::MemberState;
 
 /// Bytes one cached member costs beyond its state: the key (partition and
@@ -34,12 +35,20 @@ pub struct Cached {
     pub dirty: bool,
     /// Deleted at the next commit; to the engine the member no longer exists.
     pub evicted: bool,
+    /// Due time of the member's one entry in its partition's timer queue
+    /// (`NEVER`: none). It may be earlier than the member's own due time
+    /// (a due time moved later keeps its entry; see `Engine::reschedule`),
+    /// but only while the member is cached: a member leaves the cache with
+    /// its entry at its due time, so one read from the store has it there.
+    pub queued_ms: i64,
 }
 
 impl Cached {
-    /// A member as stored (or new), unchanged so far.
+    /// A member as stored (or new), unchanged so far; its timer queued at
+    /// its due time, as every member outside the cache has it.
     pub fn clean(state: MemberState) -> Self {
         Cached {
+            queued_ms: state.timer_due_ms,
             state: Box::new(state),
             answers: Answers::default(),
             dirty: false,
@@ -54,6 +63,7 @@ impl Cached {
             answers: Answers::default(),
             dirty: true,
             evicted: true,
+            queued_ms: NEVER,
         }
     }
 }
@@ -69,6 +79,7 @@ struct Slot {
     answers: Answers,
     dirty: bool,
     evicted: bool,
+    queued_ms: i64,
     /// Used since the eviction hand last passed (CLOCK: a second chance).
     referenced: bool,
 }
@@ -201,6 +212,7 @@ impl MemberCache {
             answers: s.answers,
             dirty: s.dirty,
             evicted: s.evicted,
+            queued_ms: s.queued_ms,
         }
     }
 
@@ -223,6 +235,7 @@ impl MemberCache {
         s.answers = cm.answers;
         s.dirty = cm.dirty;
         s.evicted = cm.evicted;
+        s.queued_ms = cm.queued_ms;
         s.referenced = true;
         if became_dirty {
             self.dirty.push(i);
@@ -238,6 +251,7 @@ impl MemberCache {
             answers: Answers::default(),
             dirty: false,
             evicted: false,
+            queued_ms: NEVER,
             referenced: true,
         };
         let i = match self.free.pop() {
@@ -329,8 +343,11 @@ impl MemberCache {
 
     /// Evicts clean members down to capacity (call after a commit: dirty
     /// ones are never evicted), each given a second chance if used since
-    /// the hand last passed it.
-    pub fn trim(&mut self) {
+    /// the hand last passed it. A member leaving whose timer entry is
+    /// earlier than its due time is reported to `requeue` (partition,
+    /// member, entry, due time), to be queued exactly: read again from the
+    /// store, it is taken to have its entry at its due time.
+    pub fn trim(&mut self, mut requeue: impl FnMut(u32, &str, i64, i64)) {
         let mut budget = 2 * self.slots.len();
         while self.live > self.capacity && budget > 0 {
             budget -= 1;
@@ -344,6 +361,11 @@ impl MemberCache {
             }
             if std::mem::take(&mut s.referenced) {
                 continue;
+            }
+            let due = s.state.as_ref().map_or(NEVER, |m| m.timer_due_ms);
+            if s.queued_ms != due && !s.evicted {
+                let (partition, member_id) = split(&s.key);
+                requeue(partition, member_id, s.queued_ms, due);
             }
             self.remove(i);
         }
@@ -383,7 +405,7 @@ mod tests {
         for (id, t) in [("a", 1), ("b", 2), ("c", 3)] {
             c.checkin(0, id, Cached::clean(MemberState::new(t)));
         }
-        c.trim();
+        c.trim(|_, _, _, _| {});
         // Everything was just used: one pass takes the second chances, the
         // next evicts the first slot it meets.
         assert_eq!(c.len(), 2);
@@ -420,7 +442,7 @@ mod tests {
         // A new member over capacity: the one used least lately goes.
         c.checkin(0, "d", Cached::clean(MemberState::new(4)));
         let _ = c.checkout(0, kept[1]).map(|cm| c.checkin(0, kept[1], cm));
-        c.trim();
+        c.trim(|_, _, _, _| {});
         assert_eq!(c.len(), 2);
         assert!(c.contains(0, "d"));
     }

@@ -488,7 +488,7 @@ impl<S: Store> Engine<S> {
             .applied(e.kind, e.ts_ms, m.first_seen_ms != first_seen);
         m.remember_event(id_hash);
         let now = m.last_event_ms;
-        let answers = &mut cm.answers;
+        let (answers, queued) = (&mut cm.answers, &mut cm.queued_ms);
         self.evaluate(
             partition,
             member,
@@ -497,7 +497,7 @@ impl<S: Store> Engine<S> {
             now,
             returning.map(|a| (a, e.ts_ms)),
         );
-        if self.reschedule(partition, member, m, answers, now) == Fired::Evicted {
+        if self.reschedule(partition, member, m, answers, queued, now) == Fired::Evicted {
             // Only `email_send` since long before the eviction time (state
             // kept from before eviction was configured).
             self.evict(&mut cm);
@@ -646,7 +646,12 @@ impl<S: Store> Engine<S> {
         // Whatever the store says, the cached states are the engine's view
         // of its members (a refused batch is written again, before
         // anything newer, by whoever holds it).
-        self.cache.trim();
+        let parts = &mut self.parts;
+        self.cache.trim(|partition, member_id, queued, due| {
+            if let Some(part) = parts.get_mut(&partition) {
+                part.timers.reschedule(member_id, queued, due);
+            }
+        });
         members
     }
 
@@ -909,6 +914,8 @@ impl<S: Store> Engine<S> {
             let Some(mut cm) = self.checkout_existing(p, &member)? else {
                 continue;
             };
+            // The member's one entry, just taken from the queue.
+            cm.queued_ms = NEVER;
             if cm.state.timer_due_ms == due {
                 // The clock reaches each timer as it fires.
                 self.set_clock(p, due);
@@ -924,6 +931,7 @@ impl<S: Store> Engine<S> {
                 let part = self.parts.get_mut(&p).expect("assigned");
                 part.timers
                     .reschedule(&member, NEVER, cm.state.timer_due_ms);
+                cm.queued_ms = cm.state.timer_due_ms;
             }
             self.checkin(p, &member, cm);
         }
@@ -948,11 +956,10 @@ impl<S: Store> Engine<S> {
     }
 
     fn on_timer(&mut self, partition: u32, member_id: &str, cm: &mut Cached, due: i64) -> Fired {
-        let (m, answers) = (&mut *cm.state, &mut cm.answers);
-        // Popped from the queue already.
+        let (m, answers, queued) = (&mut *cm.state, &mut cm.answers, &mut cm.queued_ms);
         m.timer_due_ms = NEVER;
         self.evaluate(partition, member_id, m, answers, due, None);
-        self.reschedule(partition, member_id, m, answers, due)
+        self.reschedule(partition, member_id, m, answers, queued, due)
     }
 
     /// Runs every detector at `now`, opens and closes episodes, moves the
@@ -1017,15 +1024,17 @@ impl<S: Store> Engine<S> {
         self.raised.push(RaisedAlert { partition, alert });
     }
 
-    /// Keeps one timer entry per member, at the earliest moment after `now`
-    /// that one of its absence conditions could become true or, once none
-    /// can, at its eviction time. Says `Evicted` when that time has come.
+    /// Sets the member's due time to the earliest moment after `now` that
+    /// one of its absence conditions could become true or, once none can,
+    /// to its eviction time, and keeps its one timer entry (at `queued`) at
+    /// or before it. Says `Evicted` when the eviction time has come.
     fn reschedule(
         &mut self,
         partition: u32,
         member_id: &str,
         m: &mut MemberState,
         answers: &mut Answers,
+        queued: &mut i64,
         now: i64,
     ) -> Fired {
         let mut due = checks(m, now, &self.cfg, answers)
@@ -1044,11 +1053,18 @@ impl<S: Store> Engine<S> {
             }
         }
         let due = if due == i64::MAX { NEVER } else { due };
-        if due != m.timer_due_ms {
+        m.timer_due_ms = due;
+        // A due time moved later keeps its earlier entry: most events push
+        // the member's due time on (activity moves the lifecycle deadline),
+        // and the entry, once due, finds the later time and is queued there
+        // (`fire_until`), so most events cost the queue nothing. The entry
+        // is put right when the member leaves the cache (`MemberCache::trim`).
+        let kept = *queued != NEVER && due != NEVER && due >= *queued;
+        if !kept && *queued != due {
             if let Some(part) = self.parts.get_mut(&partition) {
-                part.timers.schedule(member_id, m.timer_due_ms, due);
+                part.timers.reschedule(member_id, *queued, due);
+                *queued = due;
             }
-            m.timer_due_ms = due;
         }
         fired
     }

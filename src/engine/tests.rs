@@ -222,6 +222,75 @@ fn results_do_not_depend_on_batch_boundaries() {
     assert_eq!(one, run(100_000));
 }
 
+/// Most events move a member's due time later and leave its timer entry
+/// early (the entry finds the later time when it comes due). A member that
+/// leaves the cache must take that shortcut back: read again from the
+/// store, its entry is taken to be at its due time, so that a timer coming
+/// due never costs a store read only to be queued again. With a cache of
+/// one member, after every commit each member has one entry, and every
+/// member outside the cache has it exactly at its stored due time; the
+/// alerts are those of a cache that holds everyone.
+#[test]
+fn a_member_leaves_the_cache_with_its_timer_queued_at_its_due_time() {
+    let mut lines = Vec::new();
+    for m in 0..12 {
+        let gap = 2.0 + m as f64 * 0.7;
+        let mut d = m as f64 * 0.3;
+        let mut i = 0;
+        while d < 60.0 + (m % 4) as f64 * 15.0 {
+            let (kind, amount) = if i % 3 == 0 {
+                ("purchase", Some(25.0))
+            } else {
+                ("visit", None)
+            };
+            let id = format!("e{m}-{i}");
+            lines.push((day(d), line(&id, &format!("m{m}"), kind, day(d), amount)));
+            d += gap;
+            i += 1;
+        }
+    }
+    lines.sort_by_key(|l| l.0);
+    let run = |cache_bytes: usize, check: bool| {
+        let store = Arc::new(MemoryStore::new());
+        let mut cfg = EngineConfig::default();
+        cfg.alerts.holdout_share = 0.0;
+        cfg.member_cache_bytes = cache_bytes;
+        let mut e = Engine::new(store.clone(), cfg, Arc::new(Metrics::new())).unwrap();
+        let mut ids = Vec::new();
+        for (i, (_, l)) in lines.iter().enumerate() {
+            e.process(0, l, WALL).unwrap();
+            if (i + 1) % 7 == 0 {
+                ids.extend(e.take_alerts().into_iter().map(|a| a.alert.alert_id));
+                e.commit(Batch::default()).unwrap();
+                if check {
+                    let entries: Vec<(i64, String)> = e.parts[&0]
+                        .timers
+                        .entries()
+                        .map(|(due, m)| (due, m.to_string()))
+                        .collect();
+                    let mut members: Vec<&str> = entries.iter().map(|(_, m)| &m[..]).collect();
+                    members.sort_unstable();
+                    let n = members.len();
+                    members.dedup();
+                    assert_eq!(members.len(), n, "one entry per member: {entries:?}");
+                    for (due, m) in &entries {
+                        if !e.cache.contains(0, m) {
+                            let stored = e.load(0, m).unwrap().expect("stored");
+                            assert_eq!(*due, stored.timer_due_ms, "{m} left the cache");
+                        }
+                    }
+                }
+            }
+        }
+        e.advance_clock_to(day(300.0)).unwrap();
+        ids.extend(e.take_alerts().into_iter().map(|a| a.alert.alert_id));
+        ids
+    };
+    let one = run(1, true);
+    assert!(one.len() >= 12, "expected alerts, got {}", one.len());
+    assert_eq!(one, run(64 << 20, false));
+}
+
 #[test]
 fn stage_change_fires_on_a_quiet_stream() {
     let store = Arc::new(MemoryStore::new());

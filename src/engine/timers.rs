@@ -85,21 +85,6 @@ pub struct TimerQueue {
 
 impl TimerQueue {
     /// Moves `member`'s timer from `from_ms` to `to_ms` (`NEVER`: none),
-    /// lazily: a timer moved *later* keeps its entry, which comes due first
-    /// and is then queued again at the member's due time by the caller
-    /// (who checks every entry against the member's own `timer_due_ms`).
-    /// Most events move a member's timer later (every activity pushes the
-    /// lifecycle deadline on), so most events cost the queue nothing; the
-    /// invariant is that a member with a due time has an entry at or before
-    /// it.
-    pub fn schedule(&mut self, member: &str, from_ms: i64, to_ms: i64) {
-        if from_ms != NEVER && to_ms != NEVER && to_ms > from_ms {
-            return;
-        }
-        self.reschedule(member, from_ms, to_ms);
-    }
-
-    /// Moves `member`'s timer from `from_ms` to `to_ms` (`NEVER`: none),
     /// exactly: the entry at `from_ms` goes.
     pub fn reschedule(&mut self, member: &str, from_ms: i64, to_ms: i64) {
         if from_ms == to_ms {
@@ -137,6 +122,12 @@ impl TimerQueue {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// Every entry, in due order.
+    #[cfg(test)]
+    pub fn entries(&self) -> impl Iterator<Item = (i64, &str)> {
+        self.entries.iter().map(|e| (e.due_ms, &*e.member))
+    }
 }
 
 #[cfg(test)]
@@ -155,20 +146,6 @@ mod tests {
         assert_eq!(q.pop_due(20), Some((20, "a".into())));
         assert_eq!(q.pop_due(20), Some((20, "b".into())));
         assert!(q.is_empty());
-    }
-
-    #[test]
-    fn a_timer_moved_later_keeps_its_early_entry_and_one_moved_earlier_does_not() {
-        let mut q = TimerQueue::default();
-        q.schedule("m", NEVER, 10);
-        q.schedule("m", 10, 30);
-        // Still due at 10: the caller finds the member due at 30 and queues
-        // it there.
-        assert_eq!(q.pop_due(20), Some((10, "m".into())));
-        q.schedule("m", NEVER, 30);
-        q.schedule("m", 30, 5);
-        assert_eq!(q.len(), 1);
-        assert_eq!(q.pop_due(100), Some((5, "m".into())));
     }
 
     #[test]
