@@ -5,6 +5,7 @@
 //! be rejected has its own [`RejectReason`], whose label is stable: it is used
 //! in the dead-letter header and as a metric label.
 
+mod fast;
 pub mod partitioner;
 mod raw;
 

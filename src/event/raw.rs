@@ -45,7 +45,7 @@ impl Field<'_> {
 
 /// The documented fields; anything else in the object is skipped unread.
 /// An explicit `null` counts as absent.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 pub(super) struct RawEvent<'a> {
     #[serde(borrow, default)]
     pub event_id: Option<Field<'a>>,
@@ -72,6 +72,15 @@ pub(super) struct RawEvent<'a> {
 }
 
 pub(super) fn parse(text: &str) -> Result<RawEvent<'_>, Rejection> {
+    match super::fast::parse(text) {
+        Some(raw) => Ok(raw),
+        None => parse_with_serde(text),
+    }
+}
+
+/// [`parse`] by serde_json alone: every event the fast path is not sure
+/// of, and every rejection's wording.
+pub(super) fn parse_with_serde(text: &str) -> Result<RawEvent<'_>, Rejection> {
     if !text.trim_start().starts_with('{') {
         // serde would read a JSON array positionally into the struct.
         return Err(match serde_json::from_str::<de::IgnoredAny>(text) {

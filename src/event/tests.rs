@@ -264,3 +264,121 @@ fn the_plain_member_id_is_what_a_parse_finds_or_nothing() {
         assert_eq!(plain_member_id(escaped_or_repeated), None);
     }
 }
+
+/// The fast path answers only where it says exactly what serde_json says.
+/// Events as the simulator writes them, then each mangled (bytes changed,
+/// removed or repeated, whitespace, escapes, nulls, nested values, odd
+/// numbers, fields given twice): wherever the fast path answers, serde
+/// accepts the text and reads the same fields; and nearly every plain
+/// event takes the fast path.
+#[test]
+fn the_fast_parse_reads_what_serde_reads_or_steps_aside() {
+    use super::fast;
+    use super::raw::parse_with_serde;
+    let lines: Vec<String> = crate::simulate::generate(&crate::simulate::SimOptions {
+        members: 60,
+        days: 60,
+        seed: 5,
+        ..crate::simulate::SimOptions::default()
+    })
+    .into_iter()
+    .map(|e| e.json)
+    .collect();
+    let mut fast_taken = 0;
+    for l in &lines {
+        let f = fast::parse(l);
+        fast_taken += usize::from(f.is_some());
+        if let Some(f) = f {
+            assert_eq!(Ok(f), parse_with_serde(l), "{l}");
+        }
+    }
+    assert!(
+        fast_taken * 100 >= lines.len() * 99,
+        "{fast_taken} of {} plain events took the fast path",
+        lines.len()
+    );
+    let edits: &[&str] = &[
+        " ",
+        "\t",
+        "\n",
+        "\"",
+        "\\",
+        "\\\"",
+        ",",
+        ":",
+        "{",
+        "}",
+        "[",
+        "]",
+        "[1,[2]]",
+        "{\"a\":1}",
+        "null",
+        "true",
+        "false",
+        "-",
+        "-1",
+        "0",
+        "00",
+        "01",
+        "1.",
+        ".5",
+        "1e5",
+        "1E-2",
+        "2.50",
+        "123456789012345678901234",
+        "9223372036854775808",
+        "\u{a0}",
+        "\u{1}",
+        "é",
+        "x",
+        "\"event_id\":\"dup\",",
+        "\"member_id\":null,",
+        "\"amount\":1e400,",
+        "\"ts\":\"2026-01-01T00:00:00Z\",",
+    ];
+    let mut seed = 0x1234_5678_9abc_def1u64;
+    let mut next = |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let mut answered = 0;
+    for l in lines.iter().take(3_000) {
+        for _ in 0..8 {
+            let mut t = l.clone();
+            for _ in 0..1 + next(3) {
+                let mut at = next(t.len() + 1);
+                while !t.is_char_boundary(at) {
+                    at -= 1;
+                }
+                match next(3) {
+                    0 => t.insert_str(at, edits[next(edits.len())]),
+                    1 => {
+                        let mut end = (at + 1 + next(4)).min(t.len());
+                        while !t.is_char_boundary(end) {
+                            end += 1;
+                        }
+                        t.replace_range(at..end, "");
+                    }
+                    _ => {
+                        let mut end = (at + next(12)).min(t.len());
+                        while !t.is_char_boundary(end) {
+                            end += 1;
+                        }
+                        let copy = t[at..end].to_string();
+                        t.insert_str(at, &copy);
+                    }
+                }
+            }
+            if let Some(f) = fast::parse(&t) {
+                answered += 1;
+                assert_eq!(Ok(f), parse_with_serde(&t), "{t}");
+            }
+        }
+    }
+    assert!(
+        answered > 1_000,
+        "the mangled events barely reached the fast path ({answered})"
+    );
+}
