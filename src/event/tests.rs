@@ -275,15 +275,39 @@ fn the_plain_member_id_is_what_a_parse_finds_or_nothing() {
 fn the_fast_parse_reads_what_serde_reads_or_steps_aside() {
     use super::fast;
     use super::raw::parse_with_serde;
-    let lines: Vec<String> = crate::simulate::generate(&crate::simulate::SimOptions {
-        members: 60,
-        days: 60,
-        seed: 5,
-        ..crate::simulate::SimOptions::default()
-    })
-    .into_iter()
-    .map(|e| e.json)
-    .collect();
+    // Events in the shapes producers write them (as `churnwatch simulate`
+    // does): every type, ids, epoch and RFC 3339 times, amounts with and
+    // without decimals, currencies, order ids, categories, channels.
+    let kinds = ["visit", "email_send", "email_open", "check_in", "purchase"];
+    let lines: Vec<String> = (0..5_000u64)
+        .map(|i| {
+            let kind = kinds[(i % 5) as usize];
+            let ts = if i % 7 == 0 {
+                "\"2026-03-01T12:00:00.250+01:00\"".to_string()
+            } else {
+                (1_765_000_000_000 + i * 3_600_017).to_string()
+            };
+            let mut l = format!(
+                r#"{{"event_id":"e-{i}","member_id":"member-{:05}","type":"{kind}","ts":{ts}"#,
+                i % 700
+            );
+            if kind == "purchase" {
+                let amount = match i % 4 {
+                    0 => format!("{}.{:02}", i % 300, i % 100),
+                    1 => format!("{}", i % 90),
+                    2 => "0.1".to_string(),
+                    _ => format!("{}.5e1", i % 9),
+                };
+                l += &format!(
+                    r#","amount":{amount},"currency":"EUR","order_id":"o-{i}","categories":["grocery","home"]"#
+                );
+            }
+            if i % 3 == 0 {
+                l += r#","channel":"app","campaign_id":"winback-1","points":12"#;
+            }
+            l + "}"
+        })
+        .collect();
     let mut fast_taken = 0;
     for l in &lines {
         let f = fast::parse(l);
