@@ -43,7 +43,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::alert::score::risk_score;
 use crate::alert::{Alert, AlertConfig, Subject};
 use crate::detect::{stage_change, Context, DetectConfig, Finding, Signal, Verdict, DETECTORS};
-use crate::event::{EventKind, Rejection, Validator};
+use crate::event::{Event, EventKind, Rejection, Validator};
 use crate::state::keys::{
     member_key, meta_key, partition_end, partition_prefix, split_member_key, split_timer_key,
 };
@@ -418,7 +418,20 @@ impl<S: Store> Engine<S> {
         payload: &[u8],
         wall_now_ms: i64,
     ) -> Result<Outcome, EngineError> {
-        let e = match self.cfg.validator.parse(payload, wall_now_ms) {
+        let parsed = self.cfg.validator.parse(payload, wall_now_ms);
+        self.process_parsed(partition, parsed)
+    }
+
+    /// [`Engine::process`] of a message already parsed and validated (by
+    /// [`Validator::parse`] with this engine's limits), so a reader thread
+    /// can take the parse off the engine's. A `Deferred` event is given
+    /// again the same way.
+    pub fn process_parsed(
+        &mut self,
+        partition: u32,
+        parsed: Result<Event<'_>, Rejection>,
+    ) -> Result<Outcome, EngineError> {
+        let e = match parsed {
             Ok(e) => e,
             Err(r) => {
                 self.stats.rejected += 1;

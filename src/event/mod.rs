@@ -384,21 +384,6 @@ pub fn member_id_hint(payload: &[u8]) -> Option<&str> {
     std::str::from_utf8(&rest[..end]).ok()
 }
 
-/// The `member_id` that parsing `payload` would find, read without parsing
-/// it, when the payload makes that certain: no escape anywhere (so every
-/// quoted `"member_id"` is literal and no string hides a quote) and the
-/// key appears exactly once (so it is the event's own, not a nested
-/// object's). `None` otherwise: parse it. For placing lines by member,
-/// where a full parse per line would cost as much as the engine's own.
-pub fn plain_member_id(payload: &[u8]) -> Option<&str> {
-    if memchr::memchr(b'\\', payload).is_some() {
-        return None;
-    }
-    let mut keys = MEMBER_ID_KEY.find_iter(payload);
-    let once = keys.next().is_some() && keys.next().is_none();
-    once.then(|| member_id_hint(payload)).flatten()
-}
-
 /// Parses RFC 3339 with an explicit offset into epoch milliseconds.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(s)
