@@ -183,17 +183,21 @@ impl DayBitmap {
 mod tests {
     use super::*;
 
-    /// `sum` adds a slice of slots; it must say what adding the weeks one
-    /// by one says, for any range.
-    #[test]
-    fn weekly_sums_are_what_the_weeks_one_by_one_say() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
+    /// xorshift64: plenty to draw test cases from, with no RNG crate.
+    fn draws(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             seed
-        };
+        }
+    }
+
+    /// `sum` adds a slice of slots; it must say what adding the weeks one
+    /// by one says, for any range.
+    #[test]
+    fn weekly_sums_are_what_the_weeks_one_by_one_say() {
+        let mut next = draws(0x2545_f491_4f6c_dd1du64);
         for _ in 0..20_000 {
             let mut w = WeeklyCounts::default();
             for _ in 0..(next() % 60) {
@@ -213,13 +217,7 @@ mod tests {
     /// what walking the days one by one says, for any range.
     #[test]
     fn day_bitmap_ranges_are_what_the_days_one_by_one_say() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = draws(0x9e37_79b9_7f4a_7c15u64);
         for _ in 0..20_000 {
             let last_day = 20_000 + (next() % 50) as i32;
             let density = next() % 4;
