@@ -262,7 +262,8 @@ fn run_thread(
                 from = end;
                 member_id_hint(line)
             });
-            engine.prefetch(p, ids).expect("prefetch");
+            let latest = st.t0 + (st.span as i128 * (i + n - 1) as i128 / st.total as i128) as i64;
+            engine.prefetch(p, ids, Some(latest)).expect("prefetch");
         }
         let mut from = 0;
         for &end in &ends {

@@ -240,7 +240,7 @@ fn process_share<S: Store>(
         }
     }
     for (p, ids) in by_partition {
-        engine.prefetch(p, ids)?;
+        engine.prefetch(p, ids, None)?;
     }
     let mut done = Vec::with_capacity(share.len());
     for &i in share {

@@ -204,6 +204,12 @@ pub struct Engine<S: Store> {
     /// lookup hits, since it would only look members up twice.
     hits: u32,
     lookups: u32,
+    /// Member keys a read-ahead found absent from the store since the last
+    /// commit: their first event creates them without asking the store
+    /// again. Only this engine writes its partitions' members, and it
+    /// drops a key as it creates the member, so the answer holds until
+    /// the commit (where the set is cleared) or a revoke.
+    known_absent: hashbrown::HashSet<Vec<u8>>,
     raised: Vec<RaisedAlert>,
     /// Undecodable records found since the last commit: moved to the
     /// quarantine table (and their originals deleted) by the commit, and
@@ -232,6 +238,7 @@ impl<S: Store> Engine<S> {
             cache,
             hits: 0,
             lookups: 0,
+            known_absent: hashbrown::HashSet::new(),
             raised: Vec::new(),
             quarantine: Vec::new(),
             quarantine_taken: 0,
@@ -390,6 +397,7 @@ impl<S: Store> Engine<S> {
     pub fn revoke(&mut self, partition: u32) {
         self.parts.remove(&partition);
         self.cache.forget_partition(partition);
+        self.known_absent.clear();
         ClockReleased(partition).emit(&self.metrics);
         self.raised.retain(|a| a.partition != partition);
         let taken = self.quarantine[..self.quarantine_taken]
@@ -656,6 +664,7 @@ impl<S: Store> Engine<S> {
             }
         });
         done(None, batch, on_change);
+        self.known_absent.clear();
         // Whatever the store says, the cached states are the engine's view
         // of its members (a refused batch is written again, before
         // anything newer, by whoever holds it).
@@ -686,31 +695,74 @@ impl<S: Store> Engine<S> {
         self.load(partition, member_id)
     }
 
-    /// Reads the members of `partition` among `member_ids` that are neither
-    /// changed since the last commit nor cached, in one batched store read,
-    /// into the cache: the events of a batch then find them in memory.
+    /// Reads the members of `partition` that a batch will need and that are
+    /// neither changed since the last commit nor cached, in one batched
+    /// store read, into the cache: the members `member_ids` names, and those
+    /// whose timers come due by `latest_ts_ms` (the batch's latest event
+    /// time; the clock follows it at most that far before a commit), as
+    /// many as may fire before the next commit. The events and timers of
+    /// the batch then find them in memory, and a member the store does not
+    /// have is created without a second read.
     /// Only a hint: a member it cannot decode is left to the event that
     /// needs it (which quarantines it).
     pub fn prefetch<'a>(
         &mut self,
         partition: u32,
         member_ids: impl IntoIterator<Item = &'a str>,
+        latest_ts_ms: Option<i64>,
     ) -> Result<(), EngineError> {
-        if !self.parts.contains_key(&partition) || !self.reads_ahead() {
+        let Some(part) = self.parts.get(&partition) else {
+            return Ok(());
+        };
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        if let Some(ts) = latest_ts_ms {
+            // The timers that will fire, up to the commit's limit; most due
+            // entries are of cached members (or early entries of members
+            // who moved their timer on), so those are skipped, not counted,
+            // within a bound on the entries looked at.
+            let until = self.watermark(ts.max(part.max_ts));
+            let room = self
+                .cfg
+                .clock
+                .max_timers_per_commit
+                .saturating_sub(self.fired_since_commit);
+            let cache = &mut self.cache;
+            keys.extend(
+                part.timers
+                    .due_by(until)
+                    .take(room.saturating_mul(4))
+                    .filter(|(_, id)| !cache.contains(partition, id))
+                    .take(room)
+                    .map(|(_, id)| member_key(partition, id)),
+            );
+        }
+        if self.reads_ahead() {
+            let cache = &mut self.cache;
+            keys.extend(
+                member_ids
+                    .into_iter()
+                    .filter(|id| !cache.contains(partition, id))
+                    .map(|id| member_key(partition, id)),
+            );
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        keys.retain(|k| !self.known_absent.contains(k));
+        if keys.is_empty() {
             return Ok(());
         }
-        let mut ids: Vec<&str> = member_ids.into_iter().collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids.retain(|id| !self.cache.contains(partition, id));
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let keys: Vec<Vec<u8>> = ids.iter().map(|id| member_key(partition, id)).collect();
         let values = self.store.multi_get(Table::Members, &keys)?;
-        for (id, value) in ids.iter().zip(values) {
-            if let Some(m) = value.and_then(|v| MemberState::decode(&v).ok()) {
-                self.cache.prefetched(partition, id, m);
+        for (key, value) in keys.into_iter().zip(values) {
+            match value {
+                None => {
+                    self.known_absent.insert(key);
+                }
+                Some(v) => {
+                    if let Ok(m) = MemberState::decode(&v) {
+                        let (_, id) = split_member_key(&key).expect("built as a member key");
+                        self.cache.prefetched(partition, id, m);
+                    }
+                }
             }
         }
         Ok(())
@@ -813,6 +865,9 @@ impl<S: Store> Engine<S> {
         member_id: &str,
     ) -> Result<Loaded, EngineError> {
         let key = member_key(partition, member_id);
+        if !self.known_absent.is_empty() && self.known_absent.remove(&key) {
+            return Ok(Loaded::Absent);
+        }
         let Some(bytes) = self.store.get(Table::Members, &key)? else {
             return Ok(Loaded::Absent);
         };

@@ -291,6 +291,107 @@ fn a_member_leaves_the_cache_with_its_timer_queued_at_its_due_time() {
     assert_eq!(one, run(64 << 20, false));
 }
 
+/// A store that counts the member reads made one key at a time.
+struct CountingStore {
+    inner: MemoryStore,
+    gets: std::sync::atomic::AtomicUsize,
+}
+
+impl crate::state::Store for CountingStore {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if table == Table::Members {
+            self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.get(table, key)
+    }
+    fn multi_get(
+        &self,
+        table: Table,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        self.inner.multi_get(table, keys)
+    }
+    fn scan(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<crate::state::KeyValues, StoreError> {
+        self.inner.scan(table, from, to, limit)
+    }
+    fn write(&self, batch: Batch) -> Result<(), StoreError> {
+        self.inner.write(batch)
+    }
+}
+
+#[test]
+fn a_batch_read_ahead_finds_its_members_and_its_due_timers_without_single_reads() {
+    // Twelve members buying and visiting at their own pace for months, in
+    // batches of seven events; a one-byte cache, so every member leaves it
+    // at every commit and comes back from the store.
+    let mut lines = Vec::new();
+    for m in 0..12 {
+        let gap = 2.0 + m as f64 * 0.9;
+        let mut d = m as f64 * 0.3;
+        let mut i = 0;
+        while d < 50.0 + (m % 4) as f64 * 20.0 {
+            let (kind, amount) = if i % 3 == 0 {
+                ("purchase", Some(25.0))
+            } else {
+                ("visit", None)
+            };
+            let id = format!("e{m}-{i}");
+            lines.push((
+                day(d),
+                format!("m{m}"),
+                line(&id, &format!("m{m}"), kind, day(d), amount),
+            ));
+            d += gap;
+            i += 1;
+        }
+    }
+    lines.sort_by_key(|l| l.0);
+    // Late on, one more member: the clock jumps, and every timer left fires.
+    let z = line("z-0", "z", "visit", day(300.0), None);
+    lines.push((day(300.0), "z".to_string(), z));
+    let run = |read_ahead: bool| {
+        let store = Arc::new(CountingStore {
+            inner: MemoryStore::new(),
+            gets: Default::default(),
+        });
+        let mut cfg = EngineConfig::default();
+        cfg.alerts.holdout_share = 0.0;
+        cfg.member_cache_bytes = 1;
+        let mut e = Engine::new(store.clone(), cfg, Arc::new(Metrics::new())).unwrap();
+        e.assign(0).unwrap();
+        let mut ids = Vec::new();
+        for batch in lines.chunks(7) {
+            if read_ahead {
+                let latest = batch.iter().map(|l| l.0).max();
+                e.prefetch(0, batch.iter().map(|l| &l.1[..]), latest)
+                    .unwrap();
+            }
+            for (_, _, l) in batch {
+                e.process(0, l, WALL).unwrap();
+            }
+            ids.extend(e.take_alerts().into_iter().map(|a| a.alert.alert_id));
+            e.commit(Batch::default()).unwrap();
+        }
+        let gets = store.gets.load(std::sync::atomic::Ordering::SeqCst);
+        (ids, gets)
+    };
+    let (ahead, single_reads) = run(true);
+    let (plain, plain_reads) = run(false);
+    assert!(ahead.len() >= 12, "expected alerts, got {}", ahead.len());
+    assert_eq!(ahead, plain);
+    assert!(plain_reads > 100, "{plain_reads} reads without read-ahead");
+    assert_eq!(
+        single_reads, 0,
+        "members read one at a time despite the read-ahead"
+    );
+}
+
 #[test]
 fn stage_change_fires_on_a_quiet_stream() {
     let store = Arc::new(MemoryStore::new());

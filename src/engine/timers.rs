@@ -114,6 +114,14 @@ impl TimerQueue {
         self.entries.pop_first().map(|e| (e.due_ms, e.member))
     }
 
+    /// The timers due at or before `until_ms`, in due order.
+    pub fn due_by(&self, until_ms: i64) -> impl Iterator<Item = (i64, &str)> {
+        self.entries
+            .iter()
+            .take_while(move |e| e.due_ms <= until_ms)
+            .map(|e| (e.due_ms, &*e.member))
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

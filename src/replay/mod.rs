@@ -566,22 +566,29 @@ impl Worker {
     /// A chunk of lines: the members it names read ahead in one store read
     /// per partition, then every line in order.
     fn chunk(&mut self, chunk: &Chunk, outputs: &Mutex<Outputs>) -> Result<(), ReplayError> {
-        if self.engine.reads_ahead() {
-            let mut by_partition: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
-            for (line, parsed) in chunk.lines().zip(&chunk.parsed) {
-                if let Ok(p) = parsed {
-                    let id = match &p.member_id {
+        // Per partition: the latest event time (the members whose timers
+        // come due by then are read ahead) and, unless nearly every member
+        // is found cached, the members named.
+        let ids_too = self.engine.reads_ahead();
+        let mut by_partition: BTreeMap<u32, (Vec<&str>, i64)> = BTreeMap::new();
+        for (line, parsed) in chunk.lines().zip(&chunk.parsed) {
+            if let Ok(p) = parsed {
+                let (ids, latest) = by_partition
+                    .entry(line.partition)
+                    .or_insert((Vec::new(), i64::MIN));
+                *latest = (*latest).max(p.ts_ms);
+                if ids_too {
+                    ids.push(match &p.member_id {
                         Text::At(from, to) => {
                             std::str::from_utf8(&chunk.bytes[*from..*to]).expect("parsed as utf-8")
                         }
                         Text::Owned(s) => s,
-                    };
-                    by_partition.entry(line.partition).or_default().push(id);
+                    });
                 }
             }
-            for (p, ids) in by_partition {
-                self.engine.prefetch(p, ids)?;
-            }
+        }
+        for (p, (ids, latest)) in by_partition {
+            self.engine.prefetch(p, ids, Some(latest))?;
         }
         for (i, line) in chunk.lines().enumerate() {
             self.line(line, || chunk.event(i), outputs)?;
