@@ -29,7 +29,7 @@ use rand_distr::{Distribution, Zipf};
 
 use churnwatch::config::Config;
 use churnwatch::engine::{Engine, Outcome};
-use churnwatch::event::{member_id_hint, Validator, DAY_MS};
+use churnwatch::event::{Validator, DAY_MS};
 use churnwatch::state::{Batch, RocksStore, RocksTuning, Store, Table};
 use churnwatch::telemetry::Metrics;
 
@@ -255,22 +255,34 @@ fn run_thread(
         let n = (batch as u64).min(st.total - i);
         fill(&mut buf, &mut ends, &mut g, i, n, &st);
         let start = Instant::now();
-        if prefetch {
-            let mut from = 0;
-            let ids = ends.iter().filter_map(|&end| {
+        // As `run` does: the batch parsed, its members and due timers read
+        // ahead in one store read, then every event in order.
+        let validator = &engine.config().validator;
+        let mut from = 0;
+        let parsed: Vec<_> = ends
+            .iter()
+            .map(|&end| {
                 let line = &buf[from..end];
                 from = end;
-                member_id_hint(line)
-            });
-            let latest = st.t0 + (st.span as i128 * (i + n - 1) as i128 / st.total as i128) as i64;
-            engine.prefetch(p, ids, Some(latest)).expect("prefetch");
+                validator.parse(line, wall)
+            })
+            .collect();
+        if prefetch {
+            let ids_too = engine.reads_ahead();
+            let ids = parsed
+                .iter()
+                .filter(|_| ids_too)
+                .filter_map(|e| e.as_ref().ok().map(|e| &*e.member_id));
+            let latest = parsed
+                .iter()
+                .filter_map(|e| e.as_ref().ok().map(|e| e.ts_ms))
+                .max();
+            engine.prefetch(p, ids, latest).expect("prefetch");
         }
-        let mut from = 0;
-        for &end in &ends {
-            if engine.process(p, &buf[from..end], wall).expect("process") == Outcome::Accepted {
+        for event in parsed {
+            if engine.process_parsed(p, event).expect("process") == Outcome::Accepted {
                 run.accepted += 1;
             }
-            from = end;
         }
         alert_json.clear();
         for raised in engine.take_alerts() {

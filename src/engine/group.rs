@@ -16,7 +16,6 @@
 //! partitions may differ).
 
 use super::{write_after_refused, Change, Engine, EngineConfig, EngineError, Outcome, RaisedAlert};
-use crate::event::member_id_hint;
 use crate::state::quarantine::Quarantined;
 use crate::state::{Batch, Store};
 use crate::telemetry::events::StateCommitted;
@@ -230,21 +229,34 @@ fn process_share<S: Store>(
     share: &[usize],
     wall_now_ms: i64,
 ) -> Result<Vec<(usize, Outcome)>, EngineError> {
-    let mut by_partition: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
-    for &i in share.iter().filter(|_| engine.reads_ahead()) {
-        if let Some(id) = member_id_hint(inputs[i].payload) {
-            by_partition
+    // Parsed first (with the wall clock of the batch, as processing would):
+    // the members named and the latest event time of each partition let
+    // the members the share will touch, its events' and its due timers',
+    // be read in one store read per partition.
+    let validator = &engine.config().validator;
+    let parsed: Vec<_> = share
+        .iter()
+        .map(|&i| validator.parse(inputs[i].payload, wall_now_ms))
+        .collect();
+    let ids_too = engine.reads_ahead();
+    let mut by_partition: BTreeMap<u32, (Vec<&str>, i64)> = BTreeMap::new();
+    for (&i, event) in share.iter().zip(&parsed) {
+        if let Ok(e) = event {
+            let (ids, latest) = by_partition
                 .entry(inputs[i].partition)
-                .or_default()
-                .push(id);
+                .or_insert((Vec::new(), i64::MIN));
+            *latest = (*latest).max(e.ts_ms);
+            if ids_too {
+                ids.push(&e.member_id);
+            }
         }
     }
-    for (p, ids) in by_partition {
-        engine.prefetch(p, ids, None)?;
+    for (p, (ids, latest)) in by_partition {
+        engine.prefetch(p, ids, Some(latest))?;
     }
     let mut done = Vec::with_capacity(share.len());
-    for &i in share {
-        match engine.process(inputs[i].partition, inputs[i].payload, wall_now_ms)? {
+    for (&i, event) in share.iter().zip(parsed) {
+        match engine.process_parsed(inputs[i].partition, event)? {
             Outcome::Deferred => break,
             o => done.push((i, o)),
         }

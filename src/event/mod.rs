@@ -360,30 +360,6 @@ fn parse_ts(f: Field<'_>) -> Result<i64, Rejection> {
     }
 }
 
-/// The quoted key `"member_id"`, searched for once per message: a finder
-/// built once, since building one costs more than searching a short event.
-static MEMBER_ID_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"member_id\""));
-
-/// The `member_id` of a raw event as it plainly appears in it, found
-/// without parsing the event: for reading members ahead (a batch's state in
-/// one store read), never for deciding anything. `None` when the field is
-/// not found in its plain form (escapes in the id, say).
-pub fn member_id_hint(payload: &[u8]) -> Option<&str> {
-    let at = MEMBER_ID_KEY.find(payload)?;
-    let rest = &payload[at + MEMBER_ID_KEY.needle().len()..];
-    let skip = |b: &[u8]| b.iter().take_while(|c| c.is_ascii_whitespace()).count();
-    let rest = &rest[skip(rest)..];
-    let rest = rest.strip_prefix(b":")?;
-    let rest = &rest[skip(rest)..];
-    let rest = rest.strip_prefix(b"\"")?;
-    let end = memchr::memchr2(b'"', b'\\', rest)?;
-    if rest[end] != b'"' || end == 0 {
-        return None;
-    }
-    std::str::from_utf8(&rest[..end]).ok()
-}
-
 /// Parses RFC 3339 with an explicit offset into epoch milliseconds.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(s)
