@@ -222,6 +222,32 @@ fn results_do_not_depend_on_batch_boundaries() {
     assert_eq!(one, run(100_000));
 }
 
+/// Twelve members buying (every third event) and visiting, member `m`
+/// every `2 + m·gap_step` days from day `0.3·m` until day
+/// `until + (m mod 4)·until_step`, in time order: (time, member, line).
+fn paced_members(gap_step: f64, until: f64, until_step: f64) -> Vec<(i64, String, Vec<u8>)> {
+    let mut lines = Vec::new();
+    for m in 0..12 {
+        let gap = 2.0 + m as f64 * gap_step;
+        let mut d = m as f64 * 0.3;
+        let mut i = 0;
+        while d < until + (m % 4) as f64 * until_step {
+            let (kind, amount) = if i % 3 == 0 {
+                ("purchase", Some(25.0))
+            } else {
+                ("visit", None)
+            };
+            let member = format!("m{m}");
+            let l = line(&format!("e{m}-{i}"), &member, kind, day(d), amount);
+            lines.push((day(d), member, l));
+            d += gap;
+            i += 1;
+        }
+    }
+    lines.sort_by_key(|l| l.0);
+    lines
+}
+
 /// Most events move a member's due time later and leave its timer entry
 /// early (the entry finds the later time when it comes due). A member that
 /// leaves the cache must take that shortcut back: read again from the
@@ -232,24 +258,7 @@ fn results_do_not_depend_on_batch_boundaries() {
 /// alerts are those of a cache that holds everyone.
 #[test]
 fn a_member_leaves_the_cache_with_its_timer_queued_at_its_due_time() {
-    let mut lines = Vec::new();
-    for m in 0..12 {
-        let gap = 2.0 + m as f64 * 0.7;
-        let mut d = m as f64 * 0.3;
-        let mut i = 0;
-        while d < 60.0 + (m % 4) as f64 * 15.0 {
-            let (kind, amount) = if i % 3 == 0 {
-                ("purchase", Some(25.0))
-            } else {
-                ("visit", None)
-            };
-            let id = format!("e{m}-{i}");
-            lines.push((day(d), line(&id, &format!("m{m}"), kind, day(d), amount)));
-            d += gap;
-            i += 1;
-        }
-    }
-    lines.sort_by_key(|l| l.0);
+    let lines = paced_members(0.7, 60.0, 15.0);
     let run = |cache_bytes: usize, check: bool| {
         let store = Arc::new(MemoryStore::new());
         let mut cfg = EngineConfig::default();
@@ -257,7 +266,7 @@ fn a_member_leaves_the_cache_with_its_timer_queued_at_its_due_time() {
         cfg.member_cache_bytes = cache_bytes;
         let mut e = Engine::new(store.clone(), cfg, Arc::new(Metrics::new())).unwrap();
         let mut ids = Vec::new();
-        for (i, (_, l)) in lines.iter().enumerate() {
+        for (i, (_, _, l)) in lines.iter().enumerate() {
             e.process(0, l, WALL).unwrap();
             if (i + 1) % 7 == 0 {
                 ids.extend(e.take_alerts().into_iter().map(|a| a.alert.alert_id));
@@ -330,28 +339,7 @@ fn a_batch_read_ahead_finds_its_members_and_its_due_timers_without_single_reads(
     // Twelve members buying and visiting at their own pace for months, in
     // batches of seven events; a one-byte cache, so every member leaves it
     // at every commit and comes back from the store.
-    let mut lines = Vec::new();
-    for m in 0..12 {
-        let gap = 2.0 + m as f64 * 0.9;
-        let mut d = m as f64 * 0.3;
-        let mut i = 0;
-        while d < 50.0 + (m % 4) as f64 * 20.0 {
-            let (kind, amount) = if i % 3 == 0 {
-                ("purchase", Some(25.0))
-            } else {
-                ("visit", None)
-            };
-            let id = format!("e{m}-{i}");
-            lines.push((
-                day(d),
-                format!("m{m}"),
-                line(&id, &format!("m{m}"), kind, day(d), amount),
-            ));
-            d += gap;
-            i += 1;
-        }
-    }
-    lines.sort_by_key(|l| l.0);
+    let mut lines = paced_members(0.9, 50.0, 20.0);
     // Late on, one more member: the clock jumps, and every timer left fires.
     let z = line("z-0", "z", "visit", day(300.0), None);
     lines.push((day(300.0), "z".to_string(), z));
