@@ -768,11 +768,15 @@ impl<S: Store> Engine<S> {
         Ok(())
     }
 
-    /// Whether [`Engine::prefetch`] reads anything: not while nearly every
-    /// lookup finds its member cached (it would only look members up
-    /// twice), so callers can skip collecting the ids too.
+    /// Whether [`Engine::prefetch`] reads the events' members ahead: not
+    /// while nearly every lookup finds its member cached (it would only
+    /// look members up twice), so callers can skip collecting the ids too.
+    /// "Nearly" is 1 miss in 128: a miss read alone costs ~20 µs at a
+    /// million members, a cache lookup ahead ~0.15 µs, so read-ahead pays
+    /// from well under 1% misses (at 1 in 32, Zipf-skewed streams kept
+    /// switching it off and paid 8% of the engine thread in single reads).
     pub fn reads_ahead(&self) -> bool {
-        self.lookups < 1024 || (self.lookups - self.hits) * 32 >= self.lookups
+        self.lookups < 1024 || (self.lookups - self.hits) * 128 >= self.lookups
     }
 
     fn load(&self, partition: u32, member_id: &str) -> Result<Option<MemberState>, EngineError> {
