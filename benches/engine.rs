@@ -263,32 +263,25 @@ fn run_thread(
         let start = Instant::now();
         // As `run` does: the batch parsed, its members and due timers read
         // ahead in one store read, then every event in order.
-        let validator = &engine.config().validator;
         let mut from = 0;
-        let parsed: Vec<_> = ends
+        let lines: Vec<&[u8]> = ends
             .iter()
             .map(|&end| {
                 let line = &buf[from..end];
                 from = end;
-                validator.parse(line, wall)
+                line
             })
             .collect();
+        let validator = &engine.config().validator;
+        let parsed: Vec<_> = lines.iter().map(|l| validator.parse(l, wall)).collect();
         if prefetch {
-            let ids_too = engine.reads_ahead();
-            let ids = parsed
-                .iter()
-                .filter(|_| ids_too)
-                .filter_map(|e| e.as_ref().ok().map(|e| &*e.member_id));
-            let latest = parsed
-                .iter()
-                .filter_map(|e| e.as_ref().ok().map(|e| e.ts_ms))
-                .max();
-            engine.prefetch(p, ids, latest).expect("prefetch");
+            let mut plan = engine.read_ahead_plan();
+            for e in parsed.iter().flatten() {
+                plan.add(p, &e.member_id, e.ts_ms);
+            }
+            engine.read_ahead(plan).expect("read ahead");
         }
-        let mut from = 0;
-        for (event, &end) in parsed.into_iter().zip(&ends) {
-            let line = &buf[from..end];
-            from = end;
+        for (event, line) in parsed.into_iter().zip(&lines) {
             let mut outcome = engine.process_parsed(p, event).expect("process");
             // More timers came due than may fire before a commit: commit,
             // then the same event again, as `run` and `replay` do.

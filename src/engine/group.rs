@@ -20,7 +20,6 @@ use crate::state::quarantine::Quarantined;
 use crate::state::{Batch, Store};
 use crate::telemetry::events::StateCommitted;
 use crate::telemetry::Metrics;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// One input message for [`EngineGroup::process_batch`].
@@ -238,22 +237,13 @@ fn process_share<S: Store>(
         .iter()
         .map(|&i| validator.parse(inputs[i].payload, wall_now_ms))
         .collect();
-    let ids_too = engine.reads_ahead();
-    let mut by_partition: BTreeMap<u32, (Vec<&str>, i64)> = BTreeMap::new();
+    let mut plan = engine.read_ahead_plan();
     for (&i, event) in share.iter().zip(&parsed) {
         if let Ok(e) = event {
-            let (ids, latest) = by_partition
-                .entry(inputs[i].partition)
-                .or_insert((Vec::new(), i64::MIN));
-            *latest = (*latest).max(e.ts_ms);
-            if ids_too {
-                ids.push(&e.member_id);
-            }
+            plan.add(inputs[i].partition, &e.member_id, e.ts_ms);
         }
     }
-    for (p, (ids, latest)) in by_partition {
-        engine.prefetch(p, ids, Some(latest))?;
-    }
+    engine.read_ahead(plan)?;
     let mut done = Vec::with_capacity(share.len());
     for (&i, event) in share.iter().zip(parsed) {
         match engine.process_parsed(inputs[i].partition, event)? {

@@ -356,9 +356,11 @@ fn a_batch_read_ahead_finds_its_members_and_its_due_timers_without_single_reads(
         let mut ids = Vec::new();
         for batch in lines.chunks(7) {
             if read_ahead {
-                let latest = batch.iter().map(|l| l.0).max();
-                e.prefetch(0, batch.iter().map(|l| &l.1[..]), latest)
-                    .unwrap();
+                let mut plan = e.read_ahead_plan();
+                for (ts, member, _) in batch {
+                    plan.add(0, member, *ts);
+                }
+                e.read_ahead(plan).unwrap();
             }
             for (_, _, l) in batch {
                 e.process(0, l, WALL).unwrap();

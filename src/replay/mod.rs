@@ -406,12 +406,12 @@ impl Chunk {
         self.lines.len()
     }
 
-    fn text<'a>(&'a self, t: &'a Text) -> Cow<'a, str> {
+    fn text<'a>(&'a self, t: &'a Text) -> &'a str {
         match t {
-            Text::At(from, to) => Cow::Borrowed(
-                std::str::from_utf8(&self.bytes[*from..*to]).expect("parsed as utf-8"),
-            ),
-            Text::Owned(s) => Cow::Borrowed(s),
+            Text::At(from, to) => {
+                std::str::from_utf8(&self.bytes[*from..*to]).expect("parsed as utf-8")
+            }
+            Text::Owned(s) => s,
         }
     }
 
@@ -419,8 +419,8 @@ impl Chunk {
     fn event(&self, i: usize) -> Result<Event<'_>, Rejection> {
         match &self.parsed[i] {
             Ok(p) => Ok(Event {
-                event_id: self.text(&p.event_id),
-                member_id: self.text(&p.member_id),
+                event_id: Cow::Borrowed(self.text(&p.event_id)),
+                member_id: Cow::Borrowed(self.text(&p.member_id)),
                 kind: p.kind,
                 ts_ms: p.ts_ms,
                 amount: p.amount,
@@ -566,30 +566,13 @@ impl Worker {
     /// A chunk of lines: the members it names read ahead in one store read
     /// per partition, then every line in order.
     fn chunk(&mut self, chunk: &Chunk, outputs: &Mutex<Outputs>) -> Result<(), ReplayError> {
-        // Per partition: the latest event time (the members whose timers
-        // come due by then are read ahead) and, unless nearly every member
-        // is found cached, the members named.
-        let ids_too = self.engine.reads_ahead();
-        let mut by_partition: BTreeMap<u32, (Vec<&str>, i64)> = BTreeMap::new();
+        let mut plan = self.engine.read_ahead_plan();
         for (line, parsed) in chunk.lines().zip(&chunk.parsed) {
             if let Ok(p) = parsed {
-                let (ids, latest) = by_partition
-                    .entry(line.partition)
-                    .or_insert((Vec::new(), i64::MIN));
-                *latest = (*latest).max(p.ts_ms);
-                if ids_too {
-                    ids.push(match &p.member_id {
-                        Text::At(from, to) => {
-                            std::str::from_utf8(&chunk.bytes[*from..*to]).expect("parsed as utf-8")
-                        }
-                        Text::Owned(s) => s,
-                    });
-                }
+                plan.add(line.partition, chunk.text(&p.member_id), p.ts_ms);
             }
         }
-        for (p, (ids, latest)) in by_partition {
-            self.engine.prefetch(p, ids, Some(latest))?;
-        }
+        self.engine.read_ahead(plan)?;
         for (i, line) in chunk.lines().enumerate() {
             self.line(line, || chunk.event(i), outputs)?;
         }
