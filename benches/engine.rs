@@ -222,6 +222,7 @@ struct ThreadRun {
     deferred: u64,
     /// Timers pending at the end (one per member with a timer).
     timers: usize,
+    timers_in_memory: usize,
     engine: Duration,
     commits: Duration,
 }
@@ -250,6 +251,7 @@ fn run_thread(
         accepted: 0,
         deferred: 0,
         timers: 0,
+        timers_in_memory: 0,
         alerts: 0,
         engine: Duration::ZERO,
         commits: Duration::ZERO,
@@ -309,9 +311,10 @@ fn run_thread(
         if report && i >= next_report {
             let stats = engine.store().stats();
             eprintln!(
-                "  {i} events, {:.0} events/s so far on this thread (rss {:.0} MiB, memtables {} MiB, block cache {} MiB)",
+                "  {i} events, {:.0} events/s so far on this thread (rss {:.0} MiB, timers in memory {}, memtables {} MiB, block cache {} MiB)",
                 i as f64 / run.engine.as_secs_f64(),
                 peak_rss_mb(),
+                engine.timers_in_memory(),
                 stats.memtable_bytes >> 20,
                 stats.block_cache_usage_bytes >> 20,
             );
@@ -319,6 +322,7 @@ fn run_thread(
         }
     }
     run.timers = engine.timers_pending();
+    run.timers_in_memory = engine.timers_in_memory();
     run
 }
 
@@ -448,6 +452,7 @@ fn main() {
     let alerts: u64 = runs.iter().map(|r| r.alerts).sum();
     let deferred: u64 = runs.iter().map(|r| r.deferred).sum();
     let timers: usize = runs.iter().map(|r| r.timers).sum();
+    let in_memory: usize = runs.iter().map(|r| r.timers_in_memory).sum();
     let slowest = runs.iter().map(|r| r.engine).max().unwrap_or_default();
     let commits = runs.iter().map(|r| r.commits).max().unwrap_or_default();
 
@@ -506,7 +511,7 @@ fn main() {
     );
     println!("  accepted / alerts      {accepted} / {alerts}");
     println!("  deferred (extra commits) {deferred}");
-    println!("  timers pending at end  {timers}");
+    println!("  timers pending at end  {timers} ({in_memory} of them in memory)");
     println!(
         "  purchase model         {} (p_alive_below {})",
         if cfg.risk.enabled {

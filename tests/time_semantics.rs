@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use churnwatch::config::Config;
-use churnwatch::engine::{Engine, EngineConfig, Outcome};
+use churnwatch::engine::{Engine, EngineConfig, Outcome, TIMER_READ_CHUNK};
 use churnwatch::simulate::{generate, SimEvent, SimOptions};
 use churnwatch::state::{Batch, RocksStore};
 use churnwatch::telemetry::Metrics;
@@ -117,6 +117,7 @@ proptest! {
         restarts in prop::collection::vec(0usize..40, 0..5),
         timers_per_commit in prop_oneof![Just(usize::MAX), 1usize..20],
         one_member_cache in any::<bool>(),
+        timer_read_chunk in prop_oneof![Just(TIMER_READ_CHUNK), 1usize..6],
     ) {
         let ev = events(seed, members, days, shuffle);
         let cfg = engine_config(evict);
@@ -130,6 +131,8 @@ proptest! {
         if one_member_cache {
             bounded.member_cache_bytes = 1;
         }
+        // Nor does how many stored timers are read into memory at a time.
+        bounded.timer_read_chunk = timer_read_chunk;
         let other = run(&ev, &batches, &restarts, &bounded, until);
         prop_assert!(!reference.is_empty());
         prop_assert_eq!(reference.len(), other.len());
@@ -152,8 +155,9 @@ fn two_halves_over_one_state_equal_one_run() {
     assert_eq!(whole, halves);
 }
 
-/// The member cache is memory, never state: one that holds a single member
-/// gives the alerts of one that holds them all, and so does a restart
+/// The member cache and the timers in memory are memory, never state: a
+/// cache that holds a single member and one stored timer read at a time
+/// give the alerts of a cache that holds them all, and so does a restart
 /// after every batch (a cold cache each time).
 #[test]
 fn a_one_member_cache_and_cold_restarts_give_the_alerts_of_a_large_cache() {
@@ -163,6 +167,8 @@ fn a_one_member_cache_and_cold_restarts_give_the_alerts_of_a_large_cache() {
     large.member_cache_bytes = 256 << 20;
     let mut tiny = large.clone();
     tiny.member_cache_bytes = 1;
+    // And one stored timer in memory at a time.
+    tiny.timer_read_chunk = 1;
     let want = run(&ev, &[500], &[], &large, until);
     assert!(want.len() > 50, "{} alerts", want.len());
     assert_eq!(run(&ev, &[500], &[], &tiny, until), want);

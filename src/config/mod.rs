@@ -730,6 +730,7 @@ impl Config {
             alerts: self.alerts.clone(),
             clock: self.time.clone(),
             risk: self.risk.clone(),
+            timer_read_chunk: crate::engine::TIMER_READ_CHUNK,
             validator: Validator {
                 max_event_bytes: self.input.max_event_bytes,
                 future_skew_ms: self.time.future_skew_ms,

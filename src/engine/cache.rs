@@ -26,6 +26,54 @@ const ENTRY_OVERHEAD: usize = 112;
 const ENTRY_BYTES: usize =
     std::mem::size_of::<MemberState>() + std::mem::size_of::<Answers>() + ENTRY_OVERHEAD;
 
+/// Where a cached member's timer is, as far as the engine knows. A member
+/// with due time `d` always has an entry at or before `d` in its
+/// partition's queue in memory, or a key at or before `d` in the store's
+/// timer index; entries and keys may be early or stale (the member's own
+/// due time decides when one comes due), never missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerMarks {
+    /// Due time of the member's entry in the queue in memory (`NEVER`:
+    /// none known).
+    pub queued_ms: i64,
+    /// The store's index has a key of the member at or before this time
+    /// (`NEVER`: none known).
+    pub key_ms: i64,
+    /// Due time in the member's stored record (`NEVER`: none, or no
+    /// record): what the partition's timer count counts.
+    pub stored_due_ms: i64,
+}
+
+impl TimerMarks {
+    /// A member as read from the store: its record's due time has a key
+    /// at or before it in the index.
+    pub fn stored(due_ms: i64) -> Self {
+        TimerMarks {
+            queued_ms: NEVER,
+            key_ms: due_ms,
+            stored_due_ms: due_ms,
+        }
+    }
+
+    /// The entry at `due_ms` was taken from memory and its key, if one was
+    /// there, from the store: what was known to be there is no more (a
+    /// key known only to be at or before a later time may have been it).
+    pub fn taken(&mut self, due_ms: i64) {
+        if self.queued_ms == due_ms {
+            self.queued_ms = NEVER;
+        }
+        if self.key_ms != NEVER && self.key_ms >= due_ms {
+            self.key_ms = NEVER;
+        }
+    }
+
+    /// Whether an entry or key at or before `due_ms` is known.
+    pub fn covers(&self, due_ms: i64) -> bool {
+        let at_or_before = |t: i64| t != NEVER && t <= due_ms;
+        at_or_before(self.queued_ms) || at_or_before(self.key_ms)
+    }
+}
+
 /// A member as the engine sees it between commits.
 pub struct Cached {
     pub state: Box<MemberState>,
@@ -35,20 +83,14 @@ pub struct Cached {
     pub dirty: bool,
     /// Deleted at the next commit; to the engine the member no longer exists.
     pub evicted: bool,
-    /// Due time of the member's one entry in its partition's timer queue
-    /// (`NEVER`: none). It may be earlier than the member's own due time
-    /// (a due time moved later keeps its entry; see `Engine::reschedule`),
-    /// but only while the member is cached: a member leaves the cache with
-    /// its entry at its due time, so one read from the store has it there.
-    pub queued_ms: i64,
+    pub timer: TimerMarks,
 }
 
 impl Cached {
-    /// A member as stored (or new), unchanged so far; its timer queued at
-    /// its due time, as every member outside the cache has it.
+    /// A member as stored (or new), unchanged so far.
     pub fn clean(state: MemberState) -> Self {
         Cached {
-            queued_ms: state.timer_due_ms,
+            timer: TimerMarks::stored(state.timer_due_ms),
             state: Box::new(state),
             answers: Answers::default(),
             dirty: false,
@@ -63,7 +105,7 @@ impl Cached {
             answers: Answers::default(),
             dirty: true,
             evicted: true,
-            queued_ms: NEVER,
+            timer: TimerMarks::stored(NEVER),
         }
     }
 }
@@ -79,22 +121,33 @@ struct Slot {
     answers: Answers,
     dirty: bool,
     evicted: bool,
-    queued_ms: i64,
+    timer: TimerMarks,
     /// Used since the eviction hand last passed (CLOCK: a second chance).
     referenced: bool,
 }
 
-/// A member whose entry was written by a commit, or deleted by it.
+/// A member whose entry was written by a commit, or deleted by it, with
+/// where its timer is (which the commit brings up to date).
 pub enum Written<'a> {
     Member {
         partition: u32,
         member_id: &'a str,
         state: &'a MemberState,
+        timer: &'a mut TimerMarks,
     },
     Deleted {
         partition: u32,
         member_id: &'a str,
+        timer: TimerMarks,
     },
+}
+
+impl Written<'_> {
+    pub fn partition(&self) -> u32 {
+        match self {
+            Written::Member { partition, .. } | Written::Deleted { partition, .. } => *partition,
+        }
+    }
 }
 
 /// Members in a slab, found through a hash table of slab indices; evicted
@@ -212,7 +265,7 @@ impl MemberCache {
             answers: s.answers,
             dirty: s.dirty,
             evicted: s.evicted,
-            queued_ms: s.queued_ms,
+            timer: s.timer,
         }
     }
 
@@ -235,7 +288,7 @@ impl MemberCache {
         s.answers = cm.answers;
         s.dirty = cm.dirty;
         s.evicted = cm.evicted;
-        s.queued_ms = cm.queued_ms;
+        s.timer = cm.timer;
         s.referenced = true;
         if became_dirty {
             self.dirty.push(i);
@@ -251,7 +304,7 @@ impl MemberCache {
             answers: Answers::default(),
             dirty: false,
             evicted: false,
-            queued_ms: NEVER,
+            timer: TimerMarks::stored(NEVER),
             referenced: true,
         };
         let i = match self.free.pop() {
@@ -326,6 +379,7 @@ impl MemberCache {
                 write(Written::Deleted {
                     partition,
                     member_id,
+                    timer: s.timer,
                 });
                 self.remove(i);
             } else {
@@ -334,6 +388,7 @@ impl MemberCache {
                     partition,
                     member_id,
                     state,
+                    timer: &mut s.timer,
                 });
             }
         }
@@ -343,11 +398,9 @@ impl MemberCache {
 
     /// Evicts clean members down to capacity (call after a commit: dirty
     /// ones are never evicted), each given a second chance if used since
-    /// the hand last passed it. A member leaving whose timer entry is
-    /// earlier than its due time is reported to `requeue` (partition,
-    /// member, entry, due time), to be queued exactly: read again from the
-    /// store, it is taken to have its entry at its due time.
-    pub fn trim(&mut self, mut requeue: impl FnMut(u32, &str, i64, i64)) {
+    /// the hand last passed it. A member leaving keeps whatever entries it
+    /// has in memory; read again, it finds its timer key in the store.
+    pub fn trim(&mut self) {
         let mut budget = 2 * self.slots.len();
         while self.live > self.capacity && budget > 0 {
             budget -= 1;
@@ -361,11 +414,6 @@ impl MemberCache {
             }
             if std::mem::take(&mut s.referenced) {
                 continue;
-            }
-            let due = s.state.as_ref().map_or(NEVER, |m| m.timer_due_ms);
-            if s.queued_ms != due && !s.evicted {
-                let (partition, member_id) = split(&s.key);
-                requeue(partition, member_id, s.queued_ms, due);
             }
             self.remove(i);
         }
@@ -405,7 +453,7 @@ mod tests {
         for (id, t) in [("a", 1), ("b", 2), ("c", 3)] {
             c.checkin(0, id, Cached::clean(MemberState::new(t)));
         }
-        c.trim(|_, _, _, _| {});
+        c.trim();
         // Everything was just used: one pass takes the second chances, the
         // next evicts the first slot it meets.
         assert_eq!(c.len(), 2);
@@ -442,7 +490,7 @@ mod tests {
         // A new member over capacity: the one used least lately goes.
         c.checkin(0, "d", Cached::clean(MemberState::new(4)));
         let _ = c.checkout(0, kept[1]).map(|cm| c.checkin(0, kept[1], cm));
-        c.trim(|_, _, _, _| {});
+        c.trim();
         assert_eq!(c.len(), 2);
         assert!(c.contains(0, "d"));
     }

@@ -16,10 +16,10 @@
 //! keeps stream time per task: a partition's clock is its highest event time
 //! minus the allowed lateness, never moves back, and is moved by nothing but
 //! that partition's own events (and, on an idle partition, by the wall clock
-//! when the caller says so). Absence signals wait in an in-memory timer
-//! queue per partition (`timers`; one due time per member, at the earliest
-//! moment one of its conditions could become true, kept in the member's
-//! record and queued again from it at assign). Timers fire in due order
+//! when the caller says so). Absence signals wait for timers (`timers`: one
+//! due time per member, at the earliest moment one of its conditions could
+//! become true, kept in the member's record; a timer index in the store,
+//! its earliest keys in memory per partition). Timers fire in due order
 //! *interleaved with the events*: before an event is applied, every timer
 //! its partition's new clock has passed fires; a member's own pending timer
 //! also fires before that member's event when the event is past it. So the
@@ -46,10 +46,11 @@ use crate::detect::{stage_change, Context, DetectConfig, Finding, Signal, Verdic
 use crate::event::{Event, EventKind, Rejection, Validator};
 use crate::state::keys::{
     member_key, meta_key, partition_end, partition_prefix, split_member_key, split_timer_key,
+    timer_key, timers_marker_key,
 };
 use crate::state::member::{OpenAlert, Stage, NEVER};
 use crate::state::quarantine::{Kind as QuarantineKind, Quarantined};
-use crate::state::{Batch, MemberState, Store, StoreError, Table};
+use crate::state::{scan_chunks, Batch, MemberState, Store, StoreError, Table};
 use crate::telemetry::events::{
     ClockReleased, DuplicateAbsorbed, EventConsumed, EventRejected, MemberAlerted, MemberCreated,
     MemberEvicted, MemberReactivated, StateCommitted, StateQuarantined, TimersFired,
@@ -57,10 +58,10 @@ use crate::telemetry::events::{
 use crate::telemetry::Metrics;
 
 use answers::{Answers, Asked};
-use cache::{Cached, MemberCache, Written};
+use cache::{Cached, MemberCache, TimerMarks, Written};
 pub use clock::ClockConfig;
 pub use group::{EngineGroup, Input};
-use timers::TimerQueue;
+use timers::{Next, TimerQueue};
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -73,6 +74,7 @@ impl Default for EngineConfig {
             clock: ClockConfig::default(),
             validator: Validator::default(),
             risk: crate::risk::Config::default(),
+            timer_read_chunk: TIMER_READ_CHUNK,
         }
     }
 }
@@ -108,7 +110,14 @@ pub struct EngineConfig {
     pub clock: ClockConfig,
     pub validator: Validator,
     pub risk: crate::risk::Config,
+    /// Stored timers read into memory at a time, as the clock comes to
+    /// them ([`TIMER_READ_CHUNK`]; tests make it tiny).
+    pub timer_read_chunk: usize,
 }
+
+/// Stored timers read into memory at a time: enough that reads are rare
+/// (one range scan per 4,096 timers), few enough that memory stays flat.
+pub const TIMER_READ_CHUNK: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -183,8 +192,13 @@ struct Partition {
     /// later after an idle advance; `NEVER` before its first event.
     clock_ms: i64,
     clock_dirty: bool,
-    /// Every member's pending timer, in due order.
+    /// The partition's timers in memory: the earliest stored ones and
+    /// those of members changed since the last commit.
     timers: TimerQueue,
+    /// Stored members with a timer (the timer index's keys), as of the
+    /// last commit, and whether this commit changed the count.
+    timers_stored: u64,
+    timers_stored_dirty: bool,
 }
 
 /// Meta key name of a partition's stream clock.
@@ -243,6 +257,10 @@ pub struct Engine<S: Store> {
     /// A commit the store refused (disk full, read-only): written, before
     /// anything newer, by the next commit that gets through.
     unwritten: Option<Batch>,
+    /// Changes to the timer index made as timers came due (the keys taken,
+    /// the keys of members queued again), in order, written first by the
+    /// next commit.
+    index_changes: Batch,
     /// Timers fired since the last commit (bounded by
     /// `time.max_timers_per_commit`).
     fired_since_commit: usize,
@@ -266,6 +284,7 @@ impl<S: Store> Engine<S> {
             quarantine: Vec::new(),
             quarantine_taken: 0,
             unwritten: None,
+            index_changes: Batch::default(),
             fired_since_commit: 0,
             findings: Vec::new(),
             stats: EngineStats::default(),
@@ -310,39 +329,90 @@ impl<S: Store> Engine<S> {
     }
 
     /// Starts processing `partition`, picking up its stored clock, high mark
-    /// and members (as left by this instance, a restore or a bootstrap):
-    /// every member record is read once, its timer queued and, while the
-    /// cache has room, its state kept decoded. A record that does not
-    /// decode is moved to the quarantine (the member starts afresh if it
-    /// comes back), as is a leftover key of the timer table of builds that
-    /// kept timers on disk.
+    /// and timer count. Its timers are read from the store's timer index as
+    /// its clock comes to them. Where the index is not complete (a restore,
+    /// a bootstrap or an older build wrote the members) it is rebuilt first
+    /// from the member records (see [`Engine::rebuild_timer_index`]).
     pub fn assign(&mut self, partition: u32) -> Result<(), EngineError> {
         if self.parts.contains_key(&partition) {
             return Ok(());
         }
         let max_ts = read_i64(&self.store, &meta_key(partition, META_MAX_TS))?.unwrap_or(NEVER);
         let stored = read_i64(&self.store, &meta_key(partition, META_CLOCK))?.unwrap_or(NEVER);
-        let mut part = Partition {
-            max_ts,
-            clock_ms: stored.max(self.watermark(max_ts)),
-            ..Partition::default()
+        let marker = self
+            .store
+            .get(Table::Timers, &timers_marker_key(partition))?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map(u64::from_le_bytes);
+        let timers_stored = match marker {
+            Some(n) => n,
+            None => self.rebuild_timer_index(partition)?,
         };
-        self.drop_legacy_timers(partition)?;
+        self.parts.insert(
+            partition,
+            Partition {
+                max_ts,
+                clock_ms: stored.max(self.watermark(max_ts)),
+                timers_stored,
+                ..Partition::default()
+            },
+        );
+        Ok(())
+    }
+
+    /// Rebuilds `partition`'s timer index from its member records: every
+    /// timer key goes (a key that does not split is quarantined, as are
+    /// leftovers of builds that kept a different timer table), every member
+    /// record is read once and its key written at its due time, and, while
+    /// the cache has room, its state kept decoded. A record that does not
+    /// decode is moved to the quarantine (the member starts afresh if it
+    /// comes back). The marker, written last, makes the index count: a
+    /// rebuild cut short is done again. Returns the number of timers.
+    fn rebuild_timer_index(&mut self, partition: u32) -> Result<u64, EngineError> {
         let (from, end) = (
             partition_prefix(partition).to_vec(),
             partition_end(partition),
         );
+        let mut unsplit = Vec::new();
+        scan_chunks(&self.store, Table::Timers, &from, &end, 10_000, |chunk| {
+            let mut batch = Batch::default();
+            for (key, _) in chunk {
+                if split_timer_key(&key).is_none() {
+                    unsplit.push(key.clone());
+                }
+                batch.delete(Table::Timers, key);
+            }
+            self.store.write(batch)
+        })?;
+        for key in unsplit {
+            self.quarantine_record(Quarantined::new(
+                QuarantineKind::Timer,
+                partition,
+                &key,
+                &[],
+                "timer key does not split into due time and member id".into(),
+            ));
+        }
+        let mut timers = 0u64;
         let mut cursor = from;
         loop {
             let chunk = self.store.scan(Table::Members, &cursor, &end, 4096)?;
             let Some((last, _)) = chunk.last() else { break };
             cursor = last.clone();
             cursor.push(0);
+            let mut batch = Batch::default();
             for (key, value) in chunk {
                 let member = split_member_key(&key).map(|(_, id)| id);
                 match (member, MemberState::decode(&value)) {
                     (Some(id), Ok(m)) => {
-                        part.timers.reschedule(id, NEVER, m.timer_due_ms);
+                        if m.timer_due_ms != NEVER {
+                            batch.put(
+                                Table::Timers,
+                                timer_key(partition, m.timer_due_ms, id),
+                                Vec::new(),
+                            );
+                            timers += 1;
+                        }
                         if self.cache.len() < self.cache.capacity() {
                             self.cache.checkin(partition, id, Cached::clean(m));
                         }
@@ -367,40 +437,64 @@ impl<S: Store> Engine<S> {
                     }
                 }
             }
+            self.store.write(batch)?;
         }
-        self.parts.insert(partition, part);
-        Ok(())
+        let mut batch = Batch::default();
+        batch.put(
+            Table::Timers,
+            timers_marker_key(partition),
+            timers.to_le_bytes().to_vec(),
+        );
+        self.store.write(batch)?;
+        Ok(timers)
     }
 
-    /// Deletes what builds that kept timers in a table left of
-    /// `partition`'s (the member records hold the same due times); a key
-    /// that does not split is quarantined, as it was then.
-    fn drop_legacy_timers(&mut self, partition: u32) -> Result<(), EngineError> {
-        let (from, end) = (
-            partition_prefix(partition).to_vec(),
-            partition_end(partition),
-        );
-        let mut cursor = from;
-        loop {
-            let chunk = self.store.scan(Table::Timers, &cursor, &end, 10_000)?;
-            let Some((last, _)) = chunk.last() else { break };
-            cursor = last.clone();
-            cursor.push(0);
-            let mut batch = Batch::default();
-            for (key, _) in chunk {
-                if split_timer_key(&key).is_none() {
-                    self.quarantine_record(Quarantined::new(
-                        QuarantineKind::Timer,
-                        partition,
-                        &key,
-                        &[],
-                        "timer key does not split into due time and member id".into(),
-                    ));
-                } else {
-                    batch.delete(Table::Timers, key);
-                }
+    /// Reads the next chunk of `partition`'s stored timers into its queue.
+    fn read_timers(&mut self, partition: u32) -> Result<(), EngineError> {
+        let Some(part) = self.parts.get_mut(&partition) else {
+            return Ok(());
+        };
+        let from = match part.timers.read_after() {
+            None => partition_prefix(partition).to_vec(),
+            Some((due, member)) => {
+                let mut k = timer_key(partition, due, member);
+                k.push(0);
+                k
             }
-            self.store.write(batch)?;
+        };
+        let chunk = self.cfg.timer_read_chunk.max(1);
+        let keys = self
+            .store
+            .scan(Table::Timers, &from, &timers_marker_key(partition), chunk)?;
+        let mut complete = keys.len() < chunk;
+        let mut read = Vec::with_capacity(keys.len());
+        let mut damaged = Vec::new();
+        let mut last_read = None;
+        for (key, _) in &keys {
+            let Some((_, due, member)) = split_timer_key(key) else {
+                damaged.push(key.clone());
+                continue;
+            };
+            last_read = Some((due, member));
+            read.push((due, member.into()));
+        }
+        if last_read.is_none() {
+            // Nothing to move the horizon past: read again after a commit.
+            complete = true;
+        }
+        part.timers
+            .add_read(read, last_read.map(|(d, m)| (d, m.into())), complete);
+        // Only this engine writes the index, after a rebuild that set such
+        // keys aside: this is damage, set aside and deleted too.
+        for key in damaged {
+            self.quarantine_record(Quarantined::new(
+                QuarantineKind::Timer,
+                partition,
+                &key,
+                &[],
+                "timer key does not split into due time and member id".into(),
+            ));
+            self.index_changes.delete(Table::Timers, key);
         }
         Ok(())
     }
@@ -420,6 +514,10 @@ impl<S: Store> Engine<S> {
     pub fn revoke(&mut self, partition: u32) {
         self.parts.remove(&partition);
         self.cache.forget_partition(partition);
+        let prefix = partition_prefix(partition);
+        self.index_changes
+            .ops
+            .retain(|op| !op.key.starts_with(&prefix));
         self.known_absent.clear();
         ClockReleased(partition).emit(&self.metrics);
         self.raised.retain(|a| a.partition != partition);
@@ -437,8 +535,14 @@ impl<S: Store> Engine<S> {
         self.cache.changed()
     }
 
-    /// Timers pending over every assigned partition.
+    /// Timers pending over every assigned partition, as of the last commit.
     pub fn timers_pending(&self) -> usize {
+        self.parts.values().map(|p| p.timers_stored as usize).sum()
+    }
+
+    /// Timer entries held in memory over every assigned partition (the
+    /// rest are in the store).
+    pub fn timers_in_memory(&self) -> usize {
         self.parts.values().map(|p| p.timers.len()).sum()
     }
 
@@ -532,7 +636,7 @@ impl<S: Store> Engine<S> {
             .applied(e.kind, e.ts_ms, m.first_seen_ms != first_seen);
         m.remember_event(id_hash);
         let now = m.last_event_ms;
-        let (answers, queued) = (&mut cm.answers, &mut cm.queued_ms);
+        let (answers, timer) = (&mut cm.answers, &mut cm.timer);
         self.evaluate(
             partition,
             member,
@@ -541,7 +645,7 @@ impl<S: Store> Engine<S> {
             now,
             returning.map(|a| (a, e.ts_ms)),
         );
-        if self.reschedule(partition, member, m, answers, queued, now) == Fired::Evicted {
+        if self.reschedule(partition, member, m, answers, timer, now) == Fired::Evicted {
             // Only `email_send` since long before the eviction time (state
             // kept from before eviction was configured).
             self.evict(&mut cm);
@@ -638,32 +742,44 @@ impl<S: Store> Engine<S> {
             }
         }
         self.quarantine_taken = 0;
+        // The index changes made as timers came due go first: a key the
+        // members' writes below put again is put after it was taken.
+        batch.ops.append(&mut self.index_changes.ops);
         let mut members = 0;
         // Changed members come sorted by partition, then member id: each
         // partition's members, then the partition itself, in order.
         let mut parts = self.parts.iter_mut().peekable();
-        let mut done = |upto: Option<u32>,
-                        batch: &mut Batch,
-                        on_change: &mut dyn FnMut(Change<'_>, &mut Batch)| {
-            while let Some((&p, part)) = parts.next_if(|(p, _)| upto.is_none_or(|u| **p < u)) {
-                finish_partition(p, part, batch, on_change);
-            }
-        };
+        let mut current: Option<(u32, &mut Partition)> = None;
         self.cache.commit(|w| {
             members += 1;
+            let p = w.partition();
+            if current.as_ref().map(|(cp, _)| *cp) != Some(p) {
+                if let Some((cp, part)) = current.take() {
+                    finish_partition(cp, part, batch, on_change);
+                }
+                while let Some((&q, part)) = parts.next_if(|(q, _)| **q < p) {
+                    finish_partition(q, part, batch, on_change);
+                }
+                current = parts.next_if(|(q, _)| **q == p).map(|(q, part)| (*q, part));
+            }
+            let part = current.as_mut().map(|(_, part)| &mut **part);
             match w {
                 Written::Member {
                     partition,
                     member_id,
                     state,
+                    timer,
                 } => {
-                    done(Some(partition), batch, on_change);
+                    let due = state.timer_due_ms;
+                    if let Some(part) = part {
+                        part.stage_timer(batch, partition, member_id, timer, due);
+                    }
                     let bytes = state.to_bytes();
                     on_change(
                         Change::Member {
                             partition,
                             member_id,
-                            timer_due_ms: state.timer_due_ms,
+                            timer_due_ms: due,
                             state: &bytes,
                         },
                         batch,
@@ -673,8 +789,12 @@ impl<S: Store> Engine<S> {
                 Written::Deleted {
                     partition,
                     member_id,
+                    timer,
                 } => {
-                    done(Some(partition), batch, on_change);
+                    // Its keys go as they come due (the member is not found).
+                    if let Some(part) = part {
+                        part.count_stored_timer(timer.stored_due_ms, NEVER);
+                    }
                     on_change(
                         Change::MemberDeleted {
                             partition,
@@ -686,17 +806,17 @@ impl<S: Store> Engine<S> {
                 }
             }
         });
-        done(None, batch, on_change);
+        if let Some((cp, part)) = current.take() {
+            finish_partition(cp, part, batch, on_change);
+        }
+        for (&q, part) in parts {
+            finish_partition(q, part, batch, on_change);
+        }
         self.known_absent.clear();
         // Whatever the store says, the cached states are the engine's view
         // of its members (a refused batch is written again, before
         // anything newer, by whoever holds it).
-        let parts = &mut self.parts;
-        self.cache.trim(|partition, member_id, queued, due| {
-            if let Some(part) = parts.get_mut(&partition) {
-                part.timers.reschedule(member_id, queued, due);
-            }
-        });
+        self.cache.trim();
         members
     }
 
@@ -704,6 +824,10 @@ impl<S: Store> Engine<S> {
     pub fn committed(&mut self) {
         self.stats.commits += 1;
         self.fired_since_commit = 0;
+        // The timers beyond each horizon are in the store now.
+        for part in self.parts.values_mut() {
+            part.timers.committed();
+        }
     }
 
     /// The member's state as the engine sees it now (committed or not).
@@ -767,6 +891,19 @@ impl<S: Store> Engine<S> {
                 .clock
                 .max_timers_per_commit
                 .saturating_sub(self.fired_since_commit);
+            // Stored timers that far are read now, as they would be when
+            // their time comes.
+            while self.parts[&partition].timers.wants_read(until)
+                && self.parts[&partition]
+                    .timers
+                    .due_by(until)
+                    .take(room)
+                    .count()
+                    < room
+            {
+                self.read_timers(partition)?;
+            }
+            let part = &self.parts[&partition];
             let cache = &mut self.cache;
             keys.extend(
                 part.timers
@@ -1014,19 +1151,27 @@ impl<S: Store> Engine<S> {
         let mut stopped = false;
         loop {
             let part = self.parts.get_mut(&p).expect("assigned");
-            if part.timers.next_due().is_none_or(|due| due > target) {
-                break;
+            match part.timers.next(target) {
+                Next::Idle => break,
+                Next::Read => {
+                    self.read_timers(p)?;
+                    continue;
+                }
+                Next::Due => {}
             }
             if self.fired_since_commit >= limit {
                 stopped = true;
                 break;
             }
             let (due, member) = part.timers.pop_due(target).expect("due");
+            // The entry is taken, and a stored key there with it (the
+            // member, if any, is keyed again at its own due time).
+            self.index_changes
+                .delete(Table::Timers, timer_key(p, due, &member));
             let Some(mut cm) = self.checkout_existing(p, &member)? else {
                 continue;
             };
-            // The member's one entry, just taken from the queue.
-            cm.queued_ms = NEVER;
+            cm.timer.taken(due);
             if cm.state.timer_due_ms == due {
                 // The clock reaches each timer as it fires.
                 self.set_clock(p, due);
@@ -1037,12 +1182,26 @@ impl<S: Store> Engine<S> {
                 fired += 1;
                 self.fired_since_commit += 1;
             } else {
-                // Queued early: the member has moved its timer on since
-                // (see `reschedule`); it waits for its own due time.
-                let part = self.parts.get_mut(&p).expect("assigned");
-                part.timers
-                    .reschedule(&member, NEVER, cm.state.timer_due_ms);
-                cm.queued_ms = cm.state.timer_due_ms;
+                // Early: the member has moved its timer on since (see
+                // `reschedule`); it waits for its own due time, keyed there
+                // (so a commit may let the entry go) unless it has a key
+                // at or before it.
+                let own = cm.state.timer_due_ms;
+                if own != NEVER {
+                    if !cm.timer.covers(own) {
+                        let part = self.parts.get_mut(&p).expect("assigned");
+                        part.timers.reschedule(&member, NEVER, own);
+                        cm.timer.queued_ms = own;
+                    }
+                    if cm.timer.key_ms == NEVER || cm.timer.key_ms > own {
+                        self.index_changes.put(
+                            Table::Timers,
+                            timer_key(p, own, &member),
+                            Vec::new(),
+                        );
+                        cm.timer.key_ms = own;
+                    }
+                }
             }
             self.checkin(p, &member, cm);
         }
@@ -1067,10 +1226,10 @@ impl<S: Store> Engine<S> {
     }
 
     fn on_timer(&mut self, partition: u32, member_id: &str, cm: &mut Cached, due: i64) -> Fired {
-        let (m, answers, queued) = (&mut *cm.state, &mut cm.answers, &mut cm.queued_ms);
+        let (m, answers, timer) = (&mut *cm.state, &mut cm.answers, &mut cm.timer);
         m.timer_due_ms = NEVER;
         self.evaluate(partition, member_id, m, answers, due, None);
-        self.reschedule(partition, member_id, m, answers, queued, due)
+        self.reschedule(partition, member_id, m, answers, timer, due)
     }
 
     /// Runs every detector at `now`, opens and closes episodes, moves the
@@ -1145,7 +1304,7 @@ impl<S: Store> Engine<S> {
         member_id: &str,
         m: &mut MemberState,
         answers: &mut Answers,
-        queued: &mut i64,
+        timer: &mut TimerMarks,
         now: i64,
     ) -> Fired {
         let mut due = checks(m, now, &self.cfg, answers)
@@ -1165,17 +1324,27 @@ impl<S: Store> Engine<S> {
         }
         let due = if due == i64::MAX { NEVER } else { due };
         m.timer_due_ms = due;
-        // A due time moved later keeps its earlier entry: most events push
-        // the member's due time on (activity moves the lifecycle deadline),
-        // and the entry, once due, finds the later time and is queued there
-        // (`fire_until`), so most events cost the queue nothing. The entry
-        // is put right when the member leaves the cache (`MemberCache::trim`).
-        let kept = *queued != NEVER && due != NEVER && due >= *queued;
-        if !kept && *queued != due {
-            if let Some(part) = self.parts.get_mut(&partition) {
-                part.timers.reschedule(member_id, *queued, due);
-                *queued = due;
-            }
+        // A due time moved later keeps the earlier entry or key it has:
+        // most events push the member's due time on (activity moves the
+        // lifecycle deadline), and the entry, once due, finds the later
+        // time and is queued and keyed there (`fire_until`), so most events
+        // cost neither the queue nor the index anything.
+        if due != NEVER && timer.covers(due) {
+            return fired;
+        }
+        let Some(part) = self.parts.get_mut(&partition) else {
+            return fired;
+        };
+        if timer.queued_ms != NEVER {
+            // Out of memory, and out of the store if it was a key read in.
+            part.timers.reschedule(member_id, timer.queued_ms, NEVER);
+            let key = timer_key(partition, timer.queued_ms, member_id);
+            self.index_changes.delete(Table::Timers, key);
+            timer.taken(timer.queued_ms);
+        }
+        if due != NEVER {
+            part.timers.reschedule(member_id, NEVER, due);
+            timer.queued_ms = due;
         }
         fired
     }
@@ -1339,6 +1508,14 @@ fn finish_partition(
         );
         part.clock_dirty = false;
     }
+    if part.timers_stored_dirty {
+        batch.put(
+            Table::Timers,
+            timers_marker_key(p),
+            part.timers_stored.to_le_bytes().to_vec(),
+        );
+        part.timers_stored_dirty = false;
+    }
     on_change(
         Change::PartitionDone {
             partition: p,
@@ -1347,6 +1524,48 @@ fn finish_partition(
         },
         batch,
     );
+}
+
+impl Partition {
+    /// Stages what the index needs of a member whose record the commit
+    /// writes with due time `due`: a key at or before it, unless one is
+    /// known (most events move a due time later, and keep the key they
+    /// had: it finds the later time when it comes due, see `fire_until`).
+    /// Its entry in memory, if beyond the horizon, is let go at the commit
+    /// (the key stands for it).
+    fn stage_timer(
+        &mut self,
+        batch: &mut Batch,
+        partition: u32,
+        member_id: &str,
+        timer: &mut TimerMarks,
+        due: i64,
+    ) {
+        if due != NEVER && (timer.key_ms == NEVER || timer.key_ms > due) {
+            batch.put(
+                Table::Timers,
+                timer_key(partition, due, member_id),
+                Vec::new(),
+            );
+            timer.key_ms = due;
+        }
+        if timer.queued_ms != NEVER && !self.timers.within(timer.queued_ms, member_id) {
+            timer.queued_ms = NEVER;
+        }
+        self.count_stored_timer(std::mem::replace(&mut timer.stored_due_ms, due), due);
+    }
+
+    /// A stored record's due time goes from `from` to `to`.
+    fn count_stored_timer(&mut self, from: i64, to: i64) {
+        if (from == NEVER) != (to == NEVER) {
+            self.timers_stored = if to == NEVER {
+                self.timers_stored.saturating_sub(1)
+            } else {
+                self.timers_stored + 1
+            };
+            self.timers_stored_dirty = true;
+        }
+    }
 }
 
 /// A member's stored state, as found.

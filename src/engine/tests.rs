@@ -248,22 +248,79 @@ fn paced_members(gap_step: f64, until: f64, until_step: f64) -> Vec<(i64, String
     lines
 }
 
-/// Most events move a member's due time later and leave its timer entry
-/// early (the entry finds the later time when it comes due). A member that
-/// leaves the cache must take that shortcut back: read again from the
-/// store, its entry is taken to be at its due time, so that a timer coming
-/// due never costs a store read only to be queued again. With a cache of
-/// one member, after every commit each member has one entry, and every
-/// member outside the cache has it exactly at its stored due time; the
-/// alerts are those of a cache that holds everyone.
+/// Checks, after a commit, that no timer of partition 0 can be missed: every
+/// stored member with a due time has a key in the store's timer index at or
+/// before it, and either that key is beyond the horizon (to be read) or an
+/// entry at or before it is in memory; no key is left at or before the
+/// clock (each was taken when the clock got there); and the index's marker
+/// counts the members with a timer. Returns that count.
+fn assert_no_timer_can_be_missed(e: &Engine<Arc<MemoryStore>>, store: &MemoryStore) -> usize {
+    let members = store
+        .scan(
+            Table::Members,
+            &partition_prefix(0),
+            &partition_end(0),
+            usize::MAX,
+        )
+        .unwrap();
+    let keys: Vec<(i64, String)> = store
+        .scan(
+            Table::Timers,
+            &partition_prefix(0),
+            &timers_marker_key(0),
+            usize::MAX,
+        )
+        .unwrap()
+        .iter()
+        .map(|(k, _)| {
+            let (_, due, id) = split_timer_key(k).unwrap();
+            (due, id.to_string())
+        })
+        .collect();
+    let part = &e.parts[&0];
+    let horizon = part.timers.read_after();
+    let beyond = |due: i64, id: &str| horizon.is_none_or(|h| (due, id) > h);
+    let mut with_timer = 0;
+    for (k, v) in &members {
+        let (_, id) = split_member_key(k).unwrap();
+        let due = MemberState::decode(v).unwrap().timer_due_ms;
+        if due == NEVER {
+            continue;
+        }
+        with_timer += 1;
+        let key = keys.iter().find(|(k, m)| m == id && *k <= due);
+        assert!(key.is_some(), "{id} due at {due} has no key: {keys:?}");
+        let found = keys
+            .iter()
+            .any(|(k, m)| m == id && *k <= due && beyond(*k, m))
+            || part.timers.entries().any(|(q, m)| m == id && q <= due);
+        assert!(found, "{id} due at {due}: key {key:?} read, no entry");
+    }
+    if let Some(clock) = e.clock_ms(0) {
+        let passed: Vec<_> = keys.iter().filter(|(k, _)| *k <= clock).collect();
+        assert!(passed.is_empty(), "keys the clock passed: {passed:?}");
+    }
+    let marker = store.get(Table::Timers, &timers_marker_key(0)).unwrap();
+    let count = u64::from_le_bytes(marker.unwrap().try_into().unwrap());
+    assert_eq!(count, with_timer as u64);
+    assert_eq!(e.timers_pending(), with_timer);
+    with_timer
+}
+
+/// Most events move a member's due time later and keep the timer entry
+/// or key it had (it finds the later time when it comes due). With a cache
+/// of one member (each read back from the store) and stored timers read
+/// two at a time, no timer can be missed after any commit, and the alerts
+/// are those of a cache that holds everyone.
 #[test]
-fn a_member_leaves_the_cache_with_its_timer_queued_at_its_due_time() {
+fn a_member_read_again_finds_its_timer_in_the_store() {
     let lines = paced_members(0.7, 60.0, 15.0);
-    let run = |cache_bytes: usize, check: bool| {
+    let run = |cache_bytes: usize, chunk: usize, check: bool| {
         let store = Arc::new(MemoryStore::new());
         let mut cfg = EngineConfig::default();
         cfg.alerts.holdout_share = 0.0;
         cfg.member_cache_bytes = cache_bytes;
+        cfg.timer_read_chunk = chunk;
         let mut e = Engine::new(store.clone(), cfg, Arc::new(Metrics::new())).unwrap();
         let mut ids = Vec::new();
         for (i, (_, _, l)) in lines.iter().enumerate() {
@@ -272,22 +329,7 @@ fn a_member_leaves_the_cache_with_its_timer_queued_at_its_due_time() {
                 ids.extend(e.take_alerts().into_iter().map(|a| a.alert.alert_id));
                 e.commit(Batch::default()).unwrap();
                 if check {
-                    let entries: Vec<(i64, String)> = e.parts[&0]
-                        .timers
-                        .entries()
-                        .map(|(due, m)| (due, m.to_string()))
-                        .collect();
-                    let mut members: Vec<&str> = entries.iter().map(|(_, m)| &m[..]).collect();
-                    members.sort_unstable();
-                    let n = members.len();
-                    members.dedup();
-                    assert_eq!(members.len(), n, "one entry per member: {entries:?}");
-                    for (due, m) in &entries {
-                        if !e.cache.contains(0, m) {
-                            let stored = e.load(0, m).unwrap().expect("stored");
-                            assert_eq!(*due, stored.timer_due_ms, "{m} left the cache");
-                        }
-                    }
+                    assert_no_timer_can_be_missed(&e, &store);
                 }
             }
         }
@@ -295,9 +337,95 @@ fn a_member_leaves_the_cache_with_its_timer_queued_at_its_due_time() {
         ids.extend(e.take_alerts().into_iter().map(|a| a.alert.alert_id));
         ids
     };
-    let one = run(1, true);
+    let one = run(1, TIMER_READ_CHUNK, true);
     assert!(one.len() >= 12, "expected alerts, got {}", one.len());
-    assert_eq!(one, run(64 << 20, false));
+    assert_eq!(one, run(64 << 20, TIMER_READ_CHUNK, false));
+    assert_eq!(one, run(1, 2, true));
+}
+
+/// The store's timer index over months of members who come, change their
+/// due times (later and earlier), are evicted and come back: after every
+/// commit no timer can be missed, the marker counts the timers, and memory
+/// holds no more than a read and a commit's worth of entries.
+#[test]
+fn the_timer_index_keeps_every_timer_findable_in_bounded_memory() {
+    let mut lines = paced_members(0.9, 80.0, 25.0);
+    // Back after the eviction time, as new members.
+    for (i, m) in ["m0", "m5", "m9"].into_iter().enumerate() {
+        let ts = day(560.0 + i as f64);
+        lines.push((
+            ts,
+            m.into(),
+            line(&format!("back-{m}"), m, "purchase", ts, Some(5.0)),
+        ));
+    }
+    let store = Arc::new(MemoryStore::new());
+    let mut cfg = EngineConfig::default();
+    cfg.alerts.holdout_share = 0.0;
+    cfg.evict_after_ms = Some(365 * DAY_MS);
+    cfg.member_cache_bytes = 1;
+    cfg.timer_read_chunk = 2;
+    let mut e = Engine::new(store.clone(), cfg, Arc::new(Metrics::new())).unwrap();
+    let (mut most, mut evicted) = (0, 0);
+    for (i, (_, _, l)) in lines.iter().enumerate() {
+        while e.process(0, l, WALL).unwrap() == Outcome::Deferred {
+            e.commit(Batch::default()).unwrap();
+        }
+        if (i + 1) % 5 == 0 {
+            evicted += commit_changes(&mut e)
+                .iter()
+                .filter(|c| c.starts_with('-'))
+                .count();
+            most = most.max(assert_no_timer_can_be_missed(&e, &store));
+            // A read's worth and the members this commit wrote, at most.
+            assert!(e.timers_in_memory() <= 2 + 5, "{}", e.timers_in_memory());
+        }
+    }
+    e.commit(Batch::default()).unwrap();
+    assert_no_timer_can_be_missed(&e, &store);
+    assert_eq!(most, 12, "every member had a timer at some point");
+    assert!(evicted >= 3, "{evicted} evicted");
+}
+
+/// A partition whose members were written by something else (a restore, a
+/// bootstrap, an older build) has no index marker: taking it rebuilds the
+/// index from the member records, and its timers fire.
+#[test]
+fn taking_a_partition_without_its_timer_index_rebuilds_it_from_the_members() {
+    let store = Arc::new(MemoryStore::new());
+    let want = {
+        let mut e = engine(store.clone());
+        for m in 0..6 {
+            weekly_buyer(&mut e, &format!("m{m}"), 5);
+        }
+        e.commit(Batch::default()).unwrap();
+        let want = e.timers_pending();
+        e.advance_clock_to(day(80.0)).unwrap();
+        (want, signals(&e.take_alerts()).len())
+    };
+    assert_eq!(want.0, 6);
+    assert!(want.1 >= 6, "{want:?}");
+    // What a restore leaves: members, no index (and a stray key of it).
+    let mut b = Batch::default();
+    for (k, _) in store
+        .scan(
+            Table::Timers,
+            &partition_prefix(0),
+            &partition_end(0),
+            usize::MAX,
+        )
+        .unwrap()
+        .into_iter()
+        .skip(1)
+    {
+        b.delete(Table::Timers, k);
+    }
+    store.write(b).unwrap();
+    let mut e = engine(store.clone());
+    e.assign(0).unwrap();
+    assert_eq!(e.timers_pending(), want.0);
+    e.advance_clock_to(day(80.0)).unwrap();
+    assert_eq!(signals(&e.take_alerts()).len(), want.1);
 }
 
 /// A store that counts the member reads made one key at a time.

@@ -1,11 +1,25 @@
-//! Timers in memory: every member's next due time, per partition, in due
-//! order, as Flink keeps event-time timers in a heap per key group.
+//! Timers: every member's next due time, per partition, in due order, kept
+//! as Flink's RocksDB timer service keeps them: all of them in the store,
+//! the earliest in memory.
 //!
-//! Nothing here is durable: each member record holds its own due time
-//! (`MemberState::timer_due_ms`), so the queue of a partition is rebuilt
-//! from its member records when the partition is assigned (at start, after
-//! a restore or a bootstrap). Scheduling is a change in memory only; the
-//! member's record, written once per commit, carries the new due time.
+//! The store's timer index (`state::keys::timer_key`) holds, for every
+//! stored member with a due time, a key at or before it: written with the
+//! member's record when a commit finds no key known at or before its new
+//! due time (`Engine::stage_commit`), and taken when the clock reaches it.
+//! A due time moved later keeps its key (most events do that), so most
+//! commits write no key at all; the key, once reached, finds the later time
+//! and the member is keyed again there (`Engine::fire_until`).
+//!
+//! This queue holds what the store holds up to a *horizon* (the last key
+//! read from it), read a chunk at a time as the partition's clock gets
+//! there, plus the entries of members changed since the last commit, let
+//! go at the commit (their keys stand for them). Memory is therefore set by
+//! the chunk and the commit size, not by the number of members.
+//!
+//! Entries and keys may be early or stale; when one comes due, the member's
+//! own due time says whether it fires or waits. What must never happen is a
+//! member with neither an entry at or before its due time in memory nor a
+//! key at or before it in the store beyond the horizon.
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
@@ -76,11 +90,31 @@ impl Ord for Entry {
     }
 }
 
-/// The pending timers of one partition: at most one per member, ordered by
-/// due time, then member id (so timers due together fire in a fixed order).
+/// The pending timers of one partition that are in memory: at most one
+/// per member that the store does not hold (or holds beyond the horizon),
+/// ordered by due time, then member id (so timers due together fire in a
+/// fixed order).
 #[derive(Debug, Default)]
 pub struct TimerQueue {
     entries: BTreeSet<Entry>,
+    /// The last key read from the store; `None` before the first read.
+    /// Every stored key up to it is in `entries` (or has fired).
+    horizon: Option<Entry>,
+    /// The last read reached the end of the stored timers: nothing is
+    /// stored beyond the horizon until a commit writes there.
+    read_all: bool,
+}
+
+/// What the queue can say about the timers due by a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// The earliest timer is due: [`TimerQueue::pop_due`] takes it.
+    Due,
+    /// None is due.
+    Idle,
+    /// Stored timers beyond the horizon may be due: read the next chunk
+    /// ([`TimerQueue::read_after`], [`TimerQueue::add_read`]) and ask again.
+    Read,
 }
 
 impl TimerQueue {
@@ -101,20 +135,87 @@ impl TimerQueue {
         }
     }
 
-    /// The earliest due time, if any timer is pending.
-    pub fn next_due(&self) -> Option<i64> {
-        self.entries.first().map(|e| e.due_ms)
+    /// Whether `(due_ms, member)` is at or before the horizon.
+    pub fn within(&self, due_ms: i64, member: &str) -> bool {
+        self.horizon
+            .as_ref()
+            .is_some_and(|h| (due_ms, member) <= h.key())
     }
 
-    /// Takes the earliest timer if it is due at or before `until_ms`.
+    /// Whether the timers due by `until_ms` are all in memory, and if so
+    /// whether one is.
+    pub fn next(&self, until_ms: i64) -> Next {
+        let first = self
+            .entries
+            .first()
+            .filter(|e| self.read_all || self.within(e.due_ms, &e.member));
+        match first {
+            Some(e) if e.due_ms <= until_ms => Next::Due,
+            Some(_) => Next::Idle,
+            None if self.wants_read(until_ms) => Next::Read,
+            // Anything beyond the horizon is due after it, after `until_ms`.
+            None => Next::Idle,
+        }
+    }
+
+    /// Whether stored timers not yet read may be due by `until_ms`.
+    pub fn wants_read(&self, until_ms: i64) -> bool {
+        !self.read_all && self.horizon.as_ref().is_none_or(|h| h.due_ms <= until_ms)
+    }
+
+    /// Where the next read starts: after this key (`None`: at the first).
+    pub fn read_after(&self) -> Option<(i64, &str)> {
+        self.horizon.as_ref().map(|h| (h.due_ms, &*h.member))
+    }
+
+    /// Takes the next chunk of stored timers read after
+    /// [`TimerQueue::read_after`], up to and including `last` (the last key
+    /// read, which moves the horizon); `complete` when the read reached the
+    /// end.
+    pub fn add_read(
+        &mut self,
+        read: Vec<(i64, Box<str>)>,
+        last: Option<(i64, Box<str>)>,
+        complete: bool,
+    ) {
+        for (due_ms, member) in read {
+            self.entries.insert(Entry { due_ms, member });
+        }
+        if let Some((due_ms, member)) = last {
+            self.horizon = Some(Entry { due_ms, member });
+        }
+        self.read_all = complete;
+    }
+
+    /// A commit has written the store: every member with an entry beyond
+    /// the horizon has a key at or before its due time stored now, so
+    /// memory lets those entries go, and a later read finds the keys.
+    pub fn committed(&mut self) {
+        match &self.horizon {
+            None => self.entries.clear(),
+            Some(h) => {
+                // Everything from the smallest key after the horizon's.
+                let mut after = String::with_capacity(h.member.len() + 1);
+                after.push_str(&h.member);
+                after.push('\0');
+                self.entries
+                    .split_off(&(h.due_ms, after.as_str()) as &dyn Key);
+            }
+        }
+        // The commit may have stored keys beyond the horizon.
+        self.read_all = false;
+    }
+
+    /// Takes the earliest timer if it is due at or before `until_ms`; call
+    /// when [`TimerQueue::next`] says `Due`.
     pub fn pop_due(&mut self, until_ms: i64) -> Option<(i64, Box<str>)> {
-        if self.next_due()? > until_ms {
+        if self.entries.first()?.due_ms > until_ms {
             return None;
         }
         self.entries.pop_first().map(|e| (e.due_ms, e.member))
     }
 
-    /// The timers due at or before `until_ms`, in due order.
+    /// The timers in memory due at or before `until_ms`, in due order.
     pub fn due_by(&self, until_ms: i64) -> impl Iterator<Item = (i64, &str)> {
         self.entries
             .iter()
@@ -122,6 +223,7 @@ impl TimerQueue {
             .map(|e| (e.due_ms, &*e.member))
     }
 
+    /// Entries in memory.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -131,7 +233,7 @@ impl TimerQueue {
         self.entries.is_empty()
     }
 
-    /// Every entry, in due order.
+    /// Every entry in memory, in due order.
     #[cfg(test)]
     pub fn entries(&self) -> impl Iterator<Item = (i64, &str)> {
         self.entries.iter().map(|e| (e.due_ms, &*e.member))
@@ -142,13 +244,21 @@ impl TimerQueue {
 mod tests {
     use super::*;
 
+    /// A queue whose store holds nothing.
+    fn all_read() -> TimerQueue {
+        let mut q = TimerQueue::default();
+        q.add_read(Vec::new(), None, true);
+        q
+    }
+
     #[test]
     fn timers_come_out_in_due_order_then_member_order() {
-        let mut q = TimerQueue::default();
+        let mut q = all_read();
         q.reschedule("b", NEVER, 20);
         q.reschedule("a", NEVER, 20);
         q.reschedule("c", NEVER, 10);
-        assert_eq!(q.next_due(), Some(10));
+        assert_eq!(q.next(5), Next::Idle);
+        assert_eq!(q.next(10), Next::Due);
         assert_eq!(q.pop_due(5), None);
         assert_eq!(q.pop_due(20), Some((10, "c".into())));
         assert_eq!(q.pop_due(20), Some((20, "a".into())));
@@ -158,7 +268,7 @@ mod tests {
 
     #[test]
     fn a_rescheduled_member_has_one_timer_at_its_new_time() {
-        let mut q = TimerQueue::default();
+        let mut q = all_read();
         q.reschedule("m", NEVER, 10);
         q.reschedule("m", 10, 30);
         assert_eq!(q.len(), 1);
@@ -167,5 +277,48 @@ mod tests {
         q.reschedule("n", NEVER, 5);
         q.reschedule("n", 5, NEVER);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn timers_beyond_the_horizon_wait_for_the_store_to_be_read_that_far() {
+        let mut q = TimerQueue::default();
+        // Nothing read yet: whatever is due must come from the store.
+        q.reschedule("new", NEVER, 50);
+        assert_eq!(q.next(10), Next::Read);
+        assert_eq!(q.read_after(), None);
+        q.add_read(
+            vec![(20, "a".into()), (30, "b".into())],
+            Some((30, "b".into())),
+            false,
+        );
+        assert_eq!(q.read_after(), Some((30, "b")));
+        assert_eq!(q.next(25), Next::Due);
+        assert_eq!(q.pop_due(25), Some((20, "a".into())));
+        assert_eq!(q.next(25), Next::Idle);
+        assert_eq!(q.pop_due(40), Some((30, "b".into())));
+        // "new" at 50 is beyond the horizon: the store may hold earlier.
+        assert_eq!(q.next(60), Next::Read);
+        q.add_read(vec![(40, "c".into())], Some((40, "c".into())), true);
+        assert_eq!(q.pop_due(60), Some((40, "c".into())));
+        assert_eq!(q.next(60), Next::Due);
+        // A commit stores what is beyond the horizon: memory lets it go,
+        // and the next read finds it.
+        q.committed();
+        assert!(q.is_empty());
+        assert_eq!(q.next(60), Next::Read);
+        assert_eq!(q.read_after(), Some((40, "c")));
+    }
+
+    #[test]
+    fn a_commit_keeps_what_is_within_the_horizon() {
+        let mut q = TimerQueue::default();
+        let read = vec![(20, "a".into()), (30, "b".into())];
+        q.add_read(read, Some((30, "b".into())), false);
+        q.reschedule("c", NEVER, 30);
+        q.reschedule("a", 20, 25);
+        q.reschedule("d", NEVER, 31);
+        q.committed();
+        let left: Vec<_> = q.entries().collect();
+        assert_eq!(left, [(25, "a"), (30, "b")]);
     }
 }

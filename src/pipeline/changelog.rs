@@ -54,7 +54,9 @@ use rdkafka::{ClientConfig, ClientContext};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{META_CLOCK, META_MAX_TS};
-use crate::state::keys::{member_key, meta_key, partition_end, partition_prefix, GLOBAL_PARTITION};
+use crate::state::keys::{
+    member_key, meta_key, partition_end, partition_prefix, timers_marker_key, GLOBAL_PARTITION,
+};
 use crate::state::quarantine::{Kind as QuarantineKind, Quarantined};
 use crate::state::{scan_chunks, Batch, Store, StoreError, Table};
 use crate::telemetry::events::KafkaClientLog;
@@ -316,13 +318,17 @@ impl<'a, S: Store + ?Sized> Restorer<'a, S> {
         input_topics: &'a [String],
         batch_records: usize,
     ) -> Self {
+        // The restored members come without their timer index: without
+        // its marker, the engine rebuilds it when it takes the partition.
+        let mut batch = Batch::default();
+        batch.delete(Table::Timers, timers_marker_key(partition));
         Restorer {
             store,
             partition,
             batch_records,
             input_topics,
             open: Vec::new(),
-            batch: Batch::default(),
+            batch,
             batch_members: 0,
             quarantined: Vec::new(),
             records: 0,

@@ -2,7 +2,9 @@
 //! partition's state is one contiguous range in each table.
 //!
 //! - members: `partition | member_id`
-//! - timers:  `partition | due (order-preserving i64) | member_id`
+//! - timers:  `partition | due (order-preserving i64) | member_id`, one per
+//!   stored member with a timer, at its stored due time; the partition's
+//!   marker (`timers_marker_key`) sorts after them all
 //! - outbox:  `partition | sequence`
 //! - meta:    `partition | name` (partition `u32::MAX` holds global entries)
 
@@ -47,6 +49,16 @@ pub fn timer_bound(partition: u32, due_ms: i64) -> Vec<u8> {
     k.extend_from_slice(&partition.to_be_bytes());
     k.extend_from_slice(&ordered_i64(due_ms.saturating_add(1)));
     k
+}
+
+/// The key after every timer of `partition`: present when the partition's
+/// timer index is complete (its value holds the number of timers), absent
+/// while anything else wrote its members (a restore, a build that kept no
+/// index), so the engine rebuilds the index from the member records. It is a
+/// timer key itself (due `i64::MAX`, no member), so a build that dropped the
+/// timer table dropped the marker with it.
+pub fn timers_marker_key(partition: u32) -> Vec<u8> {
+    timer_key(partition, i64::MAX, "")
 }
 
 pub fn split_timer_key(key: &[u8]) -> Option<(u32, i64, &str)> {
@@ -117,6 +129,14 @@ mod tests {
     fn timer_bound_includes_timers_due_exactly_then() {
         assert!(timer_key(0, 10, "m") < timer_bound(0, 10));
         assert!(timer_key(0, 11, "") >= timer_bound(0, 10));
+    }
+
+    #[test]
+    fn the_timer_marker_sorts_after_every_timer_of_its_partition() {
+        let marker = timers_marker_key(3);
+        assert!(timer_key(3, i64::MAX - 1, "zzzz") < marker);
+        assert!(marker < timer_key(4, i64::MIN, ""));
+        assert!(marker < partition_end(3));
     }
 
     #[test]
