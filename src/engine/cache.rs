@@ -67,6 +67,12 @@ impl TimerMarks {
         }
     }
 
+    /// Whether a member due at `due_ms` (not `NEVER`) needs a key written
+    /// there: none is known at or before it.
+    pub fn needs_key(&self, due_ms: i64) -> bool {
+        due_ms != NEVER && (self.key_ms == NEVER || self.key_ms > due_ms)
+    }
+
     /// Whether an entry or key at or before `due_ms` is known.
     pub fn covers(&self, due_ms: i64) -> bool {
         let at_or_before = |t: i64| t != NEVER && t <= due_ms;

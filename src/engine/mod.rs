@@ -385,13 +385,7 @@ impl<S: Store> Engine<S> {
             self.store.write(batch)
         })?;
         for key in unsplit {
-            self.quarantine_record(Quarantined::new(
-                QuarantineKind::Timer,
-                partition,
-                &key,
-                &[],
-                "timer key does not split into due time and member id".into(),
-            ));
+            self.quarantine_timer_key(partition, &key);
         }
         let mut timers = 0u64;
         let mut cursor = from;
@@ -487,13 +481,7 @@ impl<S: Store> Engine<S> {
         // Only this engine writes the index, after a rebuild that set such
         // keys aside: this is damage, set aside and deleted too.
         for key in damaged {
-            self.quarantine_record(Quarantined::new(
-                QuarantineKind::Timer,
-                partition,
-                &key,
-                &[],
-                "timer key does not split into due time and member id".into(),
-            ));
+            self.quarantine_timer_key(partition, &key);
             self.index_changes.delete(Table::Timers, key);
         }
         Ok(())
@@ -1066,6 +1054,17 @@ impl<S: Store> Engine<S> {
         }
     }
 
+    /// Sets aside a key of the timer index that does not split.
+    fn quarantine_timer_key(&mut self, partition: u32, key: &[u8]) {
+        self.quarantine_record(Quarantined::new(
+            QuarantineKind::Timer,
+            partition,
+            key,
+            &[],
+            "timer key does not split into due time and member id".into(),
+        ));
+    }
+
     fn quarantine_record(&mut self, q: Quarantined) {
         StateQuarantined(&q).emit(&self.metrics);
         self.quarantine.push(q);
@@ -1193,7 +1192,7 @@ impl<S: Store> Engine<S> {
                         part.timers.reschedule(&member, NEVER, own);
                         cm.timer.queued_ms = own;
                     }
-                    if cm.timer.key_ms == NEVER || cm.timer.key_ms > own {
+                    if cm.timer.needs_key(own) {
                         self.index_changes.put(
                             Table::Timers,
                             timer_key(p, own, &member),
@@ -1541,7 +1540,7 @@ impl Partition {
         timer: &mut TimerMarks,
         due: i64,
     ) {
-        if due != NEVER && (timer.key_ms == NEVER || timer.key_ms > due) {
+        if timer.needs_key(due) {
             batch.put(
                 Table::Timers,
                 timer_key(partition, due, member_id),

@@ -90,8 +90,9 @@ impl Ord for Entry {
     }
 }
 
-/// The pending timers of one partition that are in memory: at most one
-/// per member that the store does not hold (or holds beyond the horizon),
+/// The pending timers of one partition that are in memory: the stored keys
+/// up to the horizon and the entries of members changed since the last
+/// commit (a member may have an early or stale entry besides its own),
 /// ordered by due time, then member id (so timers due together fire in a
 /// fixed order).
 #[derive(Debug, Default)]
