@@ -30,6 +30,8 @@ pub fn day_of(ts_ms: i64) -> i32 {
 
 /// Per-week counts of one kind of event; slot 0 is `newest_week`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+// Packed: the cached `MemberState` fits 512 bytes (see the note there).
+#[repr(C, packed(2))]
 pub struct WeeklyCounts {
     pub newest_week: i32,
     pub slots: [u16; WEEKS],
@@ -101,6 +103,8 @@ impl WeeklyCounts {
 
 /// One bit per day for the last 128 days; bit 0 is `last_day`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+// Packed: the cached `MemberState` fits 512 bytes (see the note there).
+#[repr(C, packed(4))]
 pub struct DayBitmap {
     pub last_day: i32,
     pub bits: u128,
@@ -265,7 +269,7 @@ mod tests {
         w.add(2_900);
         assert_eq!(w.count(2_900), 1);
         assert_eq!(w.sum(i32::MIN, i32::MAX), 1);
-        assert_eq!(w.before(i32::MIN), w.older);
+        assert_eq!(w.before(i32::MIN), { w.older });
         let mut b = DayBitmap {
             last_day: i32::MIN,
             bits: 1,
@@ -290,7 +294,8 @@ mod tests {
         w.add(90); // too old for a slot: long run only
         assert_eq!(w.sum(0, 200), 2);
         assert_eq!(
-            w.older, 4,
+            { w.older },
+            4,
             "slid-out and too-late events stay in the long run"
         );
         assert_eq!(w.before(103 + WEEKS as i32), 6);
