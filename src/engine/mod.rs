@@ -236,11 +236,9 @@ pub struct Engine<S: Store> {
     parts: BTreeMap<u32, Partition>,
     /// Members as stored, kept decoded between commits.
     cache: MemberCache,
-    /// Recent member lookups that found the member cached, and all of them
-    /// (halved now and then): read-ahead is skipped while nearly every
-    /// lookup hits, since it would only look members up twice.
-    hits: u32,
-    lookups: u32,
+    /// How often recent member lookups missed the cache: read-ahead is
+    /// skipped while nearly none do.
+    misses: MissRate,
     /// Member keys a read-ahead found absent from the store since the last
     /// commit: their first event creates them without asking the store
     /// again. Only this engine writes its partitions' members, and it
@@ -277,8 +275,7 @@ impl<S: Store> Engine<S> {
             metrics,
             parts: BTreeMap::new(),
             cache,
-            hits: 0,
-            lookups: 0,
+            misses: MissRate::default(),
             known_absent: hashbrown::HashSet::new(),
             raised: Vec::new(),
             quarantine: Vec::new(),
@@ -869,46 +866,51 @@ impl<S: Store> Engine<S> {
         };
         let mut keys: Vec<Vec<u8>> = Vec::new();
         if let Some(ts) = latest_ts_ms {
-            // The timers that will fire, up to the commit's limit; most due
-            // entries are of cached members (or early entries of members
-            // who moved their timer on), so those are skipped, not counted,
-            // within a bound on the entries looked at.
+            // The entries the clock will reach: at most the commit's limit
+            // fire, but early entries (of members who moved their timer on
+            // since) do not count towards it, and each needs its member to
+            // find that out. Most due entries are of cached members, which
+            // are skipped. Looked at: up to four times the limit. (Reading
+            // stored entries only until the limit was due left the early
+            // ones beyond it to single reads as they came due: 3,000 a
+            // batch in the Zipf bench, a tenth of its time.)
             let until = self.watermark(ts.max(part.max_ts));
             let room = self
                 .cfg
                 .clock
                 .max_timers_per_commit
                 .saturating_sub(self.fired_since_commit);
+            let look = room.saturating_mul(4);
             // Stored timers that far are read now, as they would be when
             // their time comes.
-            while self.parts[&partition].timers.wants_read(until)
-                && self.parts[&partition]
-                    .timers
-                    .due_by(until)
-                    .take(room)
-                    .count()
-                    < room
-            {
+            let mut due = self.parts[&partition].timers.due_by(until).count();
+            while due < look && self.parts[&partition].timers.wants_read(until) {
                 self.read_timers(partition)?;
+                due = self.parts[&partition].timers.due_by(until).count();
             }
             let part = &self.parts[&partition];
             let cache = &mut self.cache;
             keys.extend(
                 part.timers
                     .due_by(until)
-                    .take(room.saturating_mul(4))
+                    .take(look)
                     .filter(|(_, id)| !cache.contains(partition, id))
-                    .take(room)
                     .map(|(_, id)| member_key(partition, id)),
             );
         }
         let cache = &mut self.cache;
+        let for_timers = keys.len();
         keys.extend(
             member_ids
                 .into_iter()
                 .filter(|id| !cache.contains(partition, id))
                 .map(|id| member_key(partition, id)),
         );
+        let mut for_events = keys.split_off(for_timers);
+        for_events.sort_unstable();
+        for_events.dedup();
+        self.misses.read_ahead(for_events.len());
+        keys.append(&mut for_events);
         keys.sort_unstable();
         keys.dedup();
         keys.retain(|k| !self.known_absent.contains(k));
@@ -933,14 +935,12 @@ impl<S: Store> Engine<S> {
     }
 
     /// Whether a read-ahead includes the events' members: not while nearly
-    /// every lookup finds its member cached (it would only look members up
-    /// twice), so a [`ReadAhead`] does not even collect them.
-    /// "Nearly" is 1 miss in 128: a miss read alone costs ~20 µs at a
-    /// million members, a cache lookup ahead ~0.15 µs, so read-ahead pays
-    /// from well under 1% misses (at 1 in 32, Zipf-skewed streams kept
-    /// switching it off and paid 8% of the engine thread in single reads).
+    /// every lookup finds its member cached ([`MissRate::reads_ahead`]), so
+    /// a [`ReadAhead`] does not even collect them. (At 1 miss in 32,
+    /// Zipf-skewed streams kept switching it off and paid 8% of the engine
+    /// thread in single reads.)
     fn reads_ahead(&self) -> bool {
-        self.lookups < 1024 || (self.lookups - self.hits) * 128 >= self.lookups
+        self.misses.reads_ahead()
     }
 
     fn load(&self, partition: u32, member_id: &str) -> Result<Option<MemberState>, EngineError> {
@@ -969,13 +969,9 @@ impl<S: Store> Engine<S> {
         member_id: &str,
         ts_ms: i64,
     ) -> Result<(Option<u32>, Cached), EngineError> {
-        if self.lookups >= 1 << 16 {
-            self.lookups /= 2;
-            self.hits /= 2;
-        }
-        self.lookups += 1;
-        if let Some((slot, mut cm)) = self.cache.checkout_slot(partition, member_id) {
-            self.hits += 1;
+        let found = self.cache.checkout_slot(partition, member_id);
+        self.misses.looked_up(found.is_some());
+        if let Some((slot, mut cm)) = found {
             if cm.evicted {
                 // Deleted in this commit and back already.
                 self.renew(&mut cm, ts_ms);
@@ -1595,4 +1591,45 @@ fn read_i64<S: Store>(store: &S, key: &[u8]) -> Result<Option<i64>, StoreError> 
 /// The kinds of event that count as member activity for reactivation.
 pub fn default_reactivation_events() -> Vec<EventKind> {
     vec![EventKind::Purchase]
+}
+
+/// The share of recent member lookups that missed the cache, counting the
+/// members a read-ahead brought in (their lookups then hit, but without it
+/// they would have missed; counting them as hits made the estimate
+/// near zero after every read-ahead, so every other batch or so went
+/// without one and read its misses one at a time: 180k single reads in the
+/// 6M-event Zipf bench). Halved now and then, so it follows the stream.
+#[derive(Debug, Default)]
+struct MissRate {
+    lookups: u32,
+    misses: u32,
+}
+
+impl MissRate {
+    const WINDOW: u32 = 1 << 16;
+
+    fn looked_up(&mut self, hit: bool) {
+        if self.lookups >= Self::WINDOW {
+            self.lookups /= 2;
+            self.misses /= 2;
+        }
+        self.lookups += 1;
+        if !hit {
+            self.misses += 1;
+        }
+    }
+
+    /// A read-ahead read `members` that the batch's events would have
+    /// missed.
+    fn read_ahead(&mut self, members: usize) {
+        self.misses = self.misses.saturating_add(members as u32);
+    }
+
+    /// Read ahead unless nearly every lookup hits (it would only look
+    /// members up twice). "Nearly" is 1 miss in 128: a miss read alone
+    /// costs ~20 µs at a million members, a cache lookup ahead ~0.15 µs, so
+    /// read-ahead pays from well under 1% misses.
+    fn reads_ahead(&self) -> bool {
+        self.lookups < 1024 || self.misses.min(self.lookups) * 128 >= self.lookups
+    }
 }

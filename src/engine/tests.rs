@@ -226,8 +226,18 @@ fn results_do_not_depend_on_batch_boundaries() {
 /// every `2 + m·gap_step` days from day `0.3·m` until day
 /// `until + (m mod 4)·until_step`, in time order: (time, member, line).
 fn paced_members(gap_step: f64, until: f64, until_step: f64) -> Vec<(i64, String, Vec<u8>)> {
+    paced(12, gap_step, until, until_step)
+}
+
+/// [`paced_members`] with `members` members.
+fn paced(
+    members: usize,
+    gap_step: f64,
+    until: f64,
+    until_step: f64,
+) -> Vec<(i64, String, Vec<u8>)> {
     let mut lines = Vec::new();
-    for m in 0..12 {
+    for m in 0..members {
         let gap = 2.0 + m as f64 * gap_step;
         let mut d = m as f64 * 0.3;
         let mut i = 0;
@@ -508,6 +518,85 @@ fn a_batch_read_ahead_finds_its_members_and_its_due_timers_without_single_reads(
         single_reads, 0,
         "members read one at a time despite the read-ahead"
     );
+}
+
+#[test]
+fn read_ahead_stays_on_while_the_members_it_reads_would_miss() {
+    // Thousands of lookups, every one of a member the one-byte cache let
+    // go at the last commit: read ahead, each lookup hits, yet every
+    // member read counts as a miss, so no batch goes without a read-ahead
+    // (counted as hits, they switched it off after a few thousand lookups,
+    // and the next batch read its members one at a time: 10 reads here).
+    // And with a commit's timer limit of 2, more entries come due than may
+    // fire, early ones among them (members who moved their timer on since,
+    // which do not count towards the limit): the read-ahead reads those
+    // members too (reading only up to the limit left 79 single reads).
+    let lines = paced(20, 0.02, 400.0, 10.0);
+    assert!(lines.len() > 3000, "{} events", lines.len());
+    let run = |read_ahead: bool| {
+        let store = Arc::new(CountingStore {
+            inner: MemoryStore::new(),
+            gets: Default::default(),
+        });
+        let mut cfg = EngineConfig::default();
+        cfg.alerts.holdout_share = 0.0;
+        cfg.member_cache_bytes = 1;
+        cfg.clock.max_timers_per_commit = 2;
+        let mut e = Engine::new(store.clone(), cfg, Arc::new(Metrics::new())).unwrap();
+        e.assign(0).unwrap();
+        let mut ids = Vec::new();
+        for batch in lines.chunks(5) {
+            if read_ahead {
+                let mut plan = e.read_ahead_plan();
+                for (ts, member, _) in batch {
+                    plan.add(0, member, *ts);
+                }
+                e.read_ahead(plan).unwrap();
+            }
+            for (_, _, l) in batch {
+                while e.process(0, l, WALL).unwrap() == Outcome::Deferred {
+                    e.commit(Batch::default()).unwrap();
+                }
+            }
+            ids.extend(e.take_alerts().into_iter().map(|a| a.alert.alert_id));
+            e.commit(Batch::default()).unwrap();
+        }
+        (ids, store.gets.load(std::sync::atomic::Ordering::SeqCst))
+    };
+    let (ahead, single_reads) = run(true);
+    let (plain, plain_reads) = run(false);
+    assert!(ahead.len() >= 10, "expected alerts, got {}", ahead.len());
+    assert_eq!(ahead, plain);
+    assert!(plain_reads > 3000, "{plain_reads} reads without read-ahead");
+    assert_eq!(
+        single_reads, 0,
+        "members read one at a time despite the read-ahead"
+    );
+}
+
+#[test]
+fn a_read_ahead_counts_its_members_as_misses() {
+    let mut rate = MissRate::default();
+    for _ in 0..100_000 {
+        rate.looked_up(true);
+    }
+    assert!(!rate.reads_ahead(), "every lookup hit: no read-ahead");
+    // From now on a tenth of the members would miss, and a read-ahead
+    // reads them first: every lookup hits, yet once the estimate has
+    // followed the change, the read-ahead stays on.
+    for batch in 0..100 {
+        rate.read_ahead(100);
+        for _ in 0..1000 {
+            rate.looked_up(true);
+        }
+        assert!(rate.reads_ahead() || batch < 10, "off after batch {batch}");
+    }
+    // Lookups missing on their own count too.
+    let mut rate = MissRate::default();
+    for i in 0..100_000 {
+        rate.looked_up(i % 50 != 0);
+    }
+    assert!(rate.reads_ahead(), "1 miss in 50");
 }
 
 #[test]
