@@ -472,6 +472,44 @@ impl crate::state::Store for CountingStore {
     }
 }
 
+/// Runs `lines` through an engine with a one-byte member cache (every
+/// member leaves it at every commit and comes back from the store), in
+/// batches of `batch` events, each read ahead first if `read_ahead`; returns
+/// the alert ids and how many members were read one key at a time.
+fn run_counting_reads(
+    lines: &[(i64, String, Vec<u8>)],
+    batch: usize,
+    mut cfg: EngineConfig,
+    read_ahead: bool,
+) -> (Vec<String>, usize) {
+    let store = Arc::new(CountingStore {
+        inner: MemoryStore::new(),
+        gets: Default::default(),
+    });
+    cfg.alerts.holdout_share = 0.0;
+    cfg.member_cache_bytes = 1;
+    let mut e = Engine::new(store.clone(), cfg, Arc::new(Metrics::new())).unwrap();
+    e.assign(0).unwrap();
+    let mut ids = Vec::new();
+    for batch in lines.chunks(batch) {
+        if read_ahead {
+            let mut plan = e.read_ahead_plan();
+            for (ts, member, _) in batch {
+                plan.add(0, member, *ts);
+            }
+            e.read_ahead(plan).unwrap();
+        }
+        for (_, _, l) in batch {
+            while e.process(0, l, WALL).unwrap() == Outcome::Deferred {
+                e.commit(Batch::default()).unwrap();
+            }
+        }
+        ids.extend(e.take_alerts().into_iter().map(|a| a.alert.alert_id));
+        e.commit(Batch::default()).unwrap();
+    }
+    (ids, store.gets.load(std::sync::atomic::Ordering::SeqCst))
+}
+
 #[test]
 fn a_batch_read_ahead_finds_its_members_and_its_due_timers_without_single_reads() {
     // Twelve members buying and visiting at their own pace for months, in
@@ -481,36 +519,9 @@ fn a_batch_read_ahead_finds_its_members_and_its_due_timers_without_single_reads(
     // Late on, one more member: the clock jumps, and every timer left fires.
     let z = line("z-0", "z", "visit", day(300.0), None);
     lines.push((day(300.0), "z".to_string(), z));
-    let run = |read_ahead: bool| {
-        let store = Arc::new(CountingStore {
-            inner: MemoryStore::new(),
-            gets: Default::default(),
-        });
-        let mut cfg = EngineConfig::default();
-        cfg.alerts.holdout_share = 0.0;
-        cfg.member_cache_bytes = 1;
-        let mut e = Engine::new(store.clone(), cfg, Arc::new(Metrics::new())).unwrap();
-        e.assign(0).unwrap();
-        let mut ids = Vec::new();
-        for batch in lines.chunks(7) {
-            if read_ahead {
-                let mut plan = e.read_ahead_plan();
-                for (ts, member, _) in batch {
-                    plan.add(0, member, *ts);
-                }
-                e.read_ahead(plan).unwrap();
-            }
-            for (_, _, l) in batch {
-                e.process(0, l, WALL).unwrap();
-            }
-            ids.extend(e.take_alerts().into_iter().map(|a| a.alert.alert_id));
-            e.commit(Batch::default()).unwrap();
-        }
-        let gets = store.gets.load(std::sync::atomic::Ordering::SeqCst);
-        (ids, gets)
-    };
-    let (ahead, single_reads) = run(true);
-    let (plain, plain_reads) = run(false);
+    let cfg = EngineConfig::default();
+    let (ahead, single_reads) = run_counting_reads(&lines, 7, cfg.clone(), true);
+    let (plain, plain_reads) = run_counting_reads(&lines, 7, cfg, false);
     assert!(ahead.len() >= 12, "expected alerts, got {}", ahead.len());
     assert_eq!(ahead, plain);
     assert!(plain_reads > 100, "{plain_reads} reads without read-ahead");
@@ -533,38 +544,10 @@ fn read_ahead_stays_on_while_the_members_it_reads_would_miss() {
     // members too (reading only up to the limit left 79 single reads).
     let lines = paced(20, 0.02, 400.0, 10.0);
     assert!(lines.len() > 3000, "{} events", lines.len());
-    let run = |read_ahead: bool| {
-        let store = Arc::new(CountingStore {
-            inner: MemoryStore::new(),
-            gets: Default::default(),
-        });
-        let mut cfg = EngineConfig::default();
-        cfg.alerts.holdout_share = 0.0;
-        cfg.member_cache_bytes = 1;
-        cfg.clock.max_timers_per_commit = 2;
-        let mut e = Engine::new(store.clone(), cfg, Arc::new(Metrics::new())).unwrap();
-        e.assign(0).unwrap();
-        let mut ids = Vec::new();
-        for batch in lines.chunks(5) {
-            if read_ahead {
-                let mut plan = e.read_ahead_plan();
-                for (ts, member, _) in batch {
-                    plan.add(0, member, *ts);
-                }
-                e.read_ahead(plan).unwrap();
-            }
-            for (_, _, l) in batch {
-                while e.process(0, l, WALL).unwrap() == Outcome::Deferred {
-                    e.commit(Batch::default()).unwrap();
-                }
-            }
-            ids.extend(e.take_alerts().into_iter().map(|a| a.alert.alert_id));
-            e.commit(Batch::default()).unwrap();
-        }
-        (ids, store.gets.load(std::sync::atomic::Ordering::SeqCst))
-    };
-    let (ahead, single_reads) = run(true);
-    let (plain, plain_reads) = run(false);
+    let mut cfg = EngineConfig::default();
+    cfg.clock.max_timers_per_commit = 2;
+    let (ahead, single_reads) = run_counting_reads(&lines, 5, cfg.clone(), true);
+    let (plain, plain_reads) = run_counting_reads(&lines, 5, cfg, false);
     assert!(ahead.len() >= 10, "expected alerts, got {}", ahead.len());
     assert_eq!(ahead, plain);
     assert!(plain_reads > 3000, "{plain_reads} reads without read-ahead");
