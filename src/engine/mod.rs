@@ -343,7 +343,22 @@ impl<S: Store> Engine<S> {
             .map(u64::from_le_bytes);
         let timers_stored = match marker {
             Some(n) => n,
-            None => self.rebuild_timer_index(partition)?,
+            None => {
+                let quarantined = self.quarantine.len();
+                match self.rebuild_timer_index(partition) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        // The store refused part of it (a full disk): what
+                        // the rebuild took in goes, so that `assign` can be
+                        // called again and rebuild in full. Kept, its
+                        // records would be quarantined twice and its
+                        // members cached for a partition not assigned.
+                        self.cache.forget_partition(partition);
+                        self.quarantine.truncate(quarantined);
+                        return Err(e);
+                    }
+                }
+            }
         };
         self.parts.insert(
             partition,

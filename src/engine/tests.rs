@@ -438,6 +438,72 @@ fn taking_a_partition_without_its_timer_index_rebuilds_it_from_the_members() {
     assert_eq!(signals(&e.take_alerts()).len(), want.1);
 }
 
+#[test]
+fn a_timer_index_rebuild_the_store_refuses_leaves_nothing_behind_and_can_be_done_again() {
+    use crate::state::faulty::FaultyStore;
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let mut cfg = EngineConfig::default();
+    cfg.alerts.holdout_share = 0.0;
+    let fresh = || Engine::new(store.clone(), cfg.clone(), Arc::new(Metrics::new())).unwrap();
+    let want = {
+        let mut e = fresh();
+        for m in 0..6 {
+            for i in 0..5 {
+                let l = line(
+                    &format!("m{m}-p{i}"),
+                    &format!("m{m}"),
+                    "purchase",
+                    day(i as f64 * 7.0),
+                    Some(20.0),
+                );
+                assert_eq!(e.process(0, &l, WALL).unwrap(), Outcome::Accepted);
+            }
+        }
+        e.commit(Batch::default()).unwrap();
+        let mut probe = fresh();
+        probe.assign(0).unwrap();
+        probe.advance_clock_to(day(80.0)).unwrap();
+        signals(&probe.take_alerts()).len()
+    };
+    assert!(want >= 6, "{want}");
+    // What a restore leaves: members and no index; and one record that
+    // does not decode.
+    let mut b = Batch::default();
+    for (k, _) in store
+        .scan(
+            Table::Timers,
+            &partition_prefix(0),
+            &partition_end(0),
+            usize::MAX,
+        )
+        .unwrap()
+    {
+        b.delete(Table::Timers, k);
+    }
+    b.put(
+        Table::Members,
+        crate::state::keys::member_key(0, "bad"),
+        b"not a member".to_vec(),
+    );
+    store.write(b).unwrap();
+
+    // The disk is full while the partition is taken: its rebuild fails.
+    store.fail_writes(true);
+    let mut e = fresh();
+    assert!(matches!(e.assign(0), Err(EngineError::Store(_))));
+    assert!(e.take_quarantined().is_empty());
+    assert_eq!(e.timers_pending(), 0);
+    // Space again: taken again, rebuilt in full, the bad record set aside
+    // once, and every timer fires as if nothing had happened.
+    store.fail_writes(false);
+    e.commit(Batch::default()).unwrap();
+    e.assign(0).unwrap();
+    assert_eq!(e.take_quarantined().len(), 1);
+    assert_eq!(e.timers_pending(), 6);
+    e.advance_clock_to(day(80.0)).unwrap();
+    assert_eq!(signals(&e.take_alerts()).len(), want);
+}
+
 /// A store that counts the member reads made one key at a time.
 struct CountingStore {
     inner: MemoryStore,
