@@ -208,3 +208,167 @@ fn a_full_disk_pauses_consumption_and_it_resumes_by_itself_once_space_is_freed()
     let unique: Vec<serde_json::Value> = by_id.into_values().collect();
     assert_same_alerts(&unique, &comparable(&want));
 }
+
+/// A `run` config whose state is on `disk`, sharing `broker`'s group, for
+/// a topic of `partitions` partitions, without a changelog (a partition
+/// taken over then starts with no state, from the group's offset).
+fn config_on(
+    dir: &Path,
+    state: Option<&Path>,
+    broker: &Broker,
+    port: u16,
+    partitions: u32,
+) -> PathBuf {
+    let cfg = config_file(dir, broker, port, "");
+    let mut text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "topic_partitions = 1",
+        &format!("topic_partitions = {partitions}\nchangelog = false"),
+    );
+    if let Some(state) = state {
+        text = text.replace(
+            &format!("dir = \"{}\"", dir.join("state").display()),
+            &format!(
+                "dir = \"{}\"\nwrite_buffer_mb = 2\nblock_cache_mb = 8",
+                state.display()
+            ),
+        );
+    }
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
+#[test]
+fn a_partition_taken_over_while_the_disk_is_full_waits_for_space_instead_of_stopping_run() {
+    let Some(disk) = Tmpfs::mount(128) else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let broker = Broker::start();
+    broker.create_topic("member-events", 2);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (port_a, port_b) = (common::broker::free_port(), common::broker::free_port());
+    let state = disk.0.join("state");
+    let cfg_a = config_on(dir_a.path(), Some(&state), &broker, port_a, 2);
+    let cfg_b = config_on(dir_b.path(), None, &broker, port_b, 2);
+    let first = simulate(dir_a.path(), "first.ndjson", "5");
+    let second = simulate(dir_a.path(), "second.ndjson", "6");
+    let third = simulate(dir_a.path(), "third.ndjson", "7");
+
+    // Two instances, a partition each; B first, so that A never had the
+    // partition it takes over later (it has no state of it at all).
+    let mut b = start_run(&cfg_b);
+    wait_ready(port_b);
+    wait_for_metric(
+        port_b,
+        "churnwatch_partitions_assigned",
+        2.0,
+        Duration::from_secs(60),
+        "both partitions on B",
+    );
+    let mut a = start_run(&cfg_a);
+    wait_ready(port_a);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(port_a, "churnwatch_partitions_assigned") != 1.0
+        || metric(port_b, "churnwatch_partitions_assigned") != 1.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the two never split the partitions"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let n1 = produce_file(&broker, &first);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while consumed(port_a) + consumed(port_b) < n1 as f64 {
+        assert!(Instant::now() < deadline, "first part not consumed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A's disk fills up and its writes fail.
+    let filler = fill(&disk.0);
+    produce_file(&broker, &second);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(port_a, "churnwatch_state_write_failing") != 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "writes never failed on a full disk"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // B leaves: A takes its partition over, with nowhere to write the
+    // partition's timer index. It waits instead of stopping. (RocksDB
+    // frees a little space now and then, deleting files it no longer
+    // needs: a second filler takes every byte of it back.)
+    let topping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let topper = {
+        let (topping, path) = (topping.clone(), disk.0.join("filler-2"));
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&path).unwrap();
+            let chunk = vec![0u8; 4096];
+            while topping.load(std::sync::atomic::Ordering::SeqCst) {
+                while f.write_all(&chunk).is_ok() {}
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            path
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    terminate(&b);
+    assert!(b.wait().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(port_a, "churnwatch_partitions_assigned") != 2.0 {
+        assert!(
+            a.try_wait().unwrap().is_none(),
+            "run stopped taking a partition on a full disk"
+        );
+        assert!(Instant::now() < deadline, "A never took B's partition");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        a.try_wait().unwrap().is_none(),
+        "run stopped taking a partition on a full disk"
+    );
+    assert_eq!(http_get(port_a, "/readyz").0, 503);
+
+    // Space is freed: both partitions are processed, what waited and what
+    // comes next.
+    topping.store(false, std::sync::atomic::Ordering::SeqCst);
+    std::fs::remove_file(topper.join().unwrap()).unwrap();
+    std::fs::remove_file(filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while metric(port_a, "churnwatch_state_write_failing") != 0.0
+        || http_get(port_a, "/readyz").0 != 200
+    {
+        assert!(Instant::now() < deadline, "did not recover");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let before = consumed(port_a);
+    let n3 = produce_file(&broker, &third);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while consumed(port_a) < before + n3 as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of the last {n3} messages consumed",
+            consumed(port_a) - before
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Nothing left behind on either partition, both processed here.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric_sum(port_a, "churnwatch_consumer_lag") > 0.0
+        || metric_sum(port_a, "churnwatch_partition_owned") != 2.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "lag {} on {} partitions owned",
+            metric_sum(port_a, "churnwatch_consumer_lag"),
+            metric_sum(port_a, "churnwatch_partition_owned")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    terminate(&a);
+    assert!(a.wait().unwrap().success());
+}

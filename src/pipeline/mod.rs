@@ -83,7 +83,7 @@ use crate::state::keys::GLOBAL_PARTITION;
 use crate::state::{Batch, RocksStore, Store, StoreError, Table};
 use crate::telemetry::events::{
     AlertDelivered, AlertPublished, BatchProcessed, BrokerError, ChangelogWritten, ConsumerLag,
-    DeadLetterWritten, LogThrottle, OutboxDepth, PartitionDropped, PartitionOwned,
+    DeadLetterWritten, LogThrottle, OutboxDepth, PartitionDropped, PartitionHeld, PartitionOwned,
     PartitionsChanged, Readiness, RestoreFinished, RestoreStarted, RestoreStopped,
     StateWriteFailed, StateWritesResumed,
 };
@@ -438,6 +438,10 @@ struct Driver {
     /// Input batches received while the store refused writes, processed in
     /// order once it accepts them again.
     held: std::collections::VecDeque<(Vec<rdkafka::message::OwnedMessage>, Instant)>,
+    /// Assigned partitions whose state the store refused to make ready (a
+    /// timer index rebuilt on a full disk): held paused, and started once
+    /// the store takes writes again, where their state says.
+    unstarted: Vec<TopicPartition>,
     last_commit: Instant,
     last_stats: Instant,
     last_sweep: Instant,
@@ -491,6 +495,7 @@ impl Driver {
             positions: ChangelogPositions::default(),
             last_message: Instant::now(),
             store_down: None,
+            unstarted: Vec::new(),
             held: std::collections::VecDeque::new(),
             last_commit: Instant::now(),
             last_stats: Instant::now() - Duration::from_secs(60),
@@ -518,7 +523,7 @@ impl Driver {
 
     /// Input partitions assigned by the group, restoring or not.
     fn assigned_count(&self) -> usize {
-        self.input.assigned().len() + self.restores.input_partitions()
+        self.input.assigned().len() + self.restores.input_partitions() + self.unstarted.len()
     }
 
     fn handle(&mut self, msg: SourceMsg) -> Result<(), PipelineError> {
@@ -554,11 +559,23 @@ impl Driver {
                         self.start_restore(tp)?;
                         continue;
                     }
-                    let offset = self.start_partition(tp)?;
-                    starts.push(Start {
-                        offset,
-                        paused: false,
-                    });
+                    match self.start_partition(tp.clone()) {
+                        Ok(offset) => starts.push(Start {
+                            offset,
+                            paused: false,
+                        }),
+                        // Disk trouble is waited out here too: assigned
+                        // paused where its state says, started later.
+                        Err(PipelineError::Engine(EngineError::Store(e))) => {
+                            self.store_refused(&e)?;
+                            starts.push(Start {
+                                offset: self.start_offset(&tp)?.1,
+                                paused: true,
+                            });
+                            self.hold(tp);
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 // Cooperative rebalances in which this instance gains
                 // nothing still call back, with no partitions: not a change.
@@ -588,6 +605,7 @@ impl Driver {
                 // while a slow revocation holds up the whole group.
                 let processing = revoked.intersection(&owned).copied().collect();
                 self.flush_changelog(&processing, REVOKE_FLUSH)?;
+                self.unstarted.retain(|u| !parts.contains(u));
                 for tp in &parts {
                     self.input.stop(tp);
                     if self.restores.leave(tp) {
@@ -658,17 +676,72 @@ impl Driver {
     /// Hands an assigned partition whose state is in place to the engine;
     /// returns where its input starts.
     fn start_partition(&mut self, tp: TopicPartition) -> Result<Option<Offset>, PipelineError> {
-        let next = read_offset(self.engine.store(), &tp)?;
+        let (next, offset) = self.start_offset(&tp)?;
         self.engine.assign(tp.1 as u32)?;
         self.input.start(tp, next);
-        Ok(match next {
+        Ok(offset)
+    }
+
+    /// The next offset of `tp` its state holds, and where its input starts.
+    fn start_offset(
+        &self,
+        tp: &TopicPartition,
+    ) -> Result<(Option<i64>, Option<Offset>), PipelineError> {
+        let next = read_offset(self.engine.store(), tp)?;
+        let offset = match next {
             Some(n) => Some(Offset::Offset(n)),
             // With a changelog, state without offsets is state from
             // nothing: the input must be read from its start, not from
             // where the group last committed.
             None if self.changelog.is_some() => Some(Offset::Beginning),
             None => None,
-        })
+        };
+        Ok((next, offset))
+    }
+
+    /// Holds `tp` back until the store takes writes (see `unstarted`).
+    fn hold(&mut self, tp: TopicPartition) {
+        PartitionHeld {
+            topic: &tp.0,
+            partition: tp.1,
+        }
+        .emit(&self.metrics);
+        self.unstarted.push(tp);
+    }
+
+    /// Starts the partitions held back while the store refused writes (see
+    /// `unstarted`), once it takes them: seeks each where its state says
+    /// (a restored one waits at a placeholder) and resumes it.
+    fn start_unstarted(&mut self) -> Result<(), PipelineError> {
+        if self.unstarted.is_empty() || self.store_down.is_some() {
+            return Ok(());
+        }
+        let mut resume = TopicPartitionList::new();
+        for tp in std::mem::take(&mut self.unstarted) {
+            match self.start_partition(tp.clone()) {
+                Ok(offset) => {
+                    if let Some(offset) = offset {
+                        self.seek(&tp, offset)?;
+                    }
+                    resume.add_partition(&tp.0, tp.1);
+                }
+                Err(PipelineError::Engine(EngineError::Store(e))) => {
+                    self.store_refused(&e)?;
+                    self.unstarted.push(tp);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if resume.count() > 0 {
+            self.consumer.resume(&resume)?;
+            PartitionsChanged {
+                kind: "assign",
+                partitions: self.input.assigned(),
+                owned: self.assigned_count(),
+            }
+            .emit(&self.metrics);
+        }
+        Ok(())
     }
 
     /// Starts restoring the partition of `tp` from the changelog (or adds
@@ -848,11 +921,23 @@ impl Driver {
             .emit(&self.metrics);
             let mut resume = TopicPartitionList::new();
             for tp in std::mem::take(&mut job.parts) {
-                let offset = self.start_partition(tp.clone())?;
-                self.seek(&tp, offset.unwrap_or(Offset::Beginning))?;
-                resume.add_partition(&tp.0, tp.1);
+                match self.start_partition(tp.clone()) {
+                    Ok(offset) => {
+                        self.seek(&tp, offset.unwrap_or(Offset::Beginning))?;
+                        resume.add_partition(&tp.0, tp.1);
+                    }
+                    // Restored, but its timer index could not be written:
+                    // it waits, paused, for the store.
+                    Err(PipelineError::Engine(EngineError::Store(e))) => {
+                        self.store_refused(&e)?;
+                        self.hold(tp);
+                    }
+                    Err(e) => return Err(e),
+                }
             }
-            self.consumer.resume(&resume)?;
+            if resume.count() > 0 {
+                self.consumer.resume(&resume)?;
+            }
         }
         Ok(())
     }
@@ -1288,6 +1373,7 @@ impl Driver {
             };
             self.batch(messages, received)?;
         }
+        self.start_unstarted()?;
         self.finish_restores()?;
         let (ok, failed) = self.sink.drain_acks();
         self.acknowledged(ok);

@@ -359,6 +359,24 @@ impl StateWritesResumed {
     }
 }
 
+/// An assigned partition could not be started because the store refused
+/// the writes that make its state ready (its timer index); it waits,
+/// paused, until the store takes writes again.
+pub struct PartitionHeld<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+}
+
+impl PartitionHeld<'_> {
+    pub fn emit(&self, _m: &Metrics) {
+        tracing::warn!(
+            topic = self.topic,
+            partition = self.partition,
+            "partition held until the state store takes writes again"
+        );
+    }
+}
+
 /// A partition's restore from the changelog started.
 pub struct RestoreStarted {
     pub partition: u32,
