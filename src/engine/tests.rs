@@ -576,6 +576,34 @@ fn run_counting_reads(
     (ids, store.gets.load(std::sync::atomic::Ordering::SeqCst))
 }
 
+/// Runs `lines` with and without read-ahead ([`run_counting_reads`]): the
+/// same alerts (at least `min_alerts`), more than `min_plain_reads` single
+/// reads without it, none with it.
+fn assert_read_ahead_reads_no_member_alone(
+    lines: &[(i64, String, Vec<u8>)],
+    batch: usize,
+    cfg: EngineConfig,
+    min_alerts: usize,
+    min_plain_reads: usize,
+) {
+    let (ahead, single_reads) = run_counting_reads(lines, batch, cfg.clone(), true);
+    let (plain, plain_reads) = run_counting_reads(lines, batch, cfg, false);
+    assert!(
+        ahead.len() >= min_alerts,
+        "expected alerts, got {}",
+        ahead.len()
+    );
+    assert_eq!(ahead, plain);
+    assert!(
+        plain_reads > min_plain_reads,
+        "{plain_reads} reads without read-ahead"
+    );
+    assert_eq!(
+        single_reads, 0,
+        "members read one at a time despite the read-ahead"
+    );
+}
+
 #[test]
 fn a_batch_read_ahead_finds_its_members_and_its_due_timers_without_single_reads() {
     // Twelve members buying and visiting at their own pace for months, in
@@ -585,16 +613,7 @@ fn a_batch_read_ahead_finds_its_members_and_its_due_timers_without_single_reads(
     // Late on, one more member: the clock jumps, and every timer left fires.
     let z = line("z-0", "z", "visit", day(300.0), None);
     lines.push((day(300.0), "z".to_string(), z));
-    let cfg = EngineConfig::default();
-    let (ahead, single_reads) = run_counting_reads(&lines, 7, cfg.clone(), true);
-    let (plain, plain_reads) = run_counting_reads(&lines, 7, cfg, false);
-    assert!(ahead.len() >= 12, "expected alerts, got {}", ahead.len());
-    assert_eq!(ahead, plain);
-    assert!(plain_reads > 100, "{plain_reads} reads without read-ahead");
-    assert_eq!(
-        single_reads, 0,
-        "members read one at a time despite the read-ahead"
-    );
+    assert_read_ahead_reads_no_member_alone(&lines, 7, EngineConfig::default(), 12, 100);
 }
 
 #[test]
@@ -612,15 +631,7 @@ fn read_ahead_stays_on_while_the_members_it_reads_would_miss() {
     assert!(lines.len() > 3000, "{} events", lines.len());
     let mut cfg = EngineConfig::default();
     cfg.clock.max_timers_per_commit = 2;
-    let (ahead, single_reads) = run_counting_reads(&lines, 5, cfg.clone(), true);
-    let (plain, plain_reads) = run_counting_reads(&lines, 5, cfg, false);
-    assert!(ahead.len() >= 10, "expected alerts, got {}", ahead.len());
-    assert_eq!(ahead, plain);
-    assert!(plain_reads > 3000, "{plain_reads} reads without read-ahead");
-    assert_eq!(
-        single_reads, 0,
-        "members read one at a time despite the read-ahead"
-    );
+    assert_read_ahead_reads_no_member_alone(&lines, 5, cfg, 10, 3000);
 }
 
 #[test]
