@@ -11,15 +11,18 @@
 //! engine and back moves a pointer, not the state.
 
 use hashbrown::{DefaultHashBuilder, HashTable};
+use smallvec::SmallVec;
 use std::hash::BuildHasher;
 
 use super::answers::Answers;
 use crate::state::member::NEVER;
 use crate::state::MemberState;
 
-/// Bytes one cached member costs beyond its state: the key (partition and
-/// a typical member id), the map's slot and the recency links.
-const ENTRY_OVERHEAD: usize = 112;
+/// Bytes one cached member costs beyond its state and answers: its slot
+/// (key inline, see [`SlotKey`]) and its index entry (4 bytes and a
+/// control byte, at a load factor of 7/8, with room to spare).
+const ENTRY_OVERHEAD: usize =
+    std::mem::size_of::<Option<Slot>>() - std::mem::size_of::<Answers>() + 8;
 
 /// Bytes one cached member costs: its decoded state, the detectors'
 /// remembered answers beside it, and the entry.
@@ -116,11 +119,17 @@ impl Cached {
     }
 }
 
+/// A slot's key, inline up to 40 bytes: a partition and a member id of up
+/// to 36 bytes (a UUID) sit in the slot itself, so comparing keys in a
+/// lookup touches no memory beyond the slot (a key in a box of its own
+/// cost one more cache miss a lookup: a tenth of the engine thread).
+type SlotKey = SmallVec<[u8; 40]>;
+
 /// One cached member.
 struct Slot {
     /// Partition (big-endian) then member id: the store key, and how the
     /// slot is found.
-    key: Box<[u8]>,
+    key: SlotKey,
     partition: u32,
     /// `None` while the engine holds the state (checked out).
     state: Option<Box<MemberState>>,
@@ -184,14 +193,20 @@ fn split(key: &[u8]) -> (u32, &str) {
 impl MemberCache {
     /// A cache of about `bytes` of clean members (at least one).
     pub fn with_bytes(bytes: usize) -> Self {
-        let per = ENTRY_BYTES;
+        let capacity = (bytes / ENTRY_BYTES).max(1);
+        // Sized for the budget up front (pages are only touched as slots
+        // fill): grown by doubling, the slab and the index copied
+        // themselves into fresh memory over and over while the cache
+        // filled, a page fault every 4 KiB. Bounded, so a huge budget does
+        // not reserve gigabytes of address space at once.
+        let presize = capacity.min(1 << 22);
         MemberCache {
-            slots: Vec::new(),
-            index: HashTable::new(),
+            slots: Vec::with_capacity(presize),
+            index: HashTable::with_capacity(presize),
             hasher: DefaultHashBuilder::default(),
             free: Vec::new(),
             live: 0,
-            capacity: (bytes / per).max(1),
+            capacity,
             dirty: Vec::new(),
             hand: 0,
             key: Vec::with_capacity(64),
@@ -286,6 +301,19 @@ impl MemberCache {
         i
     }
 
+    /// [`MemberCache::checkin`] of a member the caller knows has no entry
+    /// (it just looked, and added none since): one lookup fewer, which is
+    /// a cache miss on a large table.
+    pub fn checkin_new(&mut self, partition: u32, member_id: &str, cm: Cached) -> u32 {
+        self.key.clear();
+        self.key.extend_from_slice(&partition.to_be_bytes());
+        self.key.extend_from_slice(member_id.as_bytes());
+        debug_assert!(self.find().is_none(), "checkin_new of a cached member");
+        let i = self.insert();
+        self.checkin_at(i, cm);
+        i
+    }
+
     /// [`MemberCache::checkin`] into the slot it came from.
     pub fn checkin_at(&mut self, i: u32, cm: Cached) {
         let s = self.slot(i);
@@ -304,7 +332,7 @@ impl MemberCache {
     /// A new slot for the key in `self.key`.
     fn insert(&mut self) -> u32 {
         let slot = Slot {
-            key: self.key.clone().into_boxed_slice(),
+            key: SlotKey::from_slice(&self.key),
             partition: u32::from_be_bytes(self.key[..4].try_into().expect("4 bytes")),
             state: None,
             answers: Answers::default(),
@@ -357,14 +385,6 @@ impl MemberCache {
         })?;
         let s = self.slots[i as usize].as_ref().expect("live");
         Some(if s.evicted { None } else { s.state.as_deref() })
-    }
-
-    /// Keeps a member read ahead of its event (clean, as stored), unless it
-    /// has an entry already.
-    pub fn prefetched(&mut self, partition: u32, member_id: &str, state: MemberState) {
-        if !self.contains(partition, member_id) {
-            self.checkin(partition, member_id, Cached::clean(state));
-        }
     }
 
     /// Reports every member changed since the last commit to `write`,

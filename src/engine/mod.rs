@@ -589,7 +589,8 @@ impl<S: Store> Engine<S> {
                 self.cache.checkin_at(i, cm);
                 i
             }
-            None => self.cache.checkin(partition, member, cm),
+            // Looked up by the checkout, not found, nothing added since.
+            None => self.cache.checkin_new(partition, member, cm),
         };
         if duplicate {
             self.stats.duplicates += 1;
@@ -940,8 +941,10 @@ impl<S: Store> Engine<S> {
                 }
                 Some(v) => {
                     if let Ok(m) = MemberState::decode(&v) {
+                        // Read because it had no entry; the keys are
+                        // distinct, so it still has none.
                         let (_, id) = split_member_key(&key).expect("built as a member key");
-                        self.cache.prefetched(partition, id, m);
+                        self.cache.checkin_new(partition, id, Cached::clean(m));
                     }
                 }
             }
