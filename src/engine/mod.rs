@@ -926,8 +926,11 @@ impl<S: Store> Engine<S> {
         for_events.sort_unstable();
         for_events.dedup();
         self.misses.read_ahead(for_events.len());
-        keys.append(&mut for_events);
+        // Two sorted runs: the stable sort finds them and merges them in
+        // one pass rather than sorting the events' keys a second time.
         keys.sort_unstable();
+        keys.append(&mut for_events);
+        keys.sort();
         keys.dedup();
         keys.retain(|k| !self.known_absent.contains(k));
         if keys.is_empty() {

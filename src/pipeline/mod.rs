@@ -559,33 +559,24 @@ impl Driver {
                         self.start_restore(tp)?;
                         continue;
                     }
-                    match self.start_partition(tp.clone()) {
-                        Ok(offset) => starts.push(Start {
+                    let start = match self.start_or_hold(tp.clone())? {
+                        Some(offset) => Start {
                             offset,
                             paused: false,
-                        }),
+                        },
                         // Disk trouble is waited out here too: assigned
                         // paused where its state says, started later.
-                        Err(PipelineError::Engine(EngineError::Store(e))) => {
-                            self.store_refused(&e)?;
-                            starts.push(Start {
-                                offset: self.start_offset(&tp)?.1,
-                                paused: true,
-                            });
-                            self.hold(tp);
-                        }
-                        Err(e) => return Err(e),
-                    }
+                        None => Start {
+                            offset: self.start_offset(&tp)?.1,
+                            paused: true,
+                        },
+                    };
+                    starts.push(start);
                 }
                 // Cooperative rebalances in which this instance gains
                 // nothing still call back, with no partitions: not a change.
                 if !starts.is_empty() {
-                    PartitionsChanged {
-                        kind: "assign",
-                        partitions: self.input.assigned(),
-                        owned: self.assigned_count(),
-                    }
-                    .emit(&self.metrics);
+                    self.assignment_changed();
                 }
                 let _ = reply.send(starts);
                 Ok(())
@@ -682,6 +673,25 @@ impl Driver {
         Ok(offset)
     }
 
+    /// [`Self::start_partition`], or, when the store refuses the writes
+    /// that takes (a full disk), holds `tp` back until it takes them again
+    /// (see `unstarted`): `None`, and the caller leaves it paused. The one
+    /// way a partition starts: at assign, after a restore, after a hold.
+    fn start_or_hold(
+        &mut self,
+        tp: TopicPartition,
+    ) -> Result<Option<Option<Offset>>, PipelineError> {
+        match self.start_partition(tp.clone()) {
+            Ok(offset) => Ok(Some(offset)),
+            Err(PipelineError::Engine(EngineError::Store(e))) => {
+                self.store_refused(&e)?;
+                self.hold(tp);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// The next offset of `tp` its state holds, and where its input starts.
     fn start_offset(
         &self,
@@ -697,6 +707,17 @@ impl Driver {
             None => None,
         };
         Ok((next, offset))
+    }
+
+    /// Reports the input partitions now started, after an assignment or
+    /// after held ones were started.
+    fn assignment_changed(&self) {
+        PartitionsChanged {
+            kind: "assign",
+            partitions: self.input.assigned(),
+            owned: self.assigned_count(),
+        }
+        .emit(&self.metrics);
     }
 
     /// Holds `tp` back until the store takes writes (see `unstarted`).
@@ -718,28 +739,16 @@ impl Driver {
         }
         let mut resume = TopicPartitionList::new();
         for tp in std::mem::take(&mut self.unstarted) {
-            match self.start_partition(tp.clone()) {
-                Ok(offset) => {
-                    if let Some(offset) = offset {
-                        self.seek(&tp, offset)?;
-                    }
-                    resume.add_partition(&tp.0, tp.1);
+            if let Some(offset) = self.start_or_hold(tp.clone())? {
+                if let Some(offset) = offset {
+                    self.seek(&tp, offset)?;
                 }
-                Err(PipelineError::Engine(EngineError::Store(e))) => {
-                    self.store_refused(&e)?;
-                    self.unstarted.push(tp);
-                }
-                Err(e) => return Err(e),
+                resume.add_partition(&tp.0, tp.1);
             }
         }
         if resume.count() > 0 {
             self.consumer.resume(&resume)?;
-            PartitionsChanged {
-                kind: "assign",
-                partitions: self.input.assigned(),
-                owned: self.assigned_count(),
-            }
-            .emit(&self.metrics);
+            self.assignment_changed();
         }
         Ok(())
     }
@@ -921,18 +930,11 @@ impl Driver {
             .emit(&self.metrics);
             let mut resume = TopicPartitionList::new();
             for tp in std::mem::take(&mut job.parts) {
-                match self.start_partition(tp.clone()) {
-                    Ok(offset) => {
-                        self.seek(&tp, offset.unwrap_or(Offset::Beginning))?;
-                        resume.add_partition(&tp.0, tp.1);
-                    }
-                    // Restored, but its timer index could not be written:
-                    // it waits, paused, for the store.
-                    Err(PipelineError::Engine(EngineError::Store(e))) => {
-                        self.store_refused(&e)?;
-                        self.hold(tp);
-                    }
-                    Err(e) => return Err(e),
+                // Restored, but if its timer index cannot be written it
+                // waits, paused, for the store.
+                if let Some(offset) = self.start_or_hold(tp.clone())? {
+                    self.seek(&tp, offset.unwrap_or(Offset::Beginning))?;
+                    resume.add_partition(&tp.0, tp.1);
                 }
             }
             if resume.count() > 0 {
