@@ -49,7 +49,13 @@ pub struct RocksStore {
 
 impl RocksStore {
     pub fn open(path: &Path, tuning: &RocksTuning) -> Result<Self, StoreError> {
-        let cache = Cache::new_lru_cache(tuning.block_cache_bytes);
+        // RocksDB's HyperClockCache (0: its self-sizing table), not the LRU
+        // cache: member reads that miss the member cache look blocks up
+        // in it, and the LRU cache's lookups (a mutex, list moves) were 5%
+        // of the engine thread in replay; HyperClockCache's are lock-free.
+        // Measured: 5% less engine CPU for the same replay, run side by
+        // side with the LRU build.
+        let cache = Cache::new_hyper_clock_cache(tuning.block_cache_bytes, 0);
         // Memtables have their own budget rather than being charged to the
         // block cache: charged, they crowd index and filter blocks out of it.
         let wbm = WriteBufferManager::new_write_buffer_manager(tuning.write_buffer_bytes, false);
