@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Runs two commands at the same time and reports each one's CPU time per
+"""Runs commands (usually two) at the same time and reports each one's CPU time per
 thread name, from /proc/<pid>/task/*/stat (Linux).
 
 Why: on a shared VM the speed of the machine drifts (the floor program gave
@@ -46,7 +46,7 @@ def cpu_by_thread(pid, seen):
 
 
 def main(argv):
-    if len(argv) < 2 or any(":" not in a for a in argv):
+    if not argv or any(":" not in a for a in argv):
         print(__doc__, file=sys.stderr)
         return 2
     runs = []
