@@ -23,7 +23,7 @@ fn line(id: &str, member: &str, kind: &str, ts: i64, amount: Option<f64>) -> Vec
 const WALL: i64 = 4_000_000_000_000;
 
 /// A weekly buyer: purchases on days 0, 7, ..., 7*(n-1).
-fn weekly_buyer(e: &mut Engine<Arc<MemoryStore>>, member: &str, n: usize) {
+fn weekly_buyer<S: Store>(e: &mut Engine<S>, member: &str, n: usize) {
     for i in 0..n {
         let l = line(
             &format!("{member}-p{i}"),
@@ -34,6 +34,21 @@ fn weekly_buyer(e: &mut Engine<Arc<MemoryStore>>, member: &str, n: usize) {
         );
         assert_eq!(e.process(0, &l, WALL).unwrap(), Outcome::Accepted);
     }
+}
+
+/// Every key of partition 0's timer index (a restore leaves none of them).
+fn timer_index_keys<S: Store>(store: &S) -> Vec<Vec<u8>> {
+    store
+        .scan(
+            Table::Timers,
+            &partition_prefix(0),
+            &partition_end(0),
+            usize::MAX,
+        )
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
 }
 
 fn signals(alerts: &[RaisedAlert]) -> Vec<&'static str> {
@@ -417,17 +432,7 @@ fn taking_a_partition_without_its_timer_index_rebuilds_it_from_the_members() {
     assert!(want.1 >= 6, "{want:?}");
     // What a restore leaves: members, no index (and a stray key of it).
     let mut b = Batch::default();
-    for (k, _) in store
-        .scan(
-            Table::Timers,
-            &partition_prefix(0),
-            &partition_end(0),
-            usize::MAX,
-        )
-        .unwrap()
-        .into_iter()
-        .skip(1)
-    {
+    for k in timer_index_keys(&store).into_iter().skip(1) {
         b.delete(Table::Timers, k);
     }
     store.write(b).unwrap();
@@ -448,16 +453,7 @@ fn a_timer_index_rebuild_the_store_refuses_leaves_nothing_behind_and_can_be_done
     let want = {
         let mut e = fresh();
         for m in 0..6 {
-            for i in 0..5 {
-                let l = line(
-                    &format!("m{m}-p{i}"),
-                    &format!("m{m}"),
-                    "purchase",
-                    day(i as f64 * 7.0),
-                    Some(20.0),
-                );
-                assert_eq!(e.process(0, &l, WALL).unwrap(), Outcome::Accepted);
-            }
+            weekly_buyer(&mut e, &format!("m{m}"), 5);
         }
         e.commit(Batch::default()).unwrap();
         let mut probe = fresh();
@@ -469,15 +465,7 @@ fn a_timer_index_rebuild_the_store_refuses_leaves_nothing_behind_and_can_be_done
     // What a restore leaves: members and no index; and one record that
     // does not decode.
     let mut b = Batch::default();
-    for (k, _) in store
-        .scan(
-            Table::Timers,
-            &partition_prefix(0),
-            &partition_end(0),
-            usize::MAX,
-        )
-        .unwrap()
-    {
+    for k in timer_index_keys(&store) {
         b.delete(Table::Timers, k);
     }
     b.put(
