@@ -240,10 +240,16 @@ impl MemberCache {
             .copied()
     }
 
-    fn lookup(&mut self, partition: u32, member_id: &str) -> Option<u32> {
+    /// Puts the member's key in `self.key`, for [`Self::find`] or
+    /// [`Self::insert`].
+    fn set_key(&mut self, partition: u32, member_id: &str) {
         self.key.clear();
         self.key.extend_from_slice(&partition.to_be_bytes());
         self.key.extend_from_slice(member_id.as_bytes());
+    }
+
+    fn lookup(&mut self, partition: u32, member_id: &str) -> Option<u32> {
+        self.set_key(partition, member_id);
         self.find()
     }
 
@@ -305,9 +311,7 @@ impl MemberCache {
     /// (it just looked, and added none since): one lookup fewer, which is
     /// a cache miss on a large table.
     pub fn checkin_new(&mut self, partition: u32, member_id: &str, cm: Cached) -> u32 {
-        self.key.clear();
-        self.key.extend_from_slice(&partition.to_be_bytes());
-        self.key.extend_from_slice(member_id.as_bytes());
+        self.set_key(partition, member_id);
         debug_assert!(self.find().is_none(), "checkin_new of a cached member");
         let i = self.insert();
         self.checkin_at(i, cm);
