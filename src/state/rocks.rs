@@ -167,18 +167,18 @@ impl RocksStore {
                 .cmp(&(b.0, b.1))
                 .then_with(|| a.2.key.cmp(&b.2.key))
         });
-        let ops: Vec<&super::Op> = order.into_iter().map(|(_, _, op)| op).collect();
         let cfs = Table::ALL.map(|t| self.cf(t));
         // Sized up front: a commit of tens of thousands of members grown
         // by doubling copied its bytes over and over (3% of an engine
         // thread at a million members). Per record: a tag, the column
         // family id and two length prefixes, at most 16 bytes.
-        let bytes: usize = ops
+        let bytes: usize = batch
+            .ops
             .iter()
             .map(|op| 16 + op.key.len() + op.value.as_ref().map_or(0, Vec::len))
             .sum();
         let mut wb = WriteBatch::with_capacity_bytes(bytes + 12);
-        for op in ops {
+        for (_, _, op) in order {
             let cf = cfs[op.table as usize];
             match &op.value {
                 Some(v) => wb.put_cf(cf, &op.key, v),
