@@ -737,8 +737,20 @@ impl Driver {
         if self.unstarted.is_empty() || self.store_down.is_some() {
             return Ok(());
         }
+        let held = std::mem::take(&mut self.unstarted);
+        if self.start_paused(held)? > 0 {
+            self.assignment_changed();
+        }
+        Ok(())
+    }
+
+    /// Starts partitions assigned paused (restored, or held back): each is
+    /// sought where its state says (replacing a restore's placeholder:
+    /// with a changelog that is always a concrete place) and resumed; one
+    /// the store still refuses is held again. Returns how many resumed.
+    fn start_paused(&mut self, parts: Vec<TopicPartition>) -> Result<usize, PipelineError> {
         let mut resume = TopicPartitionList::new();
-        for tp in std::mem::take(&mut self.unstarted) {
+        for tp in parts {
             if let Some(offset) = self.start_or_hold(tp.clone())? {
                 if let Some(offset) = offset {
                     self.seek(&tp, offset)?;
@@ -748,9 +760,8 @@ impl Driver {
         }
         if resume.count() > 0 {
             self.consumer.resume(&resume)?;
-            self.assignment_changed();
         }
-        Ok(())
+        Ok(resume.count())
     }
 
     /// Starts restoring the partition of `tp` from the changelog (or adds
@@ -928,18 +939,9 @@ impl Driver {
                 from_scratch: done.from_scratch,
             }
             .emit(&self.metrics);
-            let mut resume = TopicPartitionList::new();
-            for tp in std::mem::take(&mut job.parts) {
-                // Restored, but if its timer index cannot be written it
-                // waits, paused, for the store.
-                if let Some(offset) = self.start_or_hold(tp.clone())? {
-                    self.seek(&tp, offset.unwrap_or(Offset::Beginning))?;
-                    resume.add_partition(&tp.0, tp.1);
-                }
-            }
-            if resume.count() > 0 {
-                self.consumer.resume(&resume)?;
-            }
+            // Restored, but if its timer index cannot be written it
+            // waits, paused, for the store.
+            self.start_paused(std::mem::take(&mut job.parts))?;
         }
         Ok(())
     }
