@@ -52,6 +52,8 @@ COUNTERS_AND_GAUGES = {
     "churnwatch_members_evicted_total",
     "churnwatch_state_live_sst_bytes",
     "churnwatch_state_block_cache_usage_bytes",
+    "churnwatch_member_cache_members",
+    "churnwatch_member_cache_bytes",
     "churnwatch_state_pending_compaction_bytes",
     "churnwatch_state_memtable_bytes",
     "churnwatch_state_write_stalls_total",

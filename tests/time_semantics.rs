@@ -116,7 +116,7 @@ proptest! {
             prop_oneof![1usize..10, 10usize..500, 500usize..10_000], 1..8),
         restarts in prop::collection::vec(0usize..40, 0..5),
         timers_per_commit in prop_oneof![Just(usize::MAX), 1usize..20],
-        one_member_cache in any::<bool>(),
+        member_cache in prop_oneof![Just(None), Just(Some(1)), (2_000usize..40_000).prop_map(Some)],
         timer_read_chunk in prop_oneof![Just(TIMER_READ_CHUNK), 1usize..6],
     ) {
         let ev = events(seed, members, days, shuffle);
@@ -125,11 +125,13 @@ proptest! {
         let reference = run(&ev, &[1], &[], &cfg, until);
         // Timers fired in bounded chunks, each committed, change nothing;
         // nor does a member cache that holds a single member (every member
-        // read back from the store, decoded, at every event).
+        // read back from the store, decoded, at every event), or one that
+        // holds a few members decoded and more packed (unpacked when they
+        // come back), evicting the rest.
         let mut bounded = cfg.clone();
         bounded.clock.max_timers_per_commit = timers_per_commit;
-        if one_member_cache {
-            bounded.member_cache_bytes = 1;
+        if let Some(bytes) = member_cache {
+            bounded.member_cache_bytes = bytes;
         }
         // Nor does how many stored timers are read into memory at a time.
         bounded.timer_read_chunk = timer_read_chunk;
@@ -157,8 +159,9 @@ fn two_halves_over_one_state_equal_one_run() {
 
 /// The member cache and the timers in memory are memory, never state: a
 /// cache that holds a single member and one stored timer read at a time
-/// give the alerts of a cache that holds them all, and so does a restart
-/// after every batch (a cold cache each time).
+/// give the alerts of a cache that holds them all, so does one that holds
+/// most members packed, and so does a restart after every batch (a cold
+/// cache each time).
 #[test]
 fn a_one_member_cache_and_cold_restarts_give_the_alerts_of_a_large_cache() {
     let ev = events(3, 150, 300, 0.02);
@@ -172,6 +175,10 @@ fn a_one_member_cache_and_cold_restarts_give_the_alerts_of_a_large_cache() {
     let want = run(&ev, &[500], &[], &large, until);
     assert!(want.len() > 50, "{} alerts", want.len());
     assert_eq!(run(&ev, &[500], &[], &tiny, until), want);
+    // 150 members: about 20 decoded, or 60 packed, or a mix.
+    let mut packed = large.clone();
+    packed.member_cache_bytes = 16 << 10;
+    assert_eq!(run(&ev, &[500], &[], &packed, until), want);
     let every: Vec<usize> = (0..ev.len() / 500 + 1).collect();
     assert_eq!(run(&ev, &[500], &every, &large, until), want);
 }

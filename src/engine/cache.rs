@@ -5,29 +5,45 @@
 //! written once, by the commit.
 //!
 //! An entry is *dirty* from its first change until the next commit writes
-//! it; only clean entries are evicted, least recently used first, once a
-//! commit has written the dirty ones, down to a capacity derived from a byte
-//! budget (`engine.member_cache_mb`). States are boxed: handing one to the
-//! engine and back moves a pointer, not the state.
+//! it. Once a commit has written the dirty ones, clean entries not used
+//! lately make room, down to a byte budget (`engine.member_cache_mb`), in
+//! two steps: first *packed* ([`crate::state::packed`], a sixth of the
+//! size for a typical member), then, still not used when their turn comes
+//! again, evicted. A packed member costs an unpack to use, against a
+//! RocksDB read (index, filter, block, decode) for one not cached: several
+//! times as many members stay in memory for the same budget. States are
+//! boxed: handing one to the engine and back moves a pointer, not the
+//! state.
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 use smallvec::SmallVec;
+use std::borrow::Cow;
 use std::hash::BuildHasher;
 
 use super::answers::Answers;
 use crate::state::member::NEVER;
-use crate::state::MemberState;
+use crate::state::{packed, MemberState};
 
-/// Bytes one cached member costs beyond its state and answers: its slot
-/// (key inline, see [`SlotKey`]) and its index entry (4 bytes and a
-/// control byte, at a load factor of 7/8, with room to spare).
-const ENTRY_OVERHEAD: usize =
-    std::mem::size_of::<Option<Slot>>() - std::mem::size_of::<Answers>() + 8;
+/// Bytes one cached member costs whatever its form: its slot (key inline,
+/// see [`SlotKey`], and the detectors' remembered answers) and its index
+/// entry (4 bytes and a control byte, at a load factor of 7/8, with room
+/// to spare).
+const SLOT_BYTES: usize = std::mem::size_of::<Option<Slot>>() + 8;
 
-/// Bytes one cached member costs: its decoded state, the detectors'
-/// remembered answers beside it, and the entry.
-const ENTRY_BYTES: usize =
-    std::mem::size_of::<MemberState>() + std::mem::size_of::<Answers>() + ENTRY_OVERHEAD;
+/// Bytes a decoded state costs beside its slot (one allocation of the
+/// 512-byte size class).
+const DECODED_BYTES: usize = std::mem::size_of::<MemberState>();
+
+/// Over budget, decoded members are packed down to this fraction of it
+/// (a quarter): enough for the members in use now, while the rest of the
+/// budget holds the most members packed.
+const DECODED_SHARE: usize = 4;
+
+/// Bytes a packed state of `len` bytes costs beside its slot: the
+/// allocator rounds small sizes up to 16-byte classes.
+fn packed_bytes(len: usize) -> usize {
+    len.next_multiple_of(16)
+}
 
 /// Where a cached member's timer is, as far as the engine knows. A member
 /// with due time `d` always has an entry at or before `d` in its
@@ -131,14 +147,76 @@ struct Slot {
     /// slot is found.
     key: SlotKey,
     partition: u32,
-    /// `None` while the engine holds the state (checked out).
-    state: Option<Box<MemberState>>,
+    state: Body,
     answers: Answers,
     dirty: bool,
     evicted: bool,
     timer: TimerMarks,
     /// Used since the eviction hand last passed (CLOCK: a second chance).
     referenced: bool,
+}
+
+/// A cached member's state, in the form it is in.
+enum Body {
+    /// Checked out: the engine holds it.
+    Out,
+    Decoded(Box<MemberState>),
+    /// Not used lately, so packed small (see [`crate::state::packed`]).
+    Packed(Box<[u8]>),
+}
+
+impl Body {
+    /// Bytes it costs beside its slot (a checked-out state comes back
+    /// decoded).
+    fn bytes(&self) -> usize {
+        match self {
+            Body::Out | Body::Decoded(_) => DECODED_BYTES,
+            Body::Packed(p) => packed_bytes(p.len()),
+        }
+    }
+
+    /// The state, decoded.
+    fn state(&self) -> Option<Cow<'_, MemberState>> {
+        match self {
+            Body::Out => None,
+            Body::Decoded(m) => Some(Cow::Borrowed(m)),
+            Body::Packed(p) => Some(Cow::Owned(unpack_member(p))),
+        }
+    }
+}
+
+fn unpack_member(p: &[u8]) -> MemberState {
+    // Packed by this process from a state in memory a moment ago: an
+    // error is a bug in `packed`, never bad data (its round trip is
+    // property-tested).
+    packed::unpack(p).expect("a member packed by this process unpacks")
+}
+
+/// A member cache's fill.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Members decoded (checked out included).
+    pub decoded: usize,
+    pub packed: usize,
+    /// What they cost, as counted against the budget.
+    pub bytes: usize,
+}
+
+impl CacheStats {
+    pub fn members(&self) -> usize {
+        self.decoded + self.packed
+    }
+}
+
+impl std::ops::Add for CacheStats {
+    type Output = CacheStats;
+    fn add(self, o: CacheStats) -> CacheStats {
+        CacheStats {
+            decoded: self.decoded + o.decoded,
+            packed: self.packed + o.packed,
+            bytes: self.bytes + o.bytes,
+        }
+    }
 }
 
 /// A member whose entry was written by a commit, or deleted by it, with
@@ -165,21 +243,28 @@ impl Written<'_> {
     }
 }
 
-/// Members in a slab, found through a hash table of slab indices; evicted
-/// by CLOCK (second chance), which needs no list to keep in recency order:
-/// a hit costs one lookup and a flag.
+/// Members in a slab, found through a hash table of slab indices; packed,
+/// then evicted, by CLOCK (second chance), which needs no list to keep in
+/// recency order: a hit costs one lookup and a flag.
 pub struct MemberCache {
     slots: Vec<Option<Slot>>,
     index: HashTable<u32>,
     hasher: DefaultHashBuilder,
     free: Vec<u32>,
     live: usize,
-    capacity: usize,
+    /// Members held packed.
+    packed: usize,
+    /// What the entries cost, by the constants above.
+    bytes: usize,
+    budget: usize,
     /// Slots changed since the last commit.
     dirty: Vec<u32>,
-    hand: usize,
+    pack_hand: usize,
+    evict_hand: usize,
     /// Reused to build lookup keys without allocating.
     key: Vec<u8>,
+    /// Reused to pack members.
+    pack_buf: Vec<u8>,
 }
 
 fn split(key: &[u8]) -> (u32, &str) {
@@ -193,33 +278,41 @@ fn split(key: &[u8]) -> (u32, &str) {
 impl MemberCache {
     /// A cache of about `bytes` of clean members (at least one).
     pub fn with_bytes(bytes: usize) -> Self {
-        let capacity = (bytes / ENTRY_BYTES).max(1);
-        // Sized for the budget up front (pages are only touched as slots
-        // fill): grown by doubling, the slab and the index copied
-        // themselves into fresh memory over and over while the cache
-        // filled, a page fault every 4 KiB. Bounded, so a huge budget does
-        // not reserve gigabytes of address space at once.
-        let presize = capacity.min(1 << 22);
+        // Sized up front for the members the budget holds decoded (pages
+        // are only touched as slots fill): grown by doubling, the slab and
+        // the index copied themselves into fresh memory over and over
+        // while the cache filled, a page fault every 4 KiB. Bounded, so a
+        // huge budget does not reserve gigabytes of address space at once.
+        let presize = (bytes / (SLOT_BYTES + DECODED_BYTES)).clamp(1, 1 << 22);
         MemberCache {
             slots: Vec::with_capacity(presize),
             index: HashTable::with_capacity(presize),
             hasher: DefaultHashBuilder::default(),
             free: Vec::new(),
             live: 0,
-            capacity,
+            packed: 0,
+            bytes: 0,
+            budget: bytes,
             dirty: Vec::new(),
-            hand: 0,
+            pack_hand: 0,
+            evict_hand: 0,
             key: Vec::with_capacity(64),
+            pack_buf: Vec::with_capacity(DECODED_BYTES),
         }
     }
 
-    /// How many clean members it keeps at most after a commit.
-    pub fn capacity(&self) -> usize {
-        self.capacity
+    /// Members by form and what they cost.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            decoded: self.live - self.packed,
+            packed: self.packed,
+            bytes: self.bytes,
+        }
     }
 
-    pub fn len(&self) -> usize {
-        self.live
+    /// Whether one more member fits the budget, decoded.
+    pub fn has_room(&self) -> bool {
+        self.bytes + SLOT_BYTES + DECODED_BYTES <= self.budget
     }
 
     /// Members changed since the last commit (kept until it writes them,
@@ -281,12 +374,19 @@ impl MemberCache {
     /// until the next commit, so the engine can come back to a member
     /// without looking it up again.
     pub fn checkout_at(&mut self, i: u32) -> Cached {
-        let s = self.slot(i);
+        let s = self.slots[i as usize]
+            .as_mut()
+            .expect("indexed slot is live");
         s.referenced = true;
-        let state = s
-            .state
-            .take()
-            .expect("a member is checked out once at a time");
+        let state = match std::mem::replace(&mut s.state, Body::Out) {
+            Body::Decoded(m) => m,
+            Body::Packed(p) => {
+                self.packed -= 1;
+                self.bytes = self.bytes + DECODED_BYTES - packed_bytes(p.len());
+                Box::new(unpack_member(&p))
+            }
+            Body::Out => panic!("a member is checked out once at a time"),
+        };
         Cached {
             state,
             answers: s.answers,
@@ -322,7 +422,8 @@ impl MemberCache {
     pub fn checkin_at(&mut self, i: u32, cm: Cached) {
         let s = self.slot(i);
         let became_dirty = cm.dirty && !s.dirty;
-        s.state = Some(cm.state);
+        debug_assert!(matches!(s.state, Body::Out), "checked in twice");
+        s.state = Body::Decoded(cm.state);
         s.answers = cm.answers;
         s.dirty = cm.dirty;
         s.evicted = cm.evicted;
@@ -338,7 +439,7 @@ impl MemberCache {
         let slot = Slot {
             key: SlotKey::from_slice(&self.key),
             partition: u32::from_be_bytes(self.key[..4].try_into().expect("4 bytes")),
-            state: None,
+            state: Body::Out,
             answers: Answers::default(),
             dirty: false,
             evicted: false,
@@ -361,6 +462,7 @@ impl MemberCache {
             hasher.hash_one(&*slots[j as usize].as_ref().expect("live").key)
         });
         self.live += 1;
+        self.bytes += SLOT_BYTES + DECODED_BYTES;
         i
     }
 
@@ -374,11 +476,15 @@ impl MemberCache {
         }
         self.free.push(i);
         self.live -= 1;
+        self.bytes -= SLOT_BYTES + slot.state.bytes();
+        if matches!(slot.state, Body::Packed(_)) {
+            self.packed -= 1;
+        }
     }
 
     /// A member's state as the engine sees it (deleted members have none);
     /// `None` when it has no entry.
-    pub fn peek(&self, partition: u32, member_id: &str) -> Option<Option<&MemberState>> {
+    pub fn peek(&self, partition: u32, member_id: &str) -> Option<Option<Cow<'_, MemberState>>> {
         let mut key = partition.to_be_bytes().to_vec();
         key.extend_from_slice(member_id.as_bytes());
         let hash = self.hasher.hash_one(key.as_slice());
@@ -388,7 +494,7 @@ impl MemberCache {
                 .is_some_and(|s| *s.key == *key)
         })?;
         let s = self.slots[i as usize].as_ref().expect("live");
-        Some(if s.evicted { None } else { s.state.as_deref() })
+        Some(if s.evicted { None } else { s.state.state() })
     }
 
     /// Reports every member changed since the last commit to `write`,
@@ -413,7 +519,10 @@ impl MemberCache {
                 });
                 self.remove(i);
             } else {
-                let state = s.state.as_deref().expect("not checked out at a commit");
+                let Body::Decoded(state) = &s.state else {
+                    // Only clean members are packed.
+                    panic!("a changed member is decoded and in the cache at a commit");
+                };
                 write(Written::Member {
                     partition,
                     member_id,
@@ -426,26 +535,49 @@ impl MemberCache {
         self.dirty = dirty;
     }
 
-    /// Evicts clean members down to capacity (call after a commit: dirty
-    /// ones are never evicted), each given a second chance if used since
-    /// the hand last passed it. A member leaving keeps whatever entries it
-    /// has in memory; read again, it finds its timer key in the store.
+    /// Packs and evicts clean members down to the budget (call after a
+    /// commit: changed ones stay as they are). While the members are over
+    /// budget, those decoded are packed down to [`DECODED_SHARE`] of it,
+    /// then packed ones are evicted. Each hand gives a member a second
+    /// chance: the packing hand if it was used since the hand last passed,
+    /// the evicting one if it was packed since. A member leaving keeps
+    /// whatever entries it has in memory; read again, it finds its timer
+    /// key in the store.
     pub fn trim(&mut self) {
-        let mut budget = 2 * self.slots.len();
-        while self.live > self.capacity && budget > 0 {
-            budget -= 1;
-            self.hand = (self.hand + 1) % self.slots.len();
-            let i = self.hand as u32;
-            let Some(s) = self.slots[i as usize].as_mut() else {
+        let decoded_budget = self.budget / DECODED_SHARE;
+        let mut steps = 2 * self.slots.len();
+        while self.bytes > self.budget
+            && (self.live - self.packed) * DECODED_BYTES > decoded_budget
+            && steps > 0
+        {
+            steps -= 1;
+            self.pack_hand = (self.pack_hand + 1) % self.slots.len();
+            let Some(s) = self.slots[self.pack_hand].as_mut() else {
                 continue;
             };
-            if s.dirty || s.state.is_none() {
+            let Body::Decoded(m) = &s.state else { continue };
+            if s.dirty || std::mem::take(&mut s.referenced) {
                 continue;
             }
-            if std::mem::take(&mut s.referenced) {
+            self.pack_buf.clear();
+            packed::pack(m, &mut self.pack_buf);
+            let p: Box<[u8]> = self.pack_buf.as_slice().into();
+            self.bytes = self.bytes - DECODED_BYTES + packed_bytes(p.len());
+            self.packed += 1;
+            s.state = Body::Packed(p);
+            // Its second chance against the evicting hand.
+            s.referenced = true;
+        }
+        let mut steps = 2 * self.slots.len();
+        while self.bytes > self.budget && self.packed > 0 && steps > 0 {
+            steps -= 1;
+            self.evict_hand = (self.evict_hand + 1) % self.slots.len();
+            let Some(s) = self.slots[self.evict_hand].as_mut() else {
                 continue;
+            };
+            if matches!(s.state, Body::Packed(_)) && !std::mem::take(&mut s.referenced) {
+                self.remove(self.evict_hand as u32);
             }
-            self.remove(i);
         }
     }
 
@@ -473,34 +605,35 @@ impl MemberCache {
 mod tests {
     use super::*;
 
+    /// What one decoded member costs.
     fn per() -> usize {
-        ENTRY_BYTES
+        SLOT_BYTES + DECODED_BYTES
+    }
+
+    fn busy(t: i64) -> MemberState {
+        let mut m = MemberState::new(t);
+        m.purchase_count = t as u32;
+        m.remember_event(t as u32);
+        m
+    }
+
+    fn change(c: &mut MemberCache, id: &str) {
+        let mut cm = c.checkout(0, id).unwrap();
+        cm.state.purchase_count += 1;
+        cm.dirty = true;
+        c.checkin(0, id, cm);
     }
 
     #[test]
-    fn a_commit_writes_each_changed_member_once_then_evicts_what_was_not_used() {
-        let mut c = MemberCache::with_bytes(2 * per());
+    fn a_commit_writes_each_changed_member_once() {
+        let mut c = MemberCache::with_bytes(1 << 20);
         for (id, t) in [("a", 1), ("b", 2), ("c", 3)] {
-            c.checkin(0, id, Cached::clean(MemberState::new(t)));
+            c.checkin(0, id, Cached::clean(busy(t)));
         }
-        c.trim();
-        // Everything was just used: one pass takes the second chances, the
-        // next evicts the first slot it meets.
-        assert_eq!(c.len(), 2);
-        // Three changes to one member, one to another.
-        let kept: Vec<&str> = ["a", "b", "c"]
-            .into_iter()
-            .filter(|id| c.contains(0, id))
-            .collect();
         for _ in 0..3 {
-            let mut cm = c.checkout(0, kept[0]).unwrap();
-            cm.state.purchase_count += 1;
-            cm.dirty = true;
-            c.checkin(0, kept[0], cm);
+            change(&mut c, "a");
         }
-        let mut cm = c.checkout(0, kept[1]).unwrap();
-        cm.dirty = true;
-        c.checkin(0, kept[1], cm);
+        change(&mut c, "c");
         let mut written = Vec::new();
         c.commit(|w| {
             if let Written::Member {
@@ -511,18 +644,80 @@ mod tests {
             }
         });
         written.sort();
-        let mut want = vec![(kept[0].to_string(), 3), (kept[1].to_string(), 0)];
-        want.sort();
-        assert_eq!(written, want);
+        assert_eq!(written, [("a".to_string(), 4), ("c".to_string(), 4)]);
         let mut again = 0;
         c.commit(|_| again += 1);
         assert_eq!(again, 0, "nothing changed since");
-        // A new member over capacity: the one used least lately goes.
-        c.checkin(0, "d", Cached::clean(MemberState::new(4)));
-        let _ = c.checkout(0, kept[1]).map(|cm| c.checkin(0, kept[1], cm));
+    }
+
+    #[test]
+    fn members_not_used_lately_are_packed_then_evicted_down_to_the_budget() {
+        let mut c = MemberCache::with_bytes(2 * per());
+        for (id, t) in [("a", 1), ("b", 2), ("c", 3)] {
+            c.checkin(0, id, Cached::clean(busy(t)));
+        }
         c.trim();
-        assert_eq!(c.len(), 2);
-        assert!(c.contains(0, "d"));
+        // Everything was just used: one pass takes the second chances, the
+        // next packs the first two members it meets, which makes room.
+        assert_eq!((c.stats().members(), c.stats().packed), (3, 2));
+        assert!(c.stats().bytes <= 2 * per());
+        // A packed member comes back as it was.
+        for (id, t) in [("a", 1), ("b", 2), ("c", 3)] {
+            assert_eq!(c.checkout(0, id).map(|cm| *cm.state), Some(busy(t)));
+            c.checkin(0, id, Cached::clean(busy(t)));
+        }
+        assert_eq!(c.stats().packed, 0);
+        // Many more members than fit even packed: those not used lately
+        // go, the budget holds, more members stay than would decoded, and
+        // one used all along stays.
+        let mut c = MemberCache::with_bytes(20 * per());
+        for t in 10..1000 {
+            c.checkin(0, &t.to_string(), Cached::clean(busy(t)));
+            let _ = c.checkout(0, "10").map(|cm| c.checkin(0, "10", cm));
+            c.trim();
+        }
+        assert!(c.stats().bytes <= 20 * per(), "{} bytes", c.stats().bytes);
+        assert!(
+            c.stats().members() > 40 && c.stats().packed > 20,
+            "{} members",
+            c.stats().members()
+        );
+        assert!(c.contains(0, "10"));
+        assert!(!c.contains(0, "11"));
+        assert_eq!(c.checkout(0, "500").map(|cm| *cm.state), None);
+        let last = c.checkout(0, "999").map(|cm| *cm.state);
+        assert_eq!(last, Some(busy(999)));
+    }
+
+    #[test]
+    fn changed_members_are_neither_packed_nor_evicted_before_the_commit() {
+        let mut c = MemberCache::with_bytes(1);
+        for (id, t) in [("a", 1), ("b", 2)] {
+            c.checkin(0, id, Cached::clean(busy(t)));
+            change(&mut c, id);
+        }
+        c.trim();
+        c.trim();
+        assert_eq!((c.stats().members(), c.stats().packed), (2, 0));
+        let mut written = 0;
+        c.commit(|_| written += 1);
+        assert_eq!(written, 2);
+        c.trim();
+        c.trim();
+        assert_eq!(c.stats().members(), 0);
+    }
+
+    #[test]
+    fn peek_sees_a_packed_member_as_it_was() {
+        // Room for one decoded member and one packed.
+        let mut c = MemberCache::with_bytes(per() + SLOT_BYTES + 64);
+        c.checkin(0, "a", Cached::clean(busy(1)));
+        c.checkin(0, "b", Cached::clean(busy(2)));
+        c.trim();
+        assert_eq!(c.stats().packed, 1);
+        for (id, t) in [("a", 1), ("b", 2)] {
+            assert_eq!(c.peek(0, id).flatten().map(Cow::into_owned), Some(busy(t)));
+        }
     }
 
     #[test]

@@ -15,7 +15,10 @@
 //! alerts do not depend on the number of engines (only their order across
 //! partitions may differ).
 
-use super::{write_after_refused, Change, Engine, EngineConfig, EngineError, Outcome, RaisedAlert};
+use super::{
+    write_after_refused, CacheStats, Change, Engine, EngineConfig, EngineError, Outcome,
+    RaisedAlert,
+};
 use crate::state::quarantine::Quarantined;
 use crate::state::{Batch, Store};
 use crate::telemetry::events::StateCommitted;
@@ -99,6 +102,14 @@ impl<S: Store + Clone> EngineGroup<S> {
         let mut all: Vec<_> = self.engines.iter().flat_map(|e| e.clocks()).collect();
         all.sort_unstable_by_key(|(p, _)| *p);
         all.into_iter()
+    }
+
+    /// The member caches' fill, over every engine.
+    pub fn member_cache(&self) -> CacheStats {
+        self.engines
+            .iter()
+            .map(|e| e.member_cache())
+            .fold(CacheStats::default(), |a, b| a + b)
     }
 
     /// Timers pending over every assigned partition.

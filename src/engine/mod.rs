@@ -34,7 +34,7 @@ mod group;
 mod tests;
 mod timers;
 
-use std::borrow::BorrowMut;
+use std::borrow::{BorrowMut, Cow};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -58,6 +58,7 @@ use crate::telemetry::events::{
 use crate::telemetry::Metrics;
 
 use answers::{Answers, Asked};
+pub use cache::CacheStats;
 use cache::{Cached, MemberCache, TimerMarks, Written};
 pub use clock::ClockConfig;
 pub use group::{EngineGroup, Input};
@@ -419,7 +420,7 @@ impl<S: Store> Engine<S> {
                             );
                             timers += 1;
                         }
-                        if self.cache.len() < self.cache.capacity() {
+                        if self.cache.has_room() {
                             self.cache.checkin(partition, id, Cached::clean(m));
                         }
                     }
@@ -538,6 +539,11 @@ impl<S: Store> Engine<S> {
     /// Timers pending over every assigned partition, as of the last commit.
     pub fn timers_pending(&self) -> usize {
         self.parts.values().map(|p| p.timers_stored as usize).sum()
+    }
+
+    /// The member cache's fill.
+    pub fn member_cache(&self) -> CacheStats {
+        self.cache.stats()
     }
 
     /// Timer entries held in memory over every assigned partition (the
@@ -838,7 +844,7 @@ impl<S: Store> Engine<S> {
         member_id: &str,
     ) -> Result<Option<MemberState>, EngineError> {
         if let Some(m) = self.cache.peek(partition, member_id) {
-            return Ok(m.cloned());
+            return Ok(m.map(Cow::into_owned));
         }
         self.load(partition, member_id)
     }

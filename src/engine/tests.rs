@@ -336,7 +336,8 @@ fn assert_no_timer_can_be_missed(e: &Engine<Arc<MemoryStore>>, store: &MemorySto
 /// or key it had (it finds the later time when it comes due). With a cache
 /// of one member (each read back from the store) and stored timers read
 /// two at a time, no timer can be missed after any commit, and the alerts
-/// are those of a cache that holds everyone.
+/// are those of a cache that holds everyone; so are those of a cache that
+/// holds most members packed and unpacks them as they come back.
 #[test]
 fn a_member_read_again_finds_its_timer_in_the_store() {
     let lines = paced_members(0.7, 60.0, 15.0);
@@ -347,12 +348,13 @@ fn a_member_read_again_finds_its_timer_in_the_store() {
         cfg.member_cache_bytes = cache_bytes;
         cfg.timer_read_chunk = chunk;
         let mut e = Engine::new(store.clone(), cfg, Arc::new(Metrics::new())).unwrap();
-        let mut ids = Vec::new();
+        let (mut ids, mut packed) = (Vec::new(), 0);
         for (i, (_, _, l)) in lines.iter().enumerate() {
             e.process(0, l, WALL).unwrap();
             if (i + 1) % 7 == 0 {
                 ids.extend(e.take_alerts().into_iter().map(|a| a.alert.alert_id));
                 e.commit(Batch::default()).unwrap();
+                packed = packed.max(e.member_cache().packed);
                 if check {
                     assert_no_timer_can_be_missed(&e, &store);
                 }
@@ -360,12 +362,15 @@ fn a_member_read_again_finds_its_timer_in_the_store() {
         }
         e.advance_clock_to(day(300.0)).unwrap();
         ids.extend(e.take_alerts().into_iter().map(|a| a.alert.alert_id));
-        ids
+        (ids, packed)
     };
-    let one = run(1, TIMER_READ_CHUNK, true);
+    let (one, _) = run(1, TIMER_READ_CHUNK, true);
     assert!(one.len() >= 12, "expected alerts, got {}", one.len());
-    assert_eq!(one, run(64 << 20, TIMER_READ_CHUNK, false));
-    assert_eq!(one, run(1, 2, true));
+    assert_eq!(one, run(64 << 20, TIMER_READ_CHUNK, false).0);
+    assert_eq!(one, run(1, 2, true).0);
+    let (mixed, packed) = run(4 << 10, TIMER_READ_CHUNK, true);
+    assert!(packed > 0, "nothing was packed");
+    assert_eq!(one, mixed);
 }
 
 /// The store's timer index over months of members who come, change their

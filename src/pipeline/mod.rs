@@ -1404,6 +1404,9 @@ impl Driver {
             self.metrics
                 .timers_pending
                 .set(self.engine.timers_pending() as i64);
+            let cache = self.engine.member_cache();
+            self.metrics
+                .update_member_cache(cache.decoded, cache.packed, cache.bytes);
         }
         if self.last_sweep.elapsed() > Duration::from_secs(60) {
             self.last_sweep = Instant::now();

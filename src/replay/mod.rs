@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::detect::Signal;
-use crate::engine::{Engine, EngineError, Outcome};
+use crate::engine::{CacheStats, Engine, EngineError, Outcome};
 use crate::event::partitioner::Partitioner;
 use crate::event::{Event, EventKind, Rejection};
 use crate::state::{Batch, RocksStore, RocksTuning, StoreError};
@@ -121,6 +121,9 @@ pub struct ReplaySummary {
     pub skipped_after: u64,
     /// Accepted events per partition (with more than one partition).
     pub events_by_partition: BTreeMap<u32, u64>,
+    /// The member caches at the end, over every engine thread: whether
+    /// `engine.member_cache_mb` held the members.
+    pub member_cache: CacheStats,
     pub elapsed: Duration,
 }
 
@@ -149,6 +152,15 @@ impl std::fmt::Display for ReplaySummary {
                 self.skipped_after
             )?;
         }
+        let c = self.member_cache;
+        write!(
+            f,
+            "\nmember cache: {} members ({} decoded, {} packed), {:.0} MiB",
+            c.members(),
+            c.decoded,
+            c.packed,
+            c.bytes as f64 / (1 << 20) as f64
+        )?;
         if self.events_by_partition.len() > 1 {
             write!(f, "\nevents by partition:")?;
             for (p, n) in &self.events_by_partition {
@@ -532,6 +544,7 @@ struct WorkerDone {
     alerts_by_signal: BTreeMap<&'static str, u64>,
     timers_fired: u64,
     events_by_partition: BTreeMap<u32, u64>,
+    member_cache: CacheStats,
 }
 
 impl ReplaySummary {
@@ -541,6 +554,7 @@ impl ReplaySummary {
         self.duplicates += d.duplicates;
         self.alerts += d.alerts;
         self.timers_fired += d.timers_fired;
+        self.member_cache = self.member_cache + d.member_cache;
         for (s, n) in d.alerts_by_signal {
             *self.alerts_by_signal.entry(s).or_default() += n;
         }
@@ -635,6 +649,7 @@ impl Worker {
 
     fn done(mut self) -> WorkerDone {
         self.done.timers_fired = self.engine.stats().timers_fired;
+        self.done.member_cache = self.engine.member_cache();
         self.done
     }
 

@@ -1,6 +1,7 @@
-//! Little-endian fixed-width encoding for state values. Hand-rolled because
-//! the layout is tiny, versioned by its first byte, and decoded on every
-//! member lookup.
+//! Little-endian fixed-width encoding for state values, and varints for
+//! packed members (see [`super::packed`]). Hand-rolled because the layout
+//! is tiny, versioned by its first byte, and decoded on every member
+//! lookup.
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -47,6 +48,18 @@ impl Writer {
     pub fn f64(&mut self, v: f64) {
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
+    /// LEB128: seven bits a byte, small values in one byte.
+    pub fn uvar(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.buf.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        self.buf.push(v as u8);
+    }
+    /// Zigzag then LEB128: values near zero, of either sign, in few bytes.
+    pub fn ivar(&mut self, v: i64) {
+        self.uvar(((v << 1) ^ (v >> 63)) as u64);
+    }
 }
 
 pub struct Reader<'a> {
@@ -92,5 +105,27 @@ impl<'a> Reader<'a> {
     }
     pub fn f64(&mut self) -> Result<f64, DecodeError> {
         Ok(f64::from_le_bytes(self.take()?))
+    }
+    pub fn uvar(&mut self) -> Result<u64, DecodeError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            v |= ((b & 0x7f) as u64) << shift;
+            if b < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err(DecodeError::Invalid {
+            field: "varint (longer than 10 bytes)",
+            value: v,
+        })
+    }
+    pub fn ivar(&mut self) -> Result<i64, DecodeError> {
+        let z = self.uvar()?;
+        Ok((z >> 1) as i64 ^ -((z & 1) as i64))
+    }
+    /// Whether every byte was read.
+    pub fn is_done(&self) -> bool {
+        self.at == self.buf.len()
     }
 }

@@ -42,7 +42,7 @@ impl Stage {
         }
     }
 
-    fn from_u8(v: u8) -> Result<Stage, DecodeError> {
+    pub(crate) fn from_u8(v: u8) -> Result<Stage, DecodeError> {
         Ok(match v {
             0 => Stage::New,
             1 => Stage::Active,

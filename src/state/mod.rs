@@ -11,6 +11,7 @@ pub mod faulty;
 pub mod keys;
 pub mod member;
 pub mod memory;
+pub mod packed;
 pub mod quarantine;
 pub mod rocks;
 pub mod window;

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub stream_clock_seconds: IntGaugeVec,
     pub stream_clock_lag_seconds: IntGaugeVec,
     pub timers_pending: IntGauge,
+    member_cache_members: IntGaugeVec,
+    pub member_cache_bytes: IntGauge,
     pub timers_fired: IntCounter,
     pub outbox_depth: IntGauge,
     pub members_tracked: IntGauge,
@@ -171,6 +173,21 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(stream_clock_lag_seconds.clone()))
             .expect("unique metric");
+        let member_cache_members = IntGaugeVec::new(
+            Opts::new(
+                "churnwatch_member_cache_members",
+                "Members in the engines' member caches, by form: decoded (in use lately) or packed (small, unpacked when used again).",
+            ),
+            &["form"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(member_cache_members.clone()))
+            .expect("unique metric");
+        // Both forms from the start, so a scrape before the first update
+        // shows the series (at zero) rather than none.
+        for form in ["decoded", "packed"] {
+            member_cache_members.with_label_values(&[form]).set(0);
+        }
         let commit_duration = HistogramVec::new(
             HistogramOpts::new(
                 "churnwatch_commit_duration_seconds",
@@ -236,6 +253,12 @@ impl Metrics {
                 &r,
                 "churnwatch_timers_pending",
                 "Member timers waiting in the engine's in-memory timer queues (every assigned partition).",
+            ),
+            member_cache_members,
+            member_cache_bytes: gauge(
+                &r,
+                "churnwatch_member_cache_bytes",
+                "What the members in the engines' member caches cost, as counted against engine.member_cache_mb.",
             ),
             timers_fired: counter(
                 &r,
@@ -436,6 +459,16 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buf)
             .expect("text encoding never fails");
         String::from_utf8(buf).expect("text format is UTF-8")
+    }
+
+    /// The member caches' fill (see `EngineGroup::member_cache`).
+    pub fn update_member_cache(&self, decoded: usize, packed: usize, bytes: usize) {
+        for (form, n) in [("decoded", decoded), ("packed", packed)] {
+            self.member_cache_members
+                .with_label_values(&[form])
+                .set(n as i64);
+        }
+        self.member_cache_bytes.set(bytes as i64);
     }
 
     pub fn update_store(&self, s: &crate::state::StoreStats) {
