@@ -16,6 +16,7 @@ use churnwatch::pipeline::changelog::{
 };
 use churnwatch::pipeline::outbox::OutboxRecord;
 use churnwatch::state::keys::member_key;
+use churnwatch::state::member::MemberFormat;
 use churnwatch::state::member::{Episode, OpenAlert, Stage, NEVER};
 use churnwatch::state::{MemberState, MemoryStore, Store, Table};
 use proptest::prelude::*;
@@ -202,10 +203,12 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn member_state_round_trips(m in member()) {
-        let bytes = m.to_bytes();
-        prop_assert!(bytes.len() <= 512, "{} bytes", bytes.len());
-        prop_assert_eq!(MemberState::decode(&bytes).unwrap(), m);
+    fn member_state_round_trips_in_every_format(m in member()) {
+        for format in [MemberFormat::Packed, MemberFormat::Fixed] {
+            let bytes = m.to_bytes_as(format);
+            prop_assert!(bytes.len() <= 512, "{} bytes", bytes.len());
+            prop_assert_eq!(&MemberState::decode(&bytes).unwrap(), &m);
+        }
     }
 
     #[test]

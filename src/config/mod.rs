@@ -12,6 +12,7 @@ use crate::alert::AlertConfig;
 use crate::detect::{stage_change, DetectConfig};
 use crate::engine::{ClockConfig, EngineConfig};
 use crate::event::Validator;
+use crate::state::member::MemberFormat;
 use crate::state::RocksTuning;
 
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +162,12 @@ pub struct StateConfig {
     /// again, so an `alert_id` can repeat one from before the eviction.
     /// 0 keeps every member forever.
     pub evict_after_days: f64,
+    /// How member records are written (every format is read): `packed`
+    /// (format version 3, a quarter to a sixth of the bytes), or `fixed`
+    /// (version 2, about 480 bytes) while a rolling upgrade from a release
+    /// that reads only version 2 is under way: those instances would set
+    /// a packed record aside as undecodable when they restore it.
+    pub member_format: MemberFormat,
 }
 
 impl Default for StateConfig {
@@ -171,6 +178,7 @@ impl Default for StateConfig {
             write_buffer_mb: 128,
             sync_wal: false,
             evict_after_days: 0.0,
+            member_format: MemberFormat::Packed,
         }
     }
 }
@@ -730,6 +738,7 @@ impl Config {
             evict_after_ms: (self.state.evict_after_days > 0.0)
                 .then_some((self.state.evict_after_days * 86_400_000.0) as i64),
             member_cache_bytes: self.engine.member_cache_mb << 20,
+            member_format: self.state.member_format,
             detect: self.detect.clone(),
             lifecycle: self.lifecycle.clone(),
             alerts: self.alerts.clone(),
@@ -795,6 +804,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("state.block_cache_mb"), "{err}");
+    }
+
+    #[test]
+    fn members_are_written_packed_unless_a_rolling_upgrade_asks_for_fixed() {
+        assert_eq!(
+            Config::default().engine().member_format,
+            MemberFormat::Packed
+        );
+        let cfg = Config::parse("[state]\nmember_format = \"fixed\"\n").unwrap();
+        assert_eq!(cfg.engine().member_format, MemberFormat::Fixed);
+        let err = Config::parse("[state]\nmember_format = \"v2\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("state.member_format"), "{err}");
     }
 
     #[test]

@@ -48,7 +48,7 @@ use crate::state::keys::{
     member_key, meta_key, partition_end, partition_prefix, split_member_key, split_timer_key,
     timer_key, timers_marker_key,
 };
-use crate::state::member::{OpenAlert, Stage, NEVER};
+use crate::state::member::{MemberFormat, OpenAlert, Stage, NEVER};
 use crate::state::quarantine::{Kind as QuarantineKind, Quarantined};
 use crate::state::{scan_chunks, Batch, MemberState, Store, StoreError, Table};
 use crate::telemetry::events::{
@@ -69,6 +69,7 @@ impl Default for EngineConfig {
         EngineConfig {
             evict_after_ms: None,
             member_cache_bytes: 64 << 20,
+            member_format: MemberFormat::default(),
             detect: DetectConfig::default(),
             lifecycle: stage_change::Config::default(),
             alerts: AlertConfig::default(),
@@ -105,6 +106,8 @@ pub struct EngineConfig {
     /// of all engine threads together: engines sharing it take
     /// [`EngineConfig::cache_share`].
     pub member_cache_bytes: usize,
+    /// How member records are written (`state.member_format`).
+    pub member_format: MemberFormat,
     pub detect: DetectConfig,
     pub lifecycle: stage_change::Config,
     pub alerts: AlertConfig,
@@ -781,7 +784,7 @@ impl<S: Store> Engine<S> {
                     if let Some(part) = part {
                         part.stage_timer(batch, partition, member_id, timer, due);
                     }
-                    let bytes = state.to_bytes();
+                    let bytes = state.to_bytes_as(self.cfg.member_format);
                     on_change(
                         Change::Member {
                             partition,

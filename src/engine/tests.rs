@@ -1,5 +1,6 @@
 use crate::detect::Severity;
 use crate::event::DAY_MS;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::*;
@@ -371,6 +372,67 @@ fn a_member_read_again_finds_its_timer_in_the_store() {
     let (mixed, packed) = run(4 << 10, TIMER_READ_CHUNK, true);
     assert!(packed > 0, "nothing was packed");
     assert_eq!(one, mixed);
+}
+
+/// A rolling upgrade: a store written in the fixed format (version 2) and
+/// taken over by an engine that writes packed records reads as before,
+/// and the alerts are those of one run.
+#[test]
+fn a_store_written_fixed_then_packed_gives_the_alerts_of_one_run() {
+    let lines = paced_members(0.7, 60.0, 15.0);
+    let with = |format: MemberFormat, store: &Arc<MemoryStore>| {
+        let mut cfg = EngineConfig::default();
+        cfg.alerts.holdout_share = 0.0;
+        cfg.member_format = format;
+        let mut e = Engine::new(store.clone(), cfg, Arc::new(Metrics::new())).unwrap();
+        e.assign(0).unwrap();
+        e
+    };
+    let versions = |store: &MemoryStore| -> BTreeSet<u8> {
+        let all = store
+            .scan(
+                Table::Members,
+                &partition_prefix(0),
+                &partition_end(0),
+                usize::MAX,
+            )
+            .unwrap();
+        all.iter().map(|(_, v)| v[0]).collect()
+    };
+    let finish = |mut e: Engine<Arc<MemoryStore>>, mut ids: Vec<String>| {
+        e.advance_clock_to(day(300.0)).unwrap();
+        ids.extend(e.take_alerts().into_iter().map(|a| a.alert.alert_id));
+        ids
+    };
+    let one_store = Arc::new(MemoryStore::new());
+    let mut one = with(MemberFormat::Packed, &one_store);
+    let mut want = Vec::new();
+    for (_, _, l) in &lines {
+        one.process(0, l, WALL).unwrap();
+        want.extend(one.take_alerts().into_iter().map(|a| a.alert.alert_id));
+    }
+    let want = finish(one, want);
+    assert!(want.len() >= 12, "expected alerts, got {}", want.len());
+
+    let store = Arc::new(MemoryStore::new());
+    let (first, rest) = lines.split_at(lines.len() / 2);
+    let mut old = with(MemberFormat::Fixed, &store);
+    let mut got = Vec::new();
+    for (_, _, l) in first {
+        old.process(0, l, WALL).unwrap();
+        got.extend(old.take_alerts().into_iter().map(|a| a.alert.alert_id));
+    }
+    old.commit(Batch::default()).unwrap();
+    drop(old);
+    assert_eq!(versions(&store), BTreeSet::from([2]));
+    let mut new = with(MemberFormat::Packed, &store);
+    for (_, _, l) in rest {
+        new.process(0, l, WALL).unwrap();
+        got.extend(new.take_alerts().into_iter().map(|a| a.alert.alert_id));
+    }
+    new.commit(Batch::default()).unwrap();
+    assert!(versions(&store).contains(&3));
+    assert_eq!(finish(new, got), want);
 }
 
 /// The store's timer index over months of members who come, change their

@@ -1,5 +1,6 @@
 //! Everything churnwatch remembers about one member, in a bounded footprint
-//! whatever the length of their history (about 500 bytes encoded).
+//! whatever the length of their history (at most 512 bytes encoded; packed,
+//! 80 to 150 bytes for most members).
 
 use super::codec::{DecodeError, Reader, Writer};
 use super::window::{day_of, week_of, DayBitmap, WeeklyCounts};
@@ -10,7 +11,23 @@ use crate::signal::{Signal, EPISODE_SIGNALS};
 /// keep decoding the old ones. Version 2 appends the long-run totals
 /// (`WeeklyCounts::older`, `older_log_spend`); a version 1 member decodes
 /// with them at zero, so its long run starts at its 16-week window.
-pub const FORMAT_VERSION: u8 = 2;
+/// Version 3 is the same state packed ([`super::packed`]): a quarter to a
+/// sixth of the bytes for most members, so less to write, flush, compact
+/// and cache.
+pub const FORMAT_VERSION: u8 = MemberFormat::Packed as u8;
+
+/// The layouts a member can be written in (all of them are read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[repr(u8)]
+pub enum MemberFormat {
+    /// Version 2, fixed width (about 480 bytes): what releases before
+    /// version 3 read, for a rolling upgrade from them.
+    Fixed = 2,
+    /// Version 3, packed.
+    #[default]
+    Packed = 3,
+}
 /// Purchases kept individually (newest first out): enough for the median of
 /// the recent gaps, a gap trend and an order-value baseline.
 pub const PURCHASE_HISTORY: usize = 10;
@@ -243,8 +260,19 @@ impl MemberState {
         }
     }
 
-    pub fn encode(&self, w: &mut Writer) {
-        w.u8(FORMAT_VERSION);
+    /// Appends the state in `format`.
+    pub fn encode(&self, format: MemberFormat, w: &mut Writer) {
+        match format {
+            MemberFormat::Fixed => self.encode_fixed(w),
+            MemberFormat::Packed => {
+                w.u8(MemberFormat::Packed as u8);
+                super::packed::pack(self, &mut w.buf);
+            }
+        }
+    }
+
+    fn encode_fixed(&self, w: &mut Writer) {
+        w.u8(MemberFormat::Fixed as u8);
         w.i64(self.first_seen_ms);
         w.i64(self.last_event_ms);
         w.i64(self.last_active_ms);
@@ -292,18 +320,36 @@ impl MemberState {
         w.f32(self.older_log_spend);
     }
 
+    /// The state in the current format ([`FORMAT_VERSION`]).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut w = Writer::with_capacity(512);
-        self.encode(&mut w);
+        self.to_bytes_as(MemberFormat::default())
+    }
+
+    pub fn to_bytes_as(&self, format: MemberFormat) -> Vec<u8> {
+        let mut w = Writer::with_capacity(match format {
+            MemberFormat::Fixed => 512,
+            MemberFormat::Packed => 192,
+        });
+        self.encode(format, &mut w);
         w.buf
     }
 
+    /// A member in any format version written so far.
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
+        let mut m = match buf.first() {
+            Some(1 | 2) => Self::decode_fixed(buf)?,
+            Some(3) => super::packed::unpack(&buf[1..])?,
+            Some(v) => return Err(DecodeError::Version(*v)),
+            None => return Err(DecodeError::Truncated { at: 0, wanted: 1 }),
+        };
+        m.recent_next %= DEDUP_SLOTS as u8;
+        m.check_times()?;
+        Ok(m)
+    }
+
+    fn decode_fixed(buf: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(buf);
         let v = r.u8()?;
-        if v != 1 && v != FORMAT_VERSION {
-            return Err(DecodeError::Version(v));
-        }
         let mut m = MemberState::new(r.i64()?);
         m.last_event_ms = r.i64()?;
         m.last_active_ms = r.i64()?;
@@ -326,12 +372,12 @@ impl MemberState {
             };
         }
         for c in [&mut m.visits, &mut m.sends, &mut m.opens] {
-            c.newest_week = not_before_1970("newest_week", r.i32()?)?;
+            c.newest_week = r.i32()?;
             for s in c.slots.iter_mut() {
                 *s = r.u16()?;
             }
         }
-        m.checkins.last_day = not_before_1970("checkins.last_day", r.i32()?)?;
+        m.checkins.last_day = r.i32()?;
         m.checkins.bits = r.u128()?;
         m.checkin_count = r.u32()?;
         m.stage = Stage::from_u8(r.u8()?)?;
@@ -353,7 +399,7 @@ impl MemberState {
             });
         }
         m.timer_due_ms = r.i64()?;
-        m.recent_next = r.u8()? % DEDUP_SLOTS as u8;
+        m.recent_next = r.u8()?;
         for h in m.recent_ids.iter_mut() {
             *h = r.u32()?;
         }
@@ -363,14 +409,13 @@ impl MemberState {
             }
             m.older_log_spend = r.f32()?;
         }
-        m.check_times()?;
         Ok(m)
     }
 }
 
 impl MemberState {
-    /// Event times are never before 1970 (the validator refuses them), and
-    /// the kept purchases are in time order: a value that says otherwise is
+    /// Event times, weeks and days are never before 1970 (the validator
+    /// refuses such events), and the kept purchases are in time order: a value that says otherwise is
     /// damage, and the detectors' arithmetic on it would overflow.
     fn check_times(&self) -> Result<(), DecodeError> {
         let time = |field: &'static str, v: i64, never_ok: bool| {
@@ -383,6 +428,10 @@ impl MemberState {
                 })
             }
         };
+        for c in [&self.visits, &self.sends, &self.opens] {
+            not_before_1970("newest_week", c.newest_week)?;
+        }
+        not_before_1970("checkins.last_day", self.checkins.last_day)?;
         time("first_seen_ms", self.first_seen_ms, false)?;
         time("last_event_ms", self.last_event_ms, false)?;
         time("last_active_ms", self.last_active_ms, true)?;
@@ -468,9 +517,37 @@ mod tests {
     }
 
     #[test]
-    fn encoding_round_trips_a_full_member() {
+    fn encoding_round_trips_a_full_member_in_every_format() {
         let m = busy_member();
-        assert_eq!(MemberState::decode(&m.to_bytes()).unwrap(), m);
+        for f in [MemberFormat::Fixed, MemberFormat::Packed] {
+            let bytes = m.to_bytes_as(f);
+            assert_eq!(bytes[0], f as u8);
+            assert_eq!(MemberState::decode(&bytes).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn a_member_reads_the_same_whichever_format_wrote_it() {
+        let m = busy_member();
+        let fixed = MemberState::decode(&m.to_bytes_as(MemberFormat::Fixed)).unwrap();
+        assert_eq!(fixed.to_bytes(), m.to_bytes());
+        assert!(m.to_bytes().len() < m.to_bytes_as(MemberFormat::Fixed).len());
+    }
+
+    #[test]
+    fn a_packed_member_before_1970_is_refused_like_a_fixed_one() {
+        let mut m = busy_member();
+        m.visits.newest_week = -1;
+        for f in [MemberFormat::Fixed, MemberFormat::Packed] {
+            let err = MemberState::decode(&m.to_bytes_as(f)).unwrap_err();
+            assert!(matches!(
+                err,
+                DecodeError::Invalid {
+                    field: "newest_week",
+                    ..
+                }
+            ));
+        }
     }
 
     #[test]
@@ -482,7 +559,7 @@ mod tests {
     #[test]
     fn decodes_version_1_members_with_empty_long_run_totals() {
         let m = busy_member();
-        let mut v1 = m.to_bytes();
+        let mut v1 = m.to_bytes_as(MemberFormat::Fixed);
         // Version 1 is version 2 without the 16 trailing long-run bytes.
         v1.truncate(v1.len() - 16);
         v1[0] = 1;
