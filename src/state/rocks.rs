@@ -85,10 +85,13 @@ impl RocksStore {
             bb.set_pin_l0_filter_and_index_blocks_in_cache(true);
             o.set_block_based_table_factory(&bb);
             o.set_compression_type(DBCompressionType::Lz4);
-            o.set_write_buffer_size(match t {
-                Table::Members => 64 << 20,
-                _ => 16 << 20,
-            });
+            // 16 MiB for members too (was 64): a commit's sorted writes go
+            // into a skip list of a quarter of the entries, fewer levels
+            // and cache misses each; with packed records the extra flushes
+            // and compactions are cheap. Side by side: 7-8% less engine
+            // CPU in replay, 12% in the uniform bench, about 3 s more of
+            // compaction per 6M events (8 MiB: 2% more, 4 s more).
+            o.set_write_buffer_size(16 << 20);
             if *t == Table::Members {
                 // Point lookups dominate; a memtable bloom filter makes the
                 // get for a member seen for the first time cheap.
