@@ -37,7 +37,8 @@ pub fn pack(m: &MemberState, out: &mut Vec<u8>) {
     let mut w = Writer {
         buf: std::mem::take(out),
     };
-    let new = MemberState::new(m.first_seen_ms);
+    // What differs from a new member, compared field by field (building
+    // a new member to compare with was a tenth of the packing).
     let flag = |set: bool, bit: u32| if set { bit } else { 0 };
     let counts = [m.visits, m.sends, m.opens];
     let flags = flag(m.last_active_ms != NEVER, ACTIVE)
@@ -50,15 +51,24 @@ pub fn pack(m: &MemberState, out: &mut Vec<u8>) {
                 || m.purchases_len != 0,
             PURCHASES,
         )
-        | flag(counts[0] != new.visits, VISITS)
-        | flag(counts[1] != new.sends, SENDS)
-        | flag(counts[2] != new.opens, OPENS)
-        | flag(m.checkins != new.checkins || m.checkin_count != 0, CHECKINS)
+        | flag(counts[0] != WeeklyCounts::default(), VISITS)
+        | flag(counts[1] != WeeklyCounts::default(), SENDS)
+        | flag(counts[2] != WeeklyCounts::default(), OPENS)
+        | flag(
+            m.checkins != DayBitmap::default() || m.checkin_count != 0,
+            CHECKINS,
+        )
         | flag(m.stage != Stage::New, STAGE)
-        | flag(m.episodes != new.episodes, EPISODES)
+        | flag(
+            m.episodes.iter().any(|e| *e != Episode::default()),
+            EPISODES,
+        )
         | flag(m.open_alert.is_some(), ALERT)
         | flag(m.timer_due_ms != NEVER, TIMER)
-        | flag(m.recent_ids != new.recent_ids || m.recent_next != 0, RECENT);
+        | flag(
+            m.recent_next != 0 || m.recent_ids.iter().any(|h| *h != 0),
+            RECENT,
+        );
     w.uvar(flags as u64);
     // Times as differences from the newest event: small for the times a
     // member's state holds, and exact for any value (they wrap).
