@@ -59,6 +59,7 @@ COUNTERS_AND_GAUGES = {
     "churnwatch_state_write_stalls_total",
     "churnwatch_commits_total",
     "churnwatch_partitions_assigned",
+    "churnwatch_partitions_held",
     "churnwatch_ready",
     "churnwatch_broker_errors_total",
     "churnwatch_restore_records_total",

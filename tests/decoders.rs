@@ -224,6 +224,22 @@ proptest! {
     }
 
     #[test]
+    fn damaged_fixed_member_states_never_panic(
+        b in member().prop_flat_map(|m| damaged(m.to_bytes_as(MemberFormat::Fixed)))
+    ) {
+        decode_member(&b);
+    }
+
+    /// Random bytes behind the packed format's version byte: the packed
+    /// decoder reads whatever a changelog record holds.
+    #[test]
+    fn packed_member_decoder_never_panics(b in prop::collection::vec(any::<u8>(), 0..300)) {
+        let mut v = vec![MemberFormat::Packed as u8];
+        v.extend_from_slice(&b);
+        decode_member(&v);
+    }
+
+    #[test]
     fn partition_marks_round_trip(mark in partition_mark()) {
         prop_assert_eq!(PartitionMark::decode(&mark.encode()).unwrap(), mark);
     }

@@ -326,6 +326,14 @@ fn a_partition_taken_over_while_the_disk_is_full_waits_for_space_instead_of_stop
         assert!(Instant::now() < deadline, "A never took B's partition");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Held back, paused, and shown as such.
+    wait_for_metric(
+        port_a,
+        "churnwatch_partitions_held",
+        1.0,
+        Duration::from_secs(30),
+        "B's partition held on A",
+    );
     std::thread::sleep(Duration::from_secs(3));
     assert!(
         a.try_wait().unwrap().is_none(),
@@ -343,6 +351,14 @@ fn a_partition_taken_over_while_the_disk_is_full_waits_for_space_instead_of_stop
         || http_get(port_a, "/readyz").0 != 200
     {
         assert!(Instant::now() < deadline, "did not recover");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(port_a, "churnwatch_partitions_held") != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the held partition never started"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let before = consumed(port_a);

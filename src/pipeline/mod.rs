@@ -597,6 +597,7 @@ impl Driver {
                 let processing = revoked.intersection(&owned).copied().collect();
                 self.flush_changelog(&processing, REVOKE_FLUSH)?;
                 self.unstarted.retain(|u| !parts.contains(u));
+                self.held_changed();
                 for tp in &parts {
                     self.input.stop(tp);
                     if self.restores.leave(tp) {
@@ -728,6 +729,13 @@ impl Driver {
         }
         .emit(&self.metrics);
         self.unstarted.push(tp);
+        self.held_changed();
+    }
+
+    fn held_changed(&self) {
+        self.metrics
+            .partitions_held
+            .set(self.unstarted.len() as i64);
     }
 
     /// Starts the partitions held back while the store refused writes (see
@@ -738,7 +746,9 @@ impl Driver {
             return Ok(());
         }
         let held = std::mem::take(&mut self.unstarted);
-        if self.start_paused(held)? > 0 {
+        let started = self.start_paused(held)?;
+        self.held_changed();
+        if started > 0 {
             self.assignment_changed();
         }
         Ok(())

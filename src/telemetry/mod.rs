@@ -52,6 +52,7 @@ pub struct Metrics {
     pub commit_duration: HistogramVec,
     rebalances: IntCounterVec,
     pub partitions_assigned: IntGauge,
+    pub partitions_held: IntGauge,
     pub ready: IntGauge,
     pub broker_errors: IntCounter,
     pub restore_records: IntCounter,
@@ -334,6 +335,11 @@ impl Metrics {
             ),
             commit_duration,
             rebalances,
+            partitions_held: gauge(
+                &r,
+                "churnwatch_partitions_held",
+                "Assigned input partitions held back, paused, because the state store refused the writes that start them; they start once it takes writes.",
+            ),
             partitions_assigned: gauge(
                 &r,
                 "churnwatch_partitions_assigned",
