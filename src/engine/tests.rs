@@ -280,15 +280,20 @@ fn paced(
 /// entry at or before it is in memory; no key is left at or before the
 /// clock (each was taken when the clock got there); and the index's marker
 /// counts the members with a timer. Returns that count.
-fn assert_no_timer_can_be_missed(e: &Engine<Arc<MemoryStore>>, store: &MemoryStore) -> usize {
-    let members = store
+/// Every member record of partition 0.
+fn stored_members(store: &MemoryStore) -> Vec<(Vec<u8>, Vec<u8>)> {
+    store
         .scan(
             Table::Members,
             &partition_prefix(0),
             &partition_end(0),
             usize::MAX,
         )
-        .unwrap();
+        .unwrap()
+}
+
+fn assert_no_timer_can_be_missed(e: &Engine<Arc<MemoryStore>>, store: &MemoryStore) -> usize {
+    let members = stored_members(store);
     let keys: Vec<(i64, String)> = store
         .scan(
             Table::Timers,
@@ -389,15 +394,7 @@ fn a_store_written_fixed_then_packed_gives_the_alerts_of_one_run() {
         e
     };
     let versions = |store: &MemoryStore| -> BTreeSet<u8> {
-        let all = store
-            .scan(
-                Table::Members,
-                &partition_prefix(0),
-                &partition_end(0),
-                usize::MAX,
-            )
-            .unwrap();
-        all.iter().map(|(_, v)| v[0]).collect()
+        stored_members(store).iter().map(|(_, v)| v[0]).collect()
     };
     let finish = |mut e: Engine<Arc<MemoryStore>>, mut ids: Vec<String>| {
         e.advance_clock_to(day(300.0)).unwrap();

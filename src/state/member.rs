@@ -357,13 +357,7 @@ impl MemberState {
         m.purchase_count = r.u32()?;
         m.purchase_days = r.u32()?;
         m.total_spend = r.f64()?;
-        let n = r.u8()?;
-        if n as usize > PURCHASE_HISTORY {
-            return Err(DecodeError::Invalid {
-                field: "purchases_len",
-                value: n as u64,
-            });
-        }
+        let n = purchases_len(r.u8()?)?;
         m.purchases_len = n;
         for i in 0..n as usize {
             m.purchases[i] = Purchase {
@@ -468,6 +462,17 @@ fn not_before_1970(field: &'static str, v: i32) -> Result<i32, DecodeError> {
         });
     }
     Ok(v)
+}
+
+/// A stored count of kept purchases, which must fit the history.
+pub(super) fn purchases_len(n: u8) -> Result<u8, DecodeError> {
+    if n as usize > PURCHASE_HISTORY {
+        return Err(DecodeError::Invalid {
+            field: "purchases_len",
+            value: n as u64,
+        });
+    }
+    Ok(n)
 }
 
 /// The log order value the spend detector works on (a zero order counts as

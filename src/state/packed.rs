@@ -14,7 +14,7 @@
 
 use super::codec::{DecodeError, Reader, Writer};
 use super::member::{
-    Episode, MemberState, OpenAlert, Purchase, Stage, DEDUP_SLOTS, NEVER, PURCHASE_HISTORY,
+    purchases_len, Episode, MemberState, OpenAlert, Purchase, Stage, DEDUP_SLOTS, NEVER,
 };
 use super::window::{DayBitmap, WeeklyCounts, WEEKS};
 use crate::signal::Signal;
@@ -182,13 +182,7 @@ pub fn unpack(buf: &[u8]) -> Result<MemberState, DecodeError> {
         m.purchase_days = small(r.uvar()?, "purchase_days")?;
         m.total_spend = r.f64()?;
         m.older_log_spend = r.f32()?;
-        let n = r.u8()?;
-        if n as usize > PURCHASE_HISTORY {
-            return Err(DecodeError::Invalid {
-                field: "purchases_len",
-                value: n as u64,
-            });
-        }
+        let n = purchases_len(r.u8()?)?;
         m.purchases_len = n;
         for p in &mut m.purchases[..n as usize] {
             *p = Purchase {
@@ -299,6 +293,7 @@ const _: () = assert!(WEEKS <= 64 && DEDUP_SLOTS <= 64);
 mod tests {
     use super::*;
     use crate::event::{Event, EventKind, DAY_MS};
+    use crate::state::member::PURCHASE_HISTORY;
     use proptest::prelude::*;
     use std::borrow::Cow;
 
