@@ -420,10 +420,16 @@ impl MemberCache {
 
     /// [`MemberCache::checkin`] into the slot it came from.
     pub fn checkin_at(&mut self, i: u32, cm: Cached) {
-        let s = self.slot(i);
+        let s = self.slots[i as usize]
+            .as_mut()
+            .expect("indexed slot is live");
         let became_dirty = cm.dirty && !s.dirty;
-        debug_assert!(matches!(s.state, Body::Out), "checked in twice");
-        s.state = Body::Decoded(cm.state);
+        // Usually checked out (`Out`); a `checkin` over a cached member
+        // replaces it, and one held packed stops counting as packed.
+        if let Body::Packed(p) = std::mem::replace(&mut s.state, Body::Decoded(cm.state)) {
+            self.packed -= 1;
+            self.bytes = self.bytes + DECODED_BYTES - packed_bytes(p.len());
+        }
         s.answers = cm.answers;
         s.dirty = cm.dirty;
         s.evicted = cm.evicted;
@@ -705,6 +711,22 @@ mod tests {
         c.trim();
         c.trim();
         assert_eq!(c.stats().members(), 0);
+    }
+
+    #[test]
+    fn a_checkin_over_a_packed_member_replaces_it_and_keeps_the_count() {
+        let mut c = MemberCache::with_bytes(per() + SLOT_BYTES + 64);
+        c.checkin(0, "a", Cached::clean(busy(1)));
+        c.checkin(0, "b", Cached::clean(busy(2)));
+        c.trim();
+        assert_eq!(c.stats().packed, 1);
+        for (id, t) in [("a", 3), ("b", 4)] {
+            c.checkin(0, id, Cached::clean(busy(t)));
+        }
+        let s = c.stats();
+        assert_eq!((s.decoded, s.packed), (2, 0));
+        assert_eq!(s.bytes, 2 * per());
+        assert_eq!(c.checkout(0, "a").map(|cm| *cm.state), Some(busy(3)));
     }
 
     #[test]
