@@ -101,27 +101,17 @@ pub fn pack(m: &MemberState, out: &mut Vec<u8>) {
     if flags & CHECKINS != 0 {
         w.ivar(m.checkins.last_day as i64);
         w.uvar(m.checkin_count as u64);
-        let bytes = m.checkins.bits.to_le_bytes();
-        let mask = bytes
-            .iter()
-            .enumerate()
-            .fold(0u64, |mask, (i, b)| mask | ((*b != 0) as u64) << i);
-        w.uvar(mask);
-        bytes.iter().filter(|b| **b != 0).for_each(|b| w.u8(*b));
+        put_sparse(&mut w, &m.checkins.bits.to_le_bytes(), Writer::u8);
     }
     if flags & STAGE != 0 {
         w.u8(m.stage as u8);
     }
     if flags & EPISODES != 0 {
-        let mask = m.episodes.iter().enumerate().fold(0u64, |mask, (i, e)| {
-            mask | ((*e != Episode::default()) as u64) << i
-        });
-        w.uvar(mask);
-        for e in m.episodes.iter().filter(|e| **e != Episode::default()) {
+        put_sparse(&mut w, &m.episodes, |w, e| {
             w.u8(e.open as u8);
             w.uvar(e.seq as u64);
-            time(&mut w, e.opened_ms);
-        }
+            time(w, e.opened_ms);
+        });
     }
     if let Some(a) = m.open_alert {
         w.u8(a.signal as u8);
@@ -133,34 +123,49 @@ pub fn pack(m: &MemberState, out: &mut Vec<u8>) {
     }
     if flags & RECENT != 0 {
         w.u8(m.recent_next);
-        let mask = m
-            .recent_ids
-            .iter()
-            .enumerate()
-            .fold(0u64, |mask, (i, h)| mask | ((*h != 0) as u64) << i);
-        w.uvar(mask);
         // Event-id hashes: random bits, so raw.
-        m.recent_ids
-            .iter()
-            .filter(|h| **h != 0)
-            .for_each(|h| w.u32(*h));
+        put_sparse(&mut w, &m.recent_ids, Writer::u32);
     }
     *out = w.buf;
 }
 
 fn pack_counts(w: &mut Writer, c: &WeeklyCounts) {
-    let slots = c.slots;
     w.ivar(c.newest_week as i64);
-    let mask = slots
-        .iter()
-        .enumerate()
-        .fold(0u64, |mask, (i, s)| mask | ((*s != 0) as u64) << i);
-    w.uvar(mask);
-    slots
-        .iter()
-        .filter(|s| **s != 0)
-        .for_each(|s| w.uvar(*s as u64));
+    put_sparse(w, &{ c.slots }, |w, s| w.uvar(s as u64));
     w.uvar(c.older as u64);
+}
+
+/// Writes which of `items` differ from their default (a bit each in a
+/// mask), then each of those through `put`: most weekly slots, check-in
+/// bytes, episodes and dedup slots of a member are empty.
+fn put_sparse<T: Copy + PartialEq + Default>(
+    w: &mut Writer,
+    items: &[T],
+    mut put: impl FnMut(&mut Writer, T),
+) {
+    let mask = items.iter().enumerate().fold(0u64, |mask, (i, x)| {
+        mask | ((*x != T::default()) as u64) << i
+    });
+    w.uvar(mask);
+    for x in items.iter().filter(|x| **x != T::default()) {
+        put(w, *x);
+    }
+}
+
+/// Reads what [`put_sparse`] wrote into `items` (left as they are where
+/// the mask has no bit).
+fn get_sparse<'b, T>(
+    r: &mut Reader<'b>,
+    items: &mut [T],
+    mut get: impl FnMut(&mut Reader<'b>) -> Result<T, DecodeError>,
+) -> Result<(), DecodeError> {
+    let mask = r.uvar()?;
+    for (i, x) in items.iter_mut().enumerate() {
+        if mask & (1 << i) != 0 {
+            *x = get(r)?;
+        }
+    }
+    Ok(())
 }
 
 /// The member [`pack`] packed into `buf`.
@@ -203,13 +208,8 @@ pub fn unpack(buf: &[u8]) -> Result<MemberState, DecodeError> {
     if flags & CHECKINS != 0 {
         let last_day = small(r.ivar()?, "checkins.last_day")?;
         m.checkin_count = small(r.uvar()?, "checkin_count")?;
-        let mask = r.uvar()?;
         let mut bytes = [0u8; 16];
-        for (i, b) in bytes.iter_mut().enumerate() {
-            if mask & (1 << i) != 0 {
-                *b = r.u8()?;
-            }
-        }
+        get_sparse(&mut r, &mut bytes, Reader::u8)?;
         m.checkins = DayBitmap {
             last_day,
             bits: u128::from_le_bytes(bytes),
@@ -219,16 +219,13 @@ pub fn unpack(buf: &[u8]) -> Result<MemberState, DecodeError> {
         m.stage = Stage::from_u8(r.u8()?)?;
     }
     if flags & EPISODES != 0 {
-        let mask = r.uvar()?;
-        for (i, e) in m.episodes.iter_mut().enumerate() {
-            if mask & (1 << i) != 0 {
-                *e = Episode {
-                    open: r.u8()? != 0,
-                    seq: small(r.uvar()?, "episodes.seq")?,
-                    opened_ms: time(&mut r)?,
-                };
-            }
-        }
+        get_sparse(&mut r, &mut m.episodes, |r| {
+            Ok(Episode {
+                open: r.u8()? != 0,
+                seq: small(r.uvar()?, "episodes.seq")?,
+                opened_ms: time(r)?,
+            })
+        })?;
     }
     if flags & ALERT != 0 {
         let sig = r.u8()?;
@@ -246,12 +243,7 @@ pub fn unpack(buf: &[u8]) -> Result<MemberState, DecodeError> {
     }
     if flags & RECENT != 0 {
         m.recent_next = r.u8()?;
-        let mask = r.uvar()?;
-        for (i, h) in m.recent_ids.iter_mut().enumerate() {
-            if mask & (1 << i) != 0 {
-                *h = r.u32()?;
-            }
-        }
+        get_sparse(&mut r, &mut m.recent_ids, Reader::u32)?;
     }
     if !r.is_done() {
         return Err(DecodeError::Invalid {
@@ -264,13 +256,8 @@ pub fn unpack(buf: &[u8]) -> Result<MemberState, DecodeError> {
 
 fn unpack_counts(r: &mut Reader) -> Result<WeeklyCounts, DecodeError> {
     let newest_week = small(r.ivar()?, "newest_week")?;
-    let mask = r.uvar()?;
     let mut slots = [0u16; WEEKS];
-    for (i, s) in slots.iter_mut().enumerate() {
-        if mask & (1 << i) != 0 {
-            *s = small(r.uvar()?, "weekly slot")?;
-        }
-    }
+    get_sparse(r, &mut slots, |r| small(r.uvar()?, "weekly slot"))?;
     Ok(WeeklyCounts {
         newest_week,
         slots,
