@@ -378,21 +378,27 @@ impl MemberCache {
             .as_mut()
             .expect("indexed slot is live");
         s.referenced = true;
-        let state = match std::mem::replace(&mut s.state, Body::Out) {
+        let (body, answers, dirty, evicted, timer) = (
+            std::mem::replace(&mut s.state, Body::Out),
+            s.answers,
+            s.dirty,
+            s.evicted,
+            s.timer,
+        );
+        let state = match body {
             Body::Decoded(m) => m,
             Body::Packed(p) => {
-                self.packed -= 1;
-                self.bytes = self.bytes + DECODED_BYTES - packed_bytes(p.len());
+                self.unpacked(p.len());
                 Box::new(unpack_member(&p))
             }
             Body::Out => panic!("a member is checked out once at a time"),
         };
         Cached {
             state,
-            answers: s.answers,
-            dirty: s.dirty,
-            evicted: s.evicted,
-            timer: s.timer,
+            answers,
+            dirty,
+            evicted,
+            timer,
         }
     }
 
@@ -424,20 +430,26 @@ impl MemberCache {
             .as_mut()
             .expect("indexed slot is live");
         let became_dirty = cm.dirty && !s.dirty;
-        // Usually checked out (`Out`); a `checkin` over a cached member
-        // replaces it, and one held packed stops counting as packed.
-        if let Body::Packed(p) = std::mem::replace(&mut s.state, Body::Decoded(cm.state)) {
-            self.packed -= 1;
-            self.bytes = self.bytes + DECODED_BYTES - packed_bytes(p.len());
-        }
+        let old = std::mem::replace(&mut s.state, Body::Decoded(cm.state));
         s.answers = cm.answers;
         s.dirty = cm.dirty;
         s.evicted = cm.evicted;
         s.timer = cm.timer;
         s.referenced = true;
+        // Usually checked out (`Out`); a `checkin` over a cached member
+        // replaces it, and one held packed stops counting as packed.
+        if let Body::Packed(p) = old {
+            self.unpacked(p.len());
+        }
         if became_dirty {
             self.dirty.push(i);
         }
+    }
+
+    /// Counts a member held packed in `len` bytes as decoded again.
+    fn unpacked(&mut self, len: usize) {
+        self.packed -= 1;
+        self.bytes = self.bytes + DECODED_BYTES - packed_bytes(len);
     }
 
     /// A new slot for the key in `self.key`.
@@ -713,13 +725,20 @@ mod tests {
         assert_eq!(c.stats().members(), 0);
     }
 
-    #[test]
-    fn a_checkin_over_a_packed_member_replaces_it_and_keeps_the_count() {
+    /// A cache with room for one decoded member and one packed, holding
+    /// `busy(1)` as "a" and `busy(2)` as "b", one of them packed.
+    fn one_of_two_packed() -> MemberCache {
         let mut c = MemberCache::with_bytes(per() + SLOT_BYTES + 64);
         c.checkin(0, "a", Cached::clean(busy(1)));
         c.checkin(0, "b", Cached::clean(busy(2)));
         c.trim();
         assert_eq!(c.stats().packed, 1);
+        c
+    }
+
+    #[test]
+    fn a_checkin_over_a_packed_member_replaces_it_and_keeps_the_count() {
+        let mut c = one_of_two_packed();
         for (id, t) in [("a", 3), ("b", 4)] {
             c.checkin(0, id, Cached::clean(busy(t)));
         }
@@ -731,12 +750,7 @@ mod tests {
 
     #[test]
     fn peek_sees_a_packed_member_as_it_was() {
-        // Room for one decoded member and one packed.
-        let mut c = MemberCache::with_bytes(per() + SLOT_BYTES + 64);
-        c.checkin(0, "a", Cached::clean(busy(1)));
-        c.checkin(0, "b", Cached::clean(busy(2)));
-        c.trim();
-        assert_eq!(c.stats().packed, 1);
+        let c = one_of_two_packed();
         for (id, t) in [("a", 1), ("b", 2)] {
             assert_eq!(c.peek(0, id).flatten().map(Cow::into_owned), Some(busy(t)));
         }
