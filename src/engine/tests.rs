@@ -37,16 +37,16 @@ fn weekly_buyer<S: Store>(e: &mut Engine<S>, member: &str, n: usize) {
     }
 }
 
+/// Every record of partition 0 in `table`.
+fn partition_0<S: Store>(store: &S, table: Table) -> Vec<(Vec<u8>, Vec<u8>)> {
+    store
+        .scan(table, &partition_prefix(0), &partition_end(0), usize::MAX)
+        .unwrap()
+}
+
 /// Every key of partition 0's timer index (a restore leaves none of them).
 fn timer_index_keys<S: Store>(store: &S) -> Vec<Vec<u8>> {
-    store
-        .scan(
-            Table::Timers,
-            &partition_prefix(0),
-            &partition_end(0),
-            usize::MAX,
-        )
-        .unwrap()
+    partition_0(store, Table::Timers)
         .into_iter()
         .map(|(k, _)| k)
         .collect()
@@ -280,20 +280,8 @@ fn paced(
 /// entry at or before it is in memory; no key is left at or before the
 /// clock (each was taken when the clock got there); and the index's marker
 /// counts the members with a timer. Returns that count.
-/// Every member record of partition 0.
-fn stored_members(store: &MemoryStore) -> Vec<(Vec<u8>, Vec<u8>)> {
-    store
-        .scan(
-            Table::Members,
-            &partition_prefix(0),
-            &partition_end(0),
-            usize::MAX,
-        )
-        .unwrap()
-}
-
 fn assert_no_timer_can_be_missed(e: &Engine<Arc<MemoryStore>>, store: &MemoryStore) -> usize {
-    let members = stored_members(store);
+    let members = partition_0(store, Table::Members);
     let keys: Vec<(i64, String)> = store
         .scan(
             Table::Timers,
@@ -394,7 +382,10 @@ fn a_store_written_fixed_then_packed_gives_the_alerts_of_one_run() {
         e
     };
     let versions = |store: &MemoryStore| -> BTreeSet<u8> {
-        stored_members(store).iter().map(|(_, v)| v[0]).collect()
+        partition_0(store, Table::Members)
+            .iter()
+            .map(|(_, v)| v[0])
+            .collect()
     };
     let finish = |mut e: Engine<Arc<MemoryStore>>, mut ids: Vec<String>| {
         e.advance_clock_to(day(300.0)).unwrap();

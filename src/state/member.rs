@@ -409,8 +409,9 @@ impl MemberState {
 
 impl MemberState {
     /// Event times, weeks and days are never before 1970 (the validator
-    /// refuses such events), and the kept purchases are in time order: a value that says otherwise is
-    /// damage, and the detectors' arithmetic on it would overflow.
+    /// refuses such events), and the kept purchases are in time order: a
+    /// value that says otherwise is damage, and the detectors' arithmetic
+    /// on it would overflow.
     fn check_times(&self) -> Result<(), DecodeError> {
         let time = |field: &'static str, v: i64, never_ok: bool| {
             if v >= 0 || (never_ok && v == NEVER) {
