@@ -287,14 +287,13 @@ fn a_partition_taken_over_while_the_disk_is_full_waits_for_space_instead_of_stop
     // A's disk fills up and its writes fail.
     let filler = fill(&disk.0);
     produce_file(&broker, &second);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while metric(port_a, "churnwatch_state_write_failing") != 1.0 {
-        assert!(
-            Instant::now() < deadline,
-            "writes never failed on a full disk"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_metric_eq(
+        port_a,
+        "churnwatch_state_write_failing",
+        1.0,
+        Duration::from_secs(60),
+        "writes never failed on a full disk",
+    );
 
     // B leaves: A takes its partition over, with nowhere to write the
     // partition's timer index. It waits instead of stopping. (RocksDB
@@ -353,14 +352,13 @@ fn a_partition_taken_over_while_the_disk_is_full_waits_for_space_instead_of_stop
         assert!(Instant::now() < deadline, "did not recover");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while metric(port_a, "churnwatch_partitions_held") != 0.0 {
-        assert!(
-            Instant::now() < deadline,
-            "the held partition never started"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_metric_eq(
+        port_a,
+        "churnwatch_partitions_held",
+        0.0,
+        Duration::from_secs(30),
+        "the held partition never started",
+    );
     let before = consumed(port_a);
     let n3 = produce_file(&broker, &third);
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -92,6 +92,16 @@ pub fn wait_for_metric(port: u16, name: &str, at_least: f64, within: Duration, w
     }
 }
 
+/// Waits until the metric is exactly `value` (a gauge that must come back
+/// down, too), failing with `what` after `within`.
+pub fn wait_for_metric_eq(port: u16, name: &str, value: f64, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    while metric(port, name) != value {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 pub fn metric(port: u16, name: &str) -> f64 {
     let (_, m) = http_get(port, "/metrics");
     m.lines()
