@@ -265,6 +265,50 @@ fn publishes_what_replay_derives_and_dead_letters_every_bad_message() {
     }
 }
 
+/// A clean stop publishes and commits everything, so the restart keeps its
+/// local state: the restore reads the changelog from the checkpoint, not
+/// from the beginning (a partition flagged as having unpublished changelog
+/// records would be rebuilt from scratch), and no alert comes twice.
+#[test]
+fn a_clean_restart_keeps_its_state_instead_of_restoring_the_changelog() {
+    let dir = tempfile::tempdir().unwrap();
+    let (want, _) = expected(dir.path());
+    let broker = Broker::start();
+    let port = common::broker::free_port();
+    let cfg = config(dir.path(), &broker, port);
+    let mut run = start_run(&cfg);
+    wait_ready(port);
+    churnwatch(&sim_args(&["--brokers", &broker.addr]));
+    read_topic(&broker, "churn-alerts", want.len(), Duration::from_secs(90));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(port, "churnwatch_outbox_depth") > 0.0 {
+        assert!(Instant::now() < deadline, "the outbox never drained");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let written = metric(port, "churnwatch_changelog_records_total");
+    assert!(written > 250.0, "{written} changelog records");
+    terminate(&run);
+    assert!(run.wait().unwrap().success());
+
+    let mut run = start_run(&cfg);
+    wait_ready(port);
+    let restored = metric(port, "churnwatch_restore_records_total");
+    let restores = metric(port, "churnwatch_restores_total");
+    std::thread::sleep(Duration::from_secs(2));
+    let published = metric_sum(port, "churnwatch_alerts_published_total");
+    terminate(&run);
+    assert!(run.wait().unwrap().success());
+    assert_eq!(
+        restores, 1.0,
+        "the one partition restored (from its checkpoint)"
+    );
+    assert!(
+        restored < 10.0,
+        "{restored} of {written} changelog records read again"
+    );
+    assert_eq!(published, 0.0, "no alert raised again");
+}
+
 /// The scrape body (after the HTTP headers) passes `promtool check metrics`
 /// (Debian's `prometheus` package; `.ci/run` installs it).
 fn promtool_accepts(response: &str) {

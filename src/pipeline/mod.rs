@@ -1024,10 +1024,7 @@ impl Driver {
         store.write(batch)?;
         for p in drop {
             let mut batch = Batch::default();
-            for seq in self.outbox.changelog_of(p as i32) {
-                self.outbox.forget(seq);
-                batch.delete(Table::Outbox, outbox::key(seq));
-            }
+            self.outbox.discard_changelog(p as i32, &mut batch);
             store.write(batch)?;
             let keys = changelog::drop_partition(store, p, &cl.input_topics)?;
             PartitionDropped { partition: p, keys }.emit(&self.metrics);
@@ -1164,7 +1161,14 @@ impl Driver {
                 chrono::Utc::now().timestamp_millis().to_le_bytes().to_vec(),
             );
         }
-        self.outbox.stage(&mut extra);
+        // The partitions whose changelog flag the commit settles itself (it
+        // reports on every partition the engine holds).
+        let settled: BTreeSet<i32> = if self.changelog.is_some() {
+            self.engine.clocks().map(|(p, _)| p as i32).collect()
+        } else {
+            BTreeSet::new()
+        };
+        self.outbox.stage(&mut extra, &settled);
         for (p, next) in self.positions.take_checkpoints() {
             extra.put(
                 Table::Meta,
@@ -1177,10 +1181,6 @@ impl Driver {
                 (&mut self.outbox, &mut self.positions, self.input.offsets());
             let mut changed = false;
             let mut written = 0;
-            let mut push = |rec: OutboxRecord, b: &mut Batch| {
-                outbox.push_into(rec, b);
-                written += 1;
-            };
             let result = self.engine.commit_with(extra, |change, b| {
                 let (partition, member_id, value) = match change {
                     Change::Member {
@@ -1206,26 +1206,23 @@ impl Driver {
                         let p = partition as i32;
                         let changed = std::mem::take(&mut changed);
                         if let Some(mark) = positions.mark(p, changed, max_ts, clock_ms, offsets) {
-                            push(
-                                OutboxRecord::ChangelogMark {
-                                    partition: p,
-                                    mark: mark.encode(),
-                                },
-                                b,
-                            );
+                            outbox.push_changelog(OutboxRecord::ChangelogMark {
+                                partition: p,
+                                mark: mark.encode(),
+                            });
+                            written += 1;
                         }
+                        outbox.settle_changelog(p, b);
                         return;
                     }
                 };
                 changed = true;
-                push(
-                    OutboxRecord::Changelog {
-                        partition: partition as i32,
-                        member_id: member_id.to_string(),
-                        value,
-                    },
-                    b,
-                );
+                outbox.push_changelog(OutboxRecord::Changelog {
+                    partition: partition as i32,
+                    member_id: member_id.to_string(),
+                    value,
+                });
+                written += 1;
             });
             if result.is_ok() {
                 ChangelogWritten(written).emit(&self.metrics);

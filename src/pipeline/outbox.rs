@@ -1,9 +1,19 @@
-//! The outbox: alerts, dead letters and changelog records are written to
-//! RocksDB in the same batch as the state and input offsets that produced
-//! them, and deleted only once the broker has acknowledged them. A crash between commit and
+//! The outbox: alerts and dead letters are written to RocksDB in the same
+//! batch as the state and input offsets that produced them, and deleted only
+//! once the broker has acknowledged them. A crash between commit and
 //! delivery therefore republishes (same `alert_id`) instead of losing.
+//!
+//! Changelog records are not stored a second time. The member records the
+//! commit writes already hold the state, and no restart ever publishes a
+//! changelog record it found stored: a partition with changelog records
+//! committed but not acknowledged is rebuilt from the changelog when it is
+//! next assigned (see `restore`). All that must survive a crash is that
+//! fact, one flag per partition ([`unpublished_key`]), written in the same
+//! batch as the records' state and cleared by the first commit after the
+//! broker acknowledged them all. The records themselves are kept in memory
+//! until then, for publishing and retries.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use super::quarantine_dead_letter;
@@ -174,6 +184,14 @@ pub fn key(seq: u64) -> Vec<u8> {
     outbox_key(0, seq)
 }
 
+/// Meta key flagging that `partition` has changelog records committed here
+/// that the broker has not acknowledged (see the module comment).
+pub fn unpublished_key(partition: u32) -> Vec<u8> {
+    meta_key(partition, UNPUBLISHED)
+}
+
+const UNPUBLISHED: &str = "changelog_unpublished";
+
 /// Meta key of the next outbox sequence number.
 fn next_seq_key() -> Vec<u8> {
     meta_key(GLOBAL_PARTITION, "outbox_next_seq")
@@ -201,6 +219,19 @@ pub struct Outbox {
     /// When the batch that raised each unacknowledged alert was received,
     /// for the event-to-alert latency (not kept across restarts).
     received: BTreeMap<u64, Instant>,
+    /// Unacknowledged changelog records (markers included) per changelog
+    /// partition, placeholders for an earlier run's among them.
+    changelog_pending: BTreeMap<i32, usize>,
+    /// Partitions whose [`unpublished_key`] is set, as of the last commit
+    /// built (written or waiting to be written again).
+    flagged: BTreeSet<i32>,
+    /// Changelog records an older release stored with their value: their
+    /// entries are deleted like alerts' once acknowledged.
+    stored_changelog: BTreeSet<u64>,
+    /// One sequence number per partition an earlier run left flagged: it
+    /// stands for that run's unacknowledged changelog records (never
+    /// published; the partition's restore starts over, see `restore`).
+    inherited: BTreeMap<u64, i32>,
 }
 
 impl Outbox {
@@ -210,6 +241,7 @@ impl Outbox {
     /// entry would hold every alert behind it hostage.
     pub fn load(store: &dyn Store, max: usize, metrics: &Metrics) -> Result<Self, StoreError> {
         let mut records = BTreeMap::new();
+        let mut stored_changelog = BTreeSet::new();
         let mut corrupt = Vec::new();
         scan_chunks(
             store,
@@ -227,6 +259,9 @@ impl Outbox {
                     };
                     match decoded {
                         Ok((seq, rec)) => {
+                            if rec.changelog_partition().is_some() {
+                                stored_changelog.insert(seq);
+                            }
                             records.insert(seq, rec);
                         }
                         Err(reason) => corrupt.push(Quarantined::new(
@@ -263,7 +298,25 @@ impl Outbox {
             pending_puts: Vec::new(),
             delivered: Vec::new(),
             received: BTreeMap::new(),
+            changelog_pending: BTreeMap::new(),
+            flagged: BTreeSet::new(),
+            stored_changelog,
+            inherited: BTreeMap::new(),
         };
+        let stored: Vec<i32> = outbox
+            .records
+            .values()
+            .filter_map(OutboxRecord::changelog_partition)
+            .collect();
+        for p in stored {
+            *outbox.changelog_pending.entry(p).or_default() += 1;
+        }
+        for p in flagged_partitions(store)? {
+            outbox.flagged.insert(p);
+            outbox.inherited.insert(outbox.next_seq, p);
+            outbox.next_seq += 1;
+            *outbox.changelog_pending.entry(p).or_default() += 1;
+        }
         if !corrupt.is_empty() {
             let mut batch = Batch::default();
             for q in &corrupt {
@@ -290,10 +343,36 @@ impl Outbox {
     }
 
     /// Adds a record and its write to `batch` (a commit being built).
+    /// Changelog records go through [`Outbox::push_changelog`].
     pub fn push_into(&mut self, rec: OutboxRecord, batch: &mut Batch) {
+        debug_assert!(rec.changelog_partition().is_none(), "changelog record");
         batch.put(Table::Outbox, key(self.next_seq), rec.encode());
         self.records.insert(self.next_seq, rec);
         self.next_seq += 1;
+        self.stage_next_seq(batch);
+    }
+
+    /// Adds a changelog record (or marker) of the commit being built, kept in
+    /// memory only: call [`Outbox::settle_changelog`] for its partition once
+    /// the commit's records for it are all pushed.
+    pub fn push_changelog(&mut self, rec: OutboxRecord) {
+        let p = rec.changelog_partition().expect("a changelog record");
+        *self.changelog_pending.entry(p).or_default() += 1;
+        self.records.insert(self.next_seq, rec);
+        self.next_seq += 1;
+    }
+
+    /// Sets or clears `partition`'s [`unpublished_key`] in `batch` (the
+    /// commit being built) to say whether it has changelog records not yet
+    /// acknowledged. Called once per partition the commit reports on, after
+    /// its records: a flag is never both set and cleared in one batch.
+    pub fn settle_changelog(&mut self, partition: i32, batch: &mut Batch) {
+        let pending = self.changelog_pending.contains_key(&partition);
+        if pending && self.flagged.insert(partition) {
+            batch.put(Table::Meta, unpublished_key(partition as u32), Vec::new());
+        } else if !pending && self.flagged.remove(&partition) {
+            batch.delete(Table::Meta, unpublished_key(partition as u32));
+        }
         self.stage_next_seq(batch);
     }
 
@@ -309,9 +388,22 @@ impl Outbox {
         }
     }
 
-    /// Puts the records pushed since the last commit into `batch`, and
-    /// deletes the acknowledged ones.
-    pub fn stage(&mut self, batch: &mut Batch) {
+    /// Puts the records pushed since the last commit into `batch`, deletes
+    /// the acknowledged ones, and clears the flags of partitions outside
+    /// `settled` that have nothing left unacknowledged. `settled`: the
+    /// partitions the commit settles itself ([`Outbox::settle_changelog`]);
+    /// only those can gain records in it.
+    pub fn stage(&mut self, batch: &mut Batch, settled: &BTreeSet<i32>) {
+        let done: Vec<i32> = self
+            .flagged
+            .iter()
+            .filter(|p| !settled.contains(p) && !self.changelog_pending.contains_key(p))
+            .copied()
+            .collect();
+        for p in done {
+            self.flagged.remove(&p);
+            batch.delete(Table::Meta, unpublished_key(p as u32));
+        }
         for seq in self.pending_puts.drain(..) {
             if let Some(rec) = self.records.get(&seq) {
                 batch.put(Table::Outbox, key(seq), rec.encode());
@@ -326,25 +418,69 @@ impl Outbox {
     /// The broker acknowledged `seq`: it leaves the outbox, and its table
     /// entry goes with the next commit. Returns when its input arrived.
     pub fn acknowledge(&mut self, seq: u64) -> Option<Instant> {
-        self.records.remove(&seq);
-        self.delivered.push(seq);
+        if self.remove(seq) {
+            self.delivered.push(seq);
+        }
         self.received.remove(&seq)
     }
 
-    /// Forgets `seq` without a delete of its own (its table entry is gone
-    /// already or goes in a write of the caller's).
+    /// Forgets `seq` without a delete of its own (its table entry, if it
+    /// has one, is gone already or goes in a write of the caller's).
     pub fn forget(&mut self, seq: u64) {
-        self.records.remove(&seq);
+        self.remove(seq);
         self.received.remove(&seq);
     }
 
-    /// Sequence numbers of the records for changelog partition `p`.
+    /// Takes `seq` out of memory; whether it has an entry in the table.
+    fn remove(&mut self, seq: u64) -> bool {
+        let (partition, stored) = match (self.records.remove(&seq), self.inherited.remove(&seq)) {
+            (Some(rec), _) => match rec.changelog_partition() {
+                Some(p) => (Some(p), self.stored_changelog.remove(&seq)),
+                None => (None, true),
+            },
+            (None, Some(p)) => (Some(p), false),
+            // Answered twice, or forgotten before its answer came.
+            (None, None) => (None, false),
+        };
+        if let Some(p) = partition {
+            if let Some(n) = self.changelog_pending.get_mut(&p) {
+                *n -= 1;
+                if *n == 0 {
+                    self.changelog_pending.remove(&p);
+                }
+            }
+        }
+        stored
+    }
+
+    /// Sequence numbers of the records for changelog partition `p`, an
+    /// earlier run's placeholder among them.
     pub fn changelog_of(&self, p: i32) -> Vec<u64> {
-        self.records
+        let mut seqs: Vec<u64> = self
+            .records
             .iter()
             .filter(|(_, r)| r.changelog_partition() == Some(p))
             .map(|(seq, _)| *seq)
-            .collect()
+            .chain(
+                self.inherited
+                    .iter()
+                    .filter(|(_, q)| **q == p)
+                    .map(|(seq, _)| *seq),
+            )
+            .collect();
+        seqs.sort_unstable();
+        seqs
+    }
+
+    /// Forgets every record of changelog partition `p` (its local state is
+    /// being dropped), deleting in `batch` those that have a table entry.
+    pub fn discard_changelog(&mut self, p: i32, batch: &mut Batch) {
+        for seq in self.changelog_of(p) {
+            if self.stored_changelog.contains(&seq) {
+                batch.delete(Table::Outbox, key(seq));
+            }
+            self.forget(seq);
+        }
     }
 
     /// Unacknowledged records in sequence order.
@@ -369,10 +505,37 @@ impl Outbox {
         !self.pending_puts.is_empty()
     }
 
-    /// Acknowledged records wait for a commit to delete them.
+    /// Acknowledged records wait for a commit to delete them, or to clear
+    /// their partition's flag.
     pub fn has_deliveries(&self) -> bool {
         !self.delivered.is_empty()
+            || self
+                .flagged
+                .iter()
+                .any(|p| !self.changelog_pending.contains_key(p))
     }
+}
+
+/// The partitions whose [`unpublished_key`] is set in `store`.
+fn flagged_partitions(store: &dyn Store) -> Result<Vec<i32>, StoreError> {
+    let mut flagged = Vec::new();
+    scan_chunks(
+        store,
+        Table::Meta,
+        &[],
+        &GLOBAL_PARTITION.to_be_bytes(),
+        10_000,
+        |chunk| {
+            for (k, _) in chunk {
+                if k.get(4..) == Some(UNPUBLISHED.as_bytes()) {
+                    let p = u32::from_be_bytes(k[..4].try_into().expect("4 bytes"));
+                    flagged.push(p as i32);
+                }
+            }
+            Ok::<_, StoreError>(())
+        },
+    )?;
+    Ok(flagged)
 }
 
 #[cfg(test)]
@@ -405,7 +568,7 @@ mod tests {
         outbox.push(alert(2), Some(Instant::now()));
         assert!(stored(&store).is_empty(), "nothing written before a commit");
         let mut batch = Batch::default();
-        outbox.stage(&mut batch);
+        outbox.stage(&mut batch, &BTreeSet::new());
         store.write(batch).unwrap();
         assert_eq!(stored(&store).len(), 2);
         assert!(!outbox.has_pending_puts());
@@ -413,7 +576,7 @@ mod tests {
         assert!(outbox.acknowledge(1).is_some(), "latency start kept");
         assert_eq!(outbox.len(), 1);
         let mut batch = Batch::default();
-        outbox.stage(&mut batch);
+        outbox.stage(&mut batch, &BTreeSet::new());
         store.write(batch).unwrap();
         assert_eq!(stored(&store), vec![(0, alert(1).encode())]);
 
@@ -432,6 +595,152 @@ mod tests {
             again.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
             vec![0, 2]
         );
+    }
+
+    fn member(p: i32, id: &str) -> OutboxRecord {
+        OutboxRecord::Changelog {
+            partition: p,
+            member_id: id.into(),
+            value: Some(vec![3, 1, 2]),
+        }
+    }
+
+    fn flagged(store: &MemoryStore) -> Vec<i32> {
+        flagged_partitions(store).unwrap()
+    }
+
+    /// One commit as the pipeline builds it: `records` pushed for their
+    /// partitions, then every partition in `held` settled.
+    fn commit(store: &MemoryStore, outbox: &mut Outbox, held: &[i32], records: Vec<OutboxRecord>) {
+        let settled: BTreeSet<i32> = held.iter().copied().collect();
+        let mut batch = Batch::default();
+        outbox.stage(&mut batch, &settled);
+        for r in records {
+            outbox.push_changelog(r);
+        }
+        for p in held {
+            outbox.settle_changelog(*p, &mut batch);
+        }
+        store.write(batch).unwrap();
+    }
+
+    #[test]
+    fn changelog_records_are_not_stored_twice_only_their_partitions_flag() {
+        let store = MemoryStore::new();
+        let metrics = Metrics::new();
+        let mut outbox = Outbox::load(&store, 100, &metrics).unwrap();
+        commit(
+            &store,
+            &mut outbox,
+            &[0, 1, 2],
+            vec![member(0, "a"), member(2, "b"), member(2, "c")],
+        );
+        assert!(
+            stored(&store).is_empty(),
+            "no outbox entry for changelog records"
+        );
+        assert_eq!(
+            flagged(&store),
+            vec![0, 2],
+            "flagged in the commit that wrote them"
+        );
+        assert_eq!(outbox.len(), 3, "kept in memory for publishing");
+        assert_eq!(outbox.changelog_of(2).len(), 2);
+
+        // Partition 0 acknowledged: its flag goes with the next commit,
+        // partition 2's stays while one of its records is unanswered.
+        let seqs: Vec<u64> = outbox.iter().map(|(s, _)| *s).collect();
+        outbox.acknowledge(seqs[0]);
+        outbox.acknowledge(seqs[1]);
+        assert!(outbox.has_deliveries(), "a flag to clear asks for a commit");
+        commit(&store, &mut outbox, &[0, 1, 2], vec![]);
+        assert_eq!(flagged(&store), vec![2]);
+        assert!(!outbox.has_deliveries());
+        assert!(
+            stored(&store).is_empty(),
+            "no deletes of entries never written"
+        );
+
+        // A partition that gains records in the commit that would have
+        // cleared its flag keeps it.
+        outbox.acknowledge(seqs[2]);
+        commit(&store, &mut outbox, &[0, 1, 2], vec![member(2, "d")]);
+        assert_eq!(flagged(&store), vec![2]);
+    }
+
+    #[test]
+    fn a_restart_finds_a_flagged_partitions_records_pending_but_never_publishes_them() {
+        let store = MemoryStore::new();
+        let metrics = Metrics::new();
+        let mut outbox = Outbox::load(&store, 100, &metrics).unwrap();
+        outbox.push(alert(1), None);
+        commit(
+            &store,
+            &mut outbox,
+            &[4, 5],
+            vec![member(4, "a"), member(5, "b")],
+        );
+        let delivered = outbox.changelog_of(5)[0];
+        outbox.acknowledge(delivered);
+        commit(&store, &mut outbox, &[4, 5], vec![]);
+
+        let mut again = Outbox::load(&store, 100, &metrics).unwrap();
+        let pending = again.changelog_of(4);
+        assert_eq!(
+            pending.len(),
+            1,
+            "one placeholder for partition 4's records"
+        );
+        assert!(
+            again.changelog_of(5).is_empty(),
+            "partition 5 had all its answers"
+        );
+        assert_eq!(
+            again.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(),
+            vec![alert(1)],
+            "only the alert is published again"
+        );
+        // Its restore drops it (rebuilding the partition from the
+        // changelog); the flag then goes with the next commit, also when
+        // the partition is held elsewhere by then.
+        again.forget(pending[0]);
+        assert!(again.has_deliveries());
+        commit(&store, &mut again, &[], vec![]);
+        assert!(flagged(&store).is_empty());
+        assert!(Outbox::load(&store, 100, &metrics)
+            .unwrap()
+            .changelog_of(4)
+            .is_empty());
+    }
+
+    #[test]
+    fn changelog_entries_an_older_release_stored_are_pending_and_deleted_once_acknowledged() {
+        let store = MemoryStore::new();
+        let mut batch = Batch::default();
+        batch.put(Table::Outbox, key(0), member(3, "a").encode());
+        batch.put(Table::Outbox, key(1), alert(1).encode());
+        store.write(batch).unwrap();
+        let mut outbox = Outbox::load(&store, 100, &Metrics::new()).unwrap();
+        assert_eq!(outbox.changelog_of(3), vec![0]);
+        assert_eq!(outbox.len(), 2, "both published again");
+        outbox.acknowledge(0);
+        let mut batch = Batch::default();
+        outbox.stage(&mut batch, &BTreeSet::new());
+        store.write(batch).unwrap();
+        assert_eq!(stored(&store), vec![(1, alert(1).encode())]);
+
+        // Discarding a partition deletes the entries it had, and only those.
+        let mut batch = Batch::default();
+        batch.put(Table::Outbox, key(7), member(6, "b").encode());
+        store.write(batch).unwrap();
+        let mut outbox = Outbox::load(&store, 100, &Metrics::new()).unwrap();
+        commit(&store, &mut outbox, &[6], vec![member(6, "c")]);
+        let mut batch = Batch::default();
+        outbox.discard_changelog(6, &mut batch);
+        assert_eq!(batch.ops.len(), 1, "{:?}", batch.ops.len());
+        store.write(batch).unwrap();
+        assert!(outbox.changelog_of(6).is_empty());
+        assert_eq!(stored(&store), vec![(1, alert(1).encode())]);
     }
 
     #[test]

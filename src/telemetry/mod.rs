@@ -269,7 +269,7 @@ impl Metrics {
             outbox_depth: gauge(
                 &r,
                 "churnwatch_outbox_depth",
-                "Outbox records (alerts and dead letters) stored but not yet acknowledged by the broker.",
+                "Outbox records (alerts, dead letters, changelog records) committed but not yet acknowledged by the broker.",
             ),
             members_tracked: gauge(
                 &r,
