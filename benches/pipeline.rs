@@ -19,6 +19,9 @@
 //! 3. Catch-up: `churnwatch::pipeline::run` (the code `churnwatch run` runs)
 //!    consumes the same N, from the first assignment until every event is
 //!    in committed state and every alert acknowledged by the broker.
+//!    Both phases also report the CPU time this process spent in them
+//!    (tansu is another process), the catch-up's by thread: the work,
+//!    where the broker bounds the rate.
 //! 4. Steady: events produced at `--rate` per second for `--steady-secs`;
 //!    reports p50/p99 of processing latency (first message of a batch
 //!    polled → state committed) and event-to-alert latency (→ alert
@@ -217,6 +220,7 @@ fn main() {
     eprintln!("pipeline bench: raw consume");
     let mut got = 0u64;
     let t = Instant::now();
+    let cpu_before = common::cpu_by_thread();
     while got < n {
         if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
             got += 1;
@@ -226,6 +230,7 @@ fn main() {
         }
     }
     let raw_rate = n as f64 / t.elapsed().as_secs_f64();
+    let (raw_cpu, _) = common::cpu_spent(&cpu_before, &common::cpu_by_thread());
     drop(consumer);
 
     // 3. Catch-up through the pipeline.
@@ -233,12 +238,16 @@ fn main() {
     let control = Control::default();
     let handle = rt.handle().clone();
     let (m2, c2, cfg2) = (metrics.clone(), control.clone(), cfg.clone());
-    let runner = std::thread::spawn(move || pipeline::run(&cfg2, m2, c2, &handle));
+    let runner = std::thread::Builder::new()
+        .name("driver".into())
+        .spawn(move || pipeline::run(&cfg2, m2, c2, &handle))
+        .unwrap();
     eprintln!("pipeline bench: catch-up through the pipeline");
     wait_for("joining the group", phase_timeout, || {
         (metrics.partitions_assigned.get().max(0) as u64, 1)
     });
     let t = Instant::now();
+    let cpu_before = common::cpu_by_thread();
     let seen = |m: &Metrics| m.consumed_total() + m.rejected_total() + m.events_duplicate.get();
     // Every event in state, then every alert acknowledged (outbox empty).
     let done = |m: &Metrics, want: u64| {
@@ -254,6 +263,7 @@ fn main() {
     };
     wait_for("catch-up", phase_timeout, || done(&metrics, n));
     let pipe_rate = n as f64 / t.elapsed().as_secs_f64();
+    let (cpu_total, cpu_threads) = common::cpu_spent(&cpu_before, &common::cpu_by_thread());
     let changelog_catch_up = metrics.changelog_records.get();
     let commits_catch_up = metrics.processing_latency.get_sample_count();
     let alerts: u64 = metrics
@@ -314,13 +324,28 @@ fn main() {
             .map_or("cooperative-sticky", String::as_str)
     );
     println!("  produce (simulate --brokers) {produce_rate:.0} events/s");
-    println!("  raw consume                  {raw_rate:.0} events/s");
+    println!(
+        "  raw consume                  {raw_rate:.0} events/s, CPU {raw_cpu:.2} s = {:.1} us/event",
+        raw_cpu * 1e6 / n as f64
+    );
     println!(
         "  pipeline catch-up            {pipe_rate:.0} events/s = {:.2} of raw consume",
         pipe_rate / raw_rate
     );
     println!(
         "  catch-up commits, changelog  {commits_catch_up} batches, {changelog_catch_up} changelog records"
+    );
+    // The work, not the broker-bound wall time: CPU of this process (tansu
+    // is another) while it caught up, by thread.
+    let threads: Vec<String> = cpu_threads
+        .iter()
+        .take(5)
+        .map(|(name, s)| format!("{name} {s:.2}"))
+        .collect();
+    println!(
+        "  catch-up CPU (this process)  {cpu_total:.2} s = {:.1} us/event ({})",
+        cpu_total * 1e6 / n as f64,
+        threads.join(", ")
     );
     println!(
         "  steady phase                 {} events at {rate}/s ({} batches)",
