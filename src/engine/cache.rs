@@ -25,14 +25,14 @@ use crate::state::member::NEVER;
 use crate::state::{packed, MemberState};
 
 /// Bytes one cached member costs whatever its form: its slot (key inline,
-/// see [`SlotKey`], and the detectors' remembered answers) and its index
-/// entry (4 bytes and a control byte, at a load factor of 7/8, with room
-/// to spare).
+/// see [`SlotKey`]) and its index entry (4 bytes and a control byte, at a
+/// load factor of 7/8, with room to spare).
 const SLOT_BYTES: usize = std::mem::size_of::<Option<Slot>>() + 8;
 
-/// Bytes a decoded state costs beside its slot (one allocation of the
-/// 512-byte size class).
-const DECODED_BYTES: usize = std::mem::size_of::<MemberState>();
+/// Bytes a decoded member costs beside its slot: its state (one allocation
+/// of the 512-byte size class) and the detectors' remembered answers (one
+/// of 80), which a packed member does without.
+const DECODED_BYTES: usize = std::mem::size_of::<MemberState>() + std::mem::size_of::<Answers>();
 
 /// Over budget, decoded members are packed down to this fraction of it
 /// (a quarter): enough for the members in use now, while the rest of the
@@ -102,8 +102,9 @@ impl TimerMarks {
 /// A member as the engine sees it between commits.
 pub struct Cached {
     pub state: Box<MemberState>,
-    /// The detectors' last answers for this state (never stored).
-    pub answers: Answers,
+    /// The detectors' last answers for this state (never stored; boxed, so
+    /// that the cache can hold them for decoded members only).
+    pub answers: Box<Answers>,
     /// Changed since the last commit: the commit writes it.
     pub dirty: bool,
     /// Deleted at the next commit; to the engine the member no longer exists.
@@ -117,7 +118,7 @@ impl Cached {
         Cached {
             timer: TimerMarks::stored(state.timer_due_ms),
             state: Box::new(state),
-            answers: Answers::default(),
+            answers: Box::default(),
             dirty: false,
             evicted: false,
         }
@@ -127,7 +128,7 @@ impl Cached {
     pub fn gone() -> Self {
         Cached {
             state: Box::new(MemberState::new(0)),
-            answers: Answers::default(),
+            answers: Box::default(),
             dirty: true,
             evicted: true,
             timer: TimerMarks::stored(NEVER),
@@ -148,7 +149,11 @@ struct Slot {
     key: SlotKey,
     partition: u32,
     state: Body,
-    answers: Answers,
+    /// The detectors' remembered answers while decoded or checked out;
+    /// packing drops them (a memo: they are worked out again, as for a
+    /// member read from the store), which keeps a packed member's slot 72
+    /// bytes smaller.
+    answers: Option<Box<Answers>>,
     dirty: bool,
     evicted: bool,
     timer: TimerMarks,
@@ -380,7 +385,7 @@ impl MemberCache {
         s.referenced = true;
         let (body, answers, dirty, evicted, timer) = (
             std::mem::replace(&mut s.state, Body::Out),
-            s.answers,
+            s.answers.take().unwrap_or_default(),
             s.dirty,
             s.evicted,
             s.timer,
@@ -431,7 +436,7 @@ impl MemberCache {
             .expect("indexed slot is live");
         let became_dirty = cm.dirty && !s.dirty;
         let old = std::mem::replace(&mut s.state, Body::Decoded(cm.state));
-        s.answers = cm.answers;
+        s.answers = Some(cm.answers);
         s.dirty = cm.dirty;
         s.evicted = cm.evicted;
         s.timer = cm.timer;
@@ -458,7 +463,7 @@ impl MemberCache {
             key: SlotKey::from_slice(&self.key),
             partition: u32::from_be_bytes(self.key[..4].try_into().expect("4 bytes")),
             state: Body::Out,
-            answers: Answers::default(),
+            answers: None,
             dirty: false,
             evicted: false,
             timer: TimerMarks::stored(NEVER),
@@ -583,6 +588,7 @@ impl MemberCache {
             self.bytes = self.bytes - DECODED_BYTES + packed_bytes(p.len());
             self.packed += 1;
             s.state = Body::Packed(p);
+            s.answers = None;
             // Its second chance against the evicting hand.
             s.referenced = true;
         }

@@ -1120,7 +1120,7 @@ impl<S: Store> Engine<S> {
     fn renew(&self, cm: &mut Cached, ts_ms: i64) {
         MemberCreated.emit(&self.metrics);
         *cm.state = MemberState::new(ts_ms);
-        cm.answers = Answers::default();
+        *cm.answers = Answers::default();
         cm.dirty = true;
         cm.evicted = false;
     }
