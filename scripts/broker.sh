@@ -31,8 +31,20 @@ case "$cmd" in
     done
     echo "broker did not start; see $dir/broker.log" >&2; exit 1 ;;
   stop)
+    # Waits for the broker to exit (a busy tansu can take a while to stop
+    # on SIGTERM; after 10 s it is killed), so a start right after finds
+    # the port and the database free.
     dir="${2:-.tansu}"
-    if [ -f "$dir/pid" ]; then kill "$(cat "$dir/pid")" 2>/dev/null || true; rm -f "$dir/pid"; fi ;;
+    if [ -f "$dir/pid" ]; then
+      pid="$(cat "$dir/pid")"
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      if kill -0 "$pid" 2>/dev/null; then
+        echo "broker (pid $pid) did not stop on SIGTERM within 10 s; killing it" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+      fi
+      rm -f "$dir/pid"
+    fi ;;
   status)
     dir="${2:-.tansu}"
     if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then

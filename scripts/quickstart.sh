@@ -4,21 +4,35 @@
 # streams simulated member journeys into `member-events`, and shows the
 # alerts and metrics. churnwatch then keeps running in the foreground
 # (Ctrl-C stops it and the broker). QUICKSTART_EXIT=1 exits after the demo.
+#
+# Every run starts from an empty demo broker (data/quickstart-broker) and an
+# empty churnwatch state (data/quickstart, config/quickstart.toml): a second
+# run on the same checkout would otherwise produce the same journeys again,
+# which churnwatch rightly takes as duplicates (no new alerts to show), with
+# the first run's consumer group still on the broker. QUICKSTART_KEEP=1
+# keeps both and resumes where the last run stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 members="${QUICKSTART_MEMBERS:-2000}"
+broker_dir=data/quickstart-broker
 
 bash scripts/ensure-deps.sh
 bash scripts/ensure-tansu.sh
 cargo build --release --locked
 cw=target/release/churnwatch
-bash scripts/broker.sh start 9092 .tansu
+# A broker an interrupted run left behind goes first, kept or not.
+bash scripts/broker.sh stop "$broker_dir"
+if [ "${QUICKSTART_KEEP:-0}" != 1 ]; then
+  echo "== starting from an empty demo broker and state ($broker_dir, data/quickstart; QUICKSTART_KEEP=1 resumes instead)"
+  rm -rf "$broker_dir" data/quickstart
+fi
+bash scripts/broker.sh start 9092 "$broker_dir"
 
 pid=""
 cleanup() {
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" || true; fi
-  bash scripts/broker.sh stop .tansu
+  bash scripts/broker.sh stop "$broker_dir"
 }
 trap cleanup EXIT INT TERM
 
