@@ -422,7 +422,12 @@ impl Config {
         for k in self.kafka.client.keys() {
             if matches!(
                 k.as_str(),
-                "enable.auto.commit" | "group.id" | "bootstrap.servers" | "enable.idempotence"
+                "enable.auto.commit"
+                    | "group.id"
+                    | "bootstrap.servers"
+                    | "enable.idempotence"
+                    | "max.in.flight.requests.per.connection"
+                    | "max.in.flight"
             ) {
                 return Err(ConfigError::invalid(
                     &format!("kafka.client.\"{k}\""),
@@ -818,6 +823,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("state.member_format"), "{err}");
+    }
+
+    #[test]
+    fn client_settings_the_delivery_guarantee_rests_on_are_refused_naming_the_key() {
+        for key in [
+            "enable.idempotence",
+            "max.in.flight.requests.per.connection",
+            "max.in.flight",
+            "group.id",
+        ] {
+            let text = format!("[kafka.client]\n\"{key}\" = \"5\"\n");
+            let err = Config::parse(&text)
+                .and_then(|c| c.validate().map(|_| c))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("kafka.client.\"{key}\"")), "{err}");
+        }
+        let ok = Config::parse("[kafka.client]\n\"linger.ms\" = \"20\"\n").unwrap();
+        assert!(ok.validate().is_ok());
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! an outbox. After a crash the engine resumes from the offsets in RocksDB,
 //! so every event changes state exactly once, whatever Kafka's committed
 //! offsets say (those are committed only for lag monitoring). Outbox records
-//! are published by an idempotent producer and deleted only once the broker
-//! has acknowledged them; a crash between acknowledgement and deletion
+//! are published in order (one request in flight, see `sink`) and deleted
+//! only once the broker has acknowledged them; a crash between acknowledgement and deletion
 //! publishes a record again, with the same `alert_id` (dead letters: same
 //! source topic/partition/offset headers), so subscribers can deduplicate.
 //!
