@@ -335,8 +335,6 @@ fn promtool_accepts(response: &str) {
     );
 }
 
-/// Sends SIGTERM (graceful stop) through the `kill` command.
-
 #[test]
 fn a_crash_loses_nothing_and_repeats_only_identical_alerts() {
     let dir = tempfile::tempdir().unwrap();

@@ -787,6 +787,7 @@ impl Driver {
         let store = self.engine.store().clone();
         let from = restore::start_offset(&store, p)?;
         let pending = self.outbox.changelog_of(tp.1);
+        let stored = self.outbox.stored_of(&pending);
         RestoreStarted {
             partition: p,
             from,
@@ -802,6 +803,7 @@ impl Driver {
             input_topics: cl.input_topics.clone(),
             batch_records: cl.batch_records,
             pending,
+            stored,
             metrics: self.metrics.clone(),
         };
         self.restores.add(task, tp);

@@ -472,13 +472,24 @@ impl Outbox {
         seqs
     }
 
+    /// Those of the changelog records `seqs` (from [`Outbox::changelog_of`])
+    /// that have an entry in the outbox table: only what an older release
+    /// stored.
+    pub fn stored_of(&self, seqs: &[u64]) -> Vec<u64> {
+        seqs.iter()
+            .copied()
+            .filter(|seq| self.stored_changelog.contains(seq))
+            .collect()
+    }
+
     /// Forgets every record of changelog partition `p` (its local state is
     /// being dropped), deleting in `batch` those that have a table entry.
     pub fn discard_changelog(&mut self, p: i32, batch: &mut Batch) {
-        for seq in self.changelog_of(p) {
-            if self.stored_changelog.contains(&seq) {
-                batch.delete(Table::Outbox, key(seq));
-            }
+        let seqs = self.changelog_of(p);
+        for seq in self.stored_of(&seqs) {
+            batch.delete(Table::Outbox, key(seq));
+        }
+        for seq in seqs {
             self.forget(seq);
         }
     }
@@ -692,6 +703,10 @@ mod tests {
             "one placeholder for partition 4's records"
         );
         assert!(
+            again.stored_of(&pending).is_empty(),
+            "nothing in the table to delete"
+        );
+        assert!(
             again.changelog_of(5).is_empty(),
             "partition 5 had all its answers"
         );
@@ -722,6 +737,11 @@ mod tests {
         store.write(batch).unwrap();
         let mut outbox = Outbox::load(&store, 100, &Metrics::new()).unwrap();
         assert_eq!(outbox.changelog_of(3), vec![0]);
+        assert_eq!(
+            outbox.stored_of(&[0]),
+            vec![0],
+            "stored by the older release"
+        );
         assert_eq!(outbox.len(), 2, "both published again");
         outbox.acknowledge(0);
         let mut batch = Batch::default();

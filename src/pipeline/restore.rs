@@ -39,6 +39,9 @@ pub struct RestoreTask {
     /// Outbox records of this partition's changelog never published: local
     /// changes that are stale if anybody else wrote to the changelog since.
     pub pending: Vec<u64>,
+    /// Those of `pending` with an entry in the outbox table (an older
+    /// release stored changelog records; see `outbox`).
+    pub stored: Vec<u64>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -341,7 +344,7 @@ fn restore(
             // Unpublished changes first: once they are gone, nothing stale
             // can reach the changelog, whatever happens next.
             let mut stale = Batch::default();
-            for seq in &task.pending {
+            for seq in &task.stored {
                 stale.delete(Table::Outbox, outbox::key(*seq));
             }
             store.write(stale)?;
