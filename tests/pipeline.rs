@@ -92,8 +92,6 @@ level = "warn"
     cfg
 }
 
-/// Every record on partition 0 of `topic`, from the beginning, until `want`
-/// records arrived or the time is up.
 /// Reads `topic` from the beginning until `done` holds for what was read, then
 /// a further `settle` for late duplicates, or until `within` runs out. Waiting
 /// on the outcome rather than a fixed time keeps a slow CI machine (a consumer
@@ -105,16 +103,7 @@ fn read_until(
     settle: Duration,
     done: impl Fn(&[rdkafka::message::OwnedMessage]) -> bool,
 ) -> Vec<rdkafka::message::OwnedMessage> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .set("group.id", "test-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
+    let consumer = reader(broker, topic);
     let mut out = Vec::new();
     let mut deadline = Instant::now() + within;
     let mut settling = false;
@@ -128,6 +117,22 @@ fn read_until(
         }
     }
     out
+}
+
+/// A consumer of partition 0 of `topic`, from the beginning, outside any
+/// group's assignment.
+fn reader(broker: &Broker, topic: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    consumer
 }
 
 fn distinct_alert_ids(messages: &[rdkafka::message::OwnedMessage]) -> usize {
@@ -146,22 +151,15 @@ fn distinct_dead_letter_origins(messages: &[rdkafka::message::OwnedMessage]) -> 
         .len()
 }
 
+/// Every record on partition 0 of `topic`, from the beginning, until `want`
+/// records arrived or the time is up.
 fn read_topic(
     broker: &Broker,
     topic: &str,
     want: usize,
     within: Duration,
 ) -> Vec<rdkafka::message::OwnedMessage> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .set("group.id", "test-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
+    let consumer = reader(broker, topic);
     let mut out = Vec::new();
     let deadline = Instant::now() + within;
     while out.len() < want && Instant::now() < deadline {
@@ -186,6 +184,17 @@ fn header<'a>(m: &'a rdkafka::message::OwnedMessage, name: &str) -> Option<&'a s
         .and_then(|h| std::str::from_utf8(h.value?).ok())
 }
 
+/// A fresh tansu and `churnwatch run` on it with [`config`], ready: the
+/// broker, the HTTP port, the config file and the process.
+fn start_pipeline(dir: &Path) -> (Broker, u16, std::path::PathBuf, Run) {
+    let broker = Broker::start();
+    let port = common::broker::free_port();
+    let cfg = config(dir, &broker, port);
+    let run = start_run(&cfg);
+    wait_ready(port);
+    (broker, port, cfg, run)
+}
+
 #[test]
 fn publishes_what_replay_derives_and_dead_letters_every_bad_message() {
     let dir = tempfile::tempdir().unwrap();
@@ -196,11 +205,7 @@ fn publishes_what_replay_derives_and_dead_letters_every_bad_message() {
         want.len()
     );
 
-    let broker = Broker::start();
-    let port = common::broker::free_port();
-    let cfg = config(dir.path(), &broker, port);
-    let mut run = start_run(&cfg);
-    wait_ready(port);
+    let (broker, port, _, mut run) = start_pipeline(dir.path());
     churnwatch(&sim_args(&["--brokers", &broker.addr]));
 
     let got = read_topic(&broker, "churn-alerts", want.len(), Duration::from_secs(90));
@@ -273,11 +278,7 @@ fn publishes_what_replay_derives_and_dead_letters_every_bad_message() {
 fn a_clean_restart_keeps_its_state_instead_of_restoring_the_changelog() {
     let dir = tempfile::tempdir().unwrap();
     let (want, _) = expected(dir.path());
-    let broker = Broker::start();
-    let port = common::broker::free_port();
-    let cfg = config(dir.path(), &broker, port);
-    let mut run = start_run(&cfg);
-    wait_ready(port);
+    let (broker, port, cfg, mut run) = start_pipeline(dir.path());
     churnwatch(&sim_args(&["--brokers", &broker.addr]));
     read_topic(&broker, "churn-alerts", want.len(), Duration::from_secs(90));
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -339,13 +340,8 @@ fn promtool_accepts(response: &str) {
 fn a_crash_loses_nothing_and_repeats_only_identical_alerts() {
     let dir = tempfile::tempdir().unwrap();
     let (want, bad) = expected(dir.path());
-    let broker = Broker::start();
-    let port = common::broker::free_port();
-    let cfg = config(dir.path(), &broker, port);
-
     // Kill -9 the pipeline part-way through the stream.
-    let mut run = start_run(&cfg);
-    wait_ready(port);
+    let (broker, port, cfg, mut run) = start_pipeline(dir.path());
     let addr = broker.addr.clone();
     let producer = std::thread::spawn(move || {
         churnwatch(&sim_args(&["--brokers", &addr]));
@@ -461,11 +457,7 @@ fn a_broker_outage_mid_stream_is_waited_out_and_loses_nothing() {
     let lines: Vec<&str> = text.lines().collect();
     let (first, second) = lines.split_at(lines.len() / 2);
 
-    let mut broker = Broker::start();
-    let port = common::broker::free_port();
-    let cfg = config(dir.path(), &broker, port);
-    let mut run = start_run(&cfg);
-    wait_ready(port);
+    let (mut broker, port, _, mut run) = start_pipeline(dir.path());
     produce_lines(&broker, "member-events", first);
 
     broker.stop();

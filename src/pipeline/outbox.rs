@@ -242,6 +242,7 @@ impl Outbox {
     pub fn load(store: &dyn Store, max: usize, metrics: &Metrics) -> Result<Self, StoreError> {
         let mut records = BTreeMap::new();
         let mut stored_changelog = BTreeSet::new();
+        let mut changelog_pending: BTreeMap<i32, usize> = BTreeMap::new();
         let mut corrupt = Vec::new();
         scan_chunks(
             store,
@@ -259,8 +260,9 @@ impl Outbox {
                     };
                     match decoded {
                         Ok((seq, rec)) => {
-                            if rec.changelog_partition().is_some() {
+                            if let Some(p) = rec.changelog_partition() {
                                 stored_changelog.insert(seq);
+                                *changelog_pending.entry(p).or_default() += 1;
                             }
                             records.insert(seq, rec);
                         }
@@ -298,19 +300,11 @@ impl Outbox {
             pending_puts: Vec::new(),
             delivered: Vec::new(),
             received: BTreeMap::new(),
-            changelog_pending: BTreeMap::new(),
+            changelog_pending,
             flagged: BTreeSet::new(),
             stored_changelog,
             inherited: BTreeMap::new(),
         };
-        let stored: Vec<i32> = outbox
-            .records
-            .values()
-            .filter_map(OutboxRecord::changelog_partition)
-            .collect();
-        for p in stored {
-            *outbox.changelog_pending.entry(p).or_default() += 1;
-        }
         for p in flagged_partitions(store)? {
             outbox.flagged.insert(p);
             outbox.inherited.insert(outbox.next_seq, p);
@@ -394,16 +388,14 @@ impl Outbox {
     /// partitions the commit settles itself ([`Outbox::settle_changelog`]);
     /// only those can gain records in it.
     pub fn stage(&mut self, batch: &mut Batch, settled: &BTreeSet<i32>) {
-        let done: Vec<i32> = self
-            .flagged
-            .iter()
-            .filter(|p| !settled.contains(p) && !self.changelog_pending.contains_key(p))
-            .copied()
-            .collect();
-        for p in done {
-            self.flagged.remove(&p);
-            batch.delete(Table::Meta, unpublished_key(p as u32));
-        }
+        let pending = &self.changelog_pending;
+        self.flagged.retain(|&p| {
+            let done = !settled.contains(&p) && !pending.contains_key(&p);
+            if done {
+                batch.delete(Table::Meta, unpublished_key(p as u32));
+            }
+            !done
+        });
         for seq in self.pending_puts.drain(..) {
             if let Some(rec) = self.records.get(&seq) {
                 batch.put(Table::Outbox, key(seq), rec.encode());
