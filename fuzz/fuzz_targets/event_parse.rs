@@ -1,7 +1,9 @@
 //! `Validator::parse` on arbitrary bytes, under the validators the code
 //! builds: the pipeline's (wall clock now, one day of skew), `fit`'s (no
 //! future check), the widest a config allows (`future_skew_ms = i64::MAX`),
-//! and a tight size limit. Whatever it accepts must satisfy the contract.
+//! and a tight size limit. Whatever it accepts must satisfy the contract,
+//! and wherever the hand-written fast path answers, serde_json must read
+//! the same event.
 #![no_main]
 
 use churnwatch::event::{EventKind, RejectReason, Validator, DAY_MS};
@@ -10,6 +12,13 @@ use libfuzzer_sys::fuzz_target;
 const WALL_NOW_MS: i64 = 1_772_000_000_000; // 2026-02-25
 
 fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        assert_ne!(
+            churnwatch::event::fast_path_agrees_with_serde(text),
+            Some(false),
+            "the fast path and serde_json read {text:?} differently"
+        );
+    }
     let validators = [
         (Validator::default(), WALL_NOW_MS),
         (
