@@ -103,7 +103,7 @@ fn read_until(
     settle: Duration,
     done: impl Fn(&[rdkafka::message::OwnedMessage]) -> bool,
 ) -> Vec<rdkafka::message::OwnedMessage> {
-    let consumer = reader(broker, topic);
+    let consumer = reader(broker, topic, [0]);
     let mut out = Vec::new();
     let mut deadline = Instant::now() + within;
     let mut settling = false;
@@ -119,9 +119,9 @@ fn read_until(
     out
 }
 
-/// A consumer of partition 0 of `topic`, from the beginning, outside any
+/// A consumer of `partitions` of `topic`, from the beginning, outside any
 /// group's assignment.
-fn reader(broker: &Broker, topic: &str) -> BaseConsumer {
+fn reader(broker: &Broker, topic: &str, partitions: impl IntoIterator<Item = i32>) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &broker.addr)
         .set("group.id", "test-reader")
@@ -129,8 +129,10 @@ fn reader(broker: &Broker, topic: &str) -> BaseConsumer {
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .unwrap();
+    for p in partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
     consumer.assign(&tpl).unwrap();
     consumer
 }
@@ -159,7 +161,7 @@ fn read_topic(
     want: usize,
     within: Duration,
 ) -> Vec<rdkafka::message::OwnedMessage> {
-    let consumer = reader(broker, topic);
+    let consumer = reader(broker, topic, [0]);
     let mut out = Vec::new();
     let deadline = Instant::now() + within;
     while out.len() < want && Instant::now() < deadline {
@@ -559,17 +561,7 @@ fn two_instances_split_the_partitions_and_together_emit_one_instances_alerts() {
     let lines: Vec<&str> = text.lines().collect();
     produce_lines(&broker, "member-events", &lines);
 
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .set("group.id", "test-reader")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..2 {
-        tpl.add_partition_offset("churn-alerts", p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
+    let consumer = reader(&broker, "churn-alerts", 0..2);
     let mut got = Vec::new();
     let mut last = Instant::now();
     while last.elapsed() < Duration::from_secs(12) {
@@ -719,17 +711,7 @@ fn state_follows_its_partition_when_an_instance_is_killed_and_a_fresh_one_joins(
     };
     // Kill b once some of its state is on the changelog (a commit marker on
     // its partitions), so its successors have something to restore.
-    let changelog: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .set("group.id", "test-reader")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in &moved {
-        tpl.add_partition_offset("test-group-state-changelog", *p, Offset::Beginning)
-            .unwrap();
-    }
-    changelog.assign(&tpl).unwrap();
+    let changelog = reader(&broker, "test-group-state-changelog", moved.iter().copied());
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(Ok(m)) = changelog.poll(Duration::from_millis(100)) {
@@ -792,17 +774,7 @@ fn state_follows_its_partition_when_an_instance_is_killed_and_a_fresh_one_joins(
     };
     let want = before(comparable(&read_json_lines(&out)));
 
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .set("group.id", "test-reader")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..6 {
-        tpl.add_partition_offset("churn-alerts", p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
+    let consumer = reader(&broker, "churn-alerts", 0..6);
     // Read until every alert replay derives has arrived (a slow machine
     // waits rather than fails), then a little longer for late duplicates.
     let wanted: BTreeSet<String> = want
