@@ -4,7 +4,8 @@
 //! ```text
 //! cargo bench --bench engine -- [--members N] [--events N] [--dist uniform|zipf] [--zipf-s S]
 //!     [--threads T] [--member-cache-mb N] [--batch N] [--cache-mb N] [--dir PATH]
-//!     [--p-alive-below P] [--model pareto_nbd|mbgnbd|bgnbd] [--no-risk] [--no-prefetch] [--write FILE]
+//!     [--p-alive-below P] [--model pareto_nbd|mbgnbd|bgnbd] [--no-risk] [--no-prefetch] [--sync-commits]
+//!     [--write FILE]
 //! ```
 //!
 //! Reports parse-only throughput, end-to-end engine throughput (parse,
@@ -19,6 +20,11 @@
 //! threads together, is set to N × T). `--write FILE` writes the stream as NDJSON
 //! instead (one partition's order), for `churnwatch replay` and the floor
 //! program (`benches/floor.rs`) to be measured on the same file.
+//!
+//! Commits write behind, as `replay`'s do (the store write on a thread of
+//! its own, see `Engine::write_behind`); `--sync-commits` writes on the
+//! engine thread, as `run`'s do. The engine time is wall time on the engine
+//! thread, waits for a write in flight included.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -36,7 +42,7 @@ use churnwatch::telemetry::Metrics;
 const USAGE: &str = "usage: cargo bench --bench engine -- [--members N] [--events N] \
 [--dist uniform|zipf] [--zipf-s S] [--threads T] [--member-cache-mb N] [--batch N] [--cache-mb N] \
 [--dir PATH] [--p-alive-below P] [--model pareto_nbd|mbgnbd|bgnbd] [--no-risk] [--no-prefetch] \
-[--write FILE]";
+[--sync-commits] [--write FILE]";
 
 struct Args {
     members: u64,
@@ -52,6 +58,7 @@ struct Args {
     threads: usize,
     write: Option<String>,
     no_prefetch: bool,
+    sync_commits: bool,
 }
 
 fn args() -> Args {
@@ -69,6 +76,7 @@ fn args() -> Args {
         threads: 1,
         write: None,
         no_prefetch: false,
+        sync_commits: false,
     };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -103,6 +111,11 @@ fn args() -> Args {
             }
             "--no-prefetch" => {
                 a.no_prefetch = true;
+                i += 1;
+                continue;
+            }
+            "--sync-commits" => {
+                a.sync_commits = true;
                 i += 1;
                 continue;
             }
@@ -225,24 +238,28 @@ struct ThreadRun {
     timers_in_memory: usize,
     engine: Duration,
     commits: Duration,
+    reads_waited: u64,
 }
 
 /// One engine thread: its partition's events, generated batch by batch
 /// outside the timed sections, through its own engine on the shared store.
 fn run_thread(
     st: Stream,
-    batch: usize,
+    a: &Args,
     store: Arc<RocksStore>,
     cfg: &Config,
     wall: i64,
     report: bool,
-    prefetch: bool,
 ) -> ThreadRun {
+    let (batch, prefetch, sync_commits) = (a.batch, !a.no_prefetch, a.sync_commits);
     let threads = st.threads as usize;
     let engine_cfg = cfg.engine().cache_share(threads);
     let mut engine = Engine::new(store, engine_cfg, Arc::new(Metrics::new())).expect("engine");
     let p = st.thread as u32;
     engine.assign(p).expect("assign");
+    if !sync_commits {
+        engine.write_behind();
+    }
     let mut g = Gen::new(&st);
     let mut buf = Vec::with_capacity(batch * 160);
     let mut ends = Vec::with_capacity(batch);
@@ -255,6 +272,7 @@ fn run_thread(
         alerts: 0,
         engine: Duration::ZERO,
         commits: Duration::ZERO,
+        reads_waited: 0,
     };
     let mut alert_json = Vec::with_capacity(1 << 16);
     let mut i = 0;
@@ -321,8 +339,14 @@ fn run_thread(
             next_report += 1_000_000;
         }
     }
+    // The last write landed, counted as engine time.
+    let c = Instant::now();
+    engine.flush().expect("flush");
+    run.commits += c.elapsed();
+    run.engine += c.elapsed();
     run.timers = engine.timers_pending();
     run.timers_in_memory = engine.timers_in_memory();
+    run.reads_waited = engine.stats().reads_waited_for_write;
     run
 }
 
@@ -435,11 +459,9 @@ fn main() {
     let runs: Vec<ThreadRun> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
-                let (store, cfg) = (store.clone(), &cfg);
+                let (store, cfg, a) = (store.clone(), &cfg, &a);
                 let st = stream(t, threads);
-                scope.spawn(move || {
-                    run_thread(st, a.batch, store, cfg, wall, t == 0, !a.no_prefetch)
-                })
+                scope.spawn(move || run_thread(st, a, store, cfg, wall, t == 0))
             })
             .collect();
         handles
@@ -455,6 +477,7 @@ fn main() {
     let in_memory: usize = runs.iter().map(|r| r.timers_in_memory).sum();
     let slowest = runs.iter().map(|r| r.engine).max().unwrap_or_default();
     let commits = runs.iter().map(|r| r.commits).max().unwrap_or_default();
+    let reads_waited: u64 = runs.iter().map(|r| r.reads_waited).sum();
 
     // Read before the footprint's scan, flush and full compaction, which
     // take memory of their own (at 5M members they raised the peak by
@@ -508,6 +531,14 @@ fn main() {
         "  engine end to end      {eps:.0} events/s ({:.2} s on the slowest thread, of which commits {:.2} s)",
         slowest.as_secs_f64(),
         commits.as_secs_f64()
+    );
+    println!(
+        "  commits                {}",
+        if a.sync_commits {
+            "written on the engine thread (--sync-commits)".to_string()
+        } else {
+            format!("written behind; timer reads that waited for a write: {reads_waited}")
+        }
     );
     println!("  accepted / alerts      {accepted} / {alerts}");
     println!("  deferred (extra commits) {deferred}");

@@ -46,6 +46,15 @@ fn engine_config(evict: bool) -> EngineConfig {
     cfg
 }
 
+/// How commits reach the store.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Commits {
+    /// Written on the engine's thread (as `run`'s).
+    Sync,
+    /// Written behind, on a thread of their own (as `replay`'s).
+    Behind,
+}
+
 /// Feeds `events` in batches of the given sizes (cycled), committing at the
 /// end of each batch and reopening the store after the batches listed in
 /// `restarts`; returns every alert, in the order raised.
@@ -55,12 +64,16 @@ fn run(
     restarts: &[usize],
     cfg: &EngineConfig,
     until: i64,
+    commits: Commits,
 ) -> Vec<churnwatch::alert::Alert> {
     let dir = tempfile::tempdir().unwrap();
     let open = || {
         let store = RocksStore::open(dir.path(), &Config::default().state.tuning()).unwrap();
-        let mut e = Engine::new(store, cfg.clone(), Arc::new(Metrics::new())).unwrap();
+        let mut e = Engine::new(Arc::new(store), cfg.clone(), Arc::new(Metrics::new())).unwrap();
         e.assign(0).unwrap();
+        if commits == Commits::Behind {
+            e.write_behind();
+        }
         e
     };
     let mut e = open();
@@ -80,6 +93,7 @@ fn run(
         alerts.extend(e.take_alerts().into_iter().map(|a| a.alert));
         e.commit(Batch::default()).unwrap();
         if restarts.contains(&batch_no) {
+            e.flush().unwrap();
             drop(e);
             e = open();
         }
@@ -103,8 +117,8 @@ proptest! {
 
     /// Random journeys, random batch sizes (1 to 10,000), random restart
     /// points over one RocksDB directory, timers fired in chunks of any size
-    /// between commits: the same alerts, in the same order, as one event
-    /// per batch.
+    /// between commits, commits written on the engine thread or behind it:
+    /// the same alerts, in the same order, as one event per batch.
     #[test]
     fn alerts_do_not_depend_on_batching_or_restarts(
         seed in any::<u64>(),
@@ -118,11 +132,12 @@ proptest! {
         timers_per_commit in prop_oneof![Just(usize::MAX), 1usize..20],
         member_cache in prop_oneof![Just(None), Just(Some(1)), (2_000usize..40_000).prop_map(Some)],
         timer_read_chunk in prop_oneof![Just(TIMER_READ_CHUNK), 1usize..6],
+        behind in any::<bool>(),
     ) {
         let ev = events(seed, members, days, shuffle);
         let cfg = engine_config(evict);
         let until = END_MS + 200 * 86_400_000;
-        let reference = run(&ev, &[1], &[], &cfg, until);
+        let reference = run(&ev, &[1], &[], &cfg, until, Commits::Sync);
         // Timers fired in bounded chunks, each committed, change nothing;
         // nor does a member cache that holds a single member (every member
         // read back from the store, decoded, at every event), or one that
@@ -135,7 +150,8 @@ proptest! {
         }
         // Nor does how many stored timers are read into memory at a time.
         bounded.timer_read_chunk = timer_read_chunk;
-        let other = run(&ev, &batches, &restarts, &bounded, until);
+        let commits = if behind { Commits::Behind } else { Commits::Sync };
+        let other = run(&ev, &batches, &restarts, &bounded, until, commits);
         prop_assert!(!reference.is_empty());
         prop_assert_eq!(reference.len(), other.len());
         for (a, b) in reference.iter().zip(&other) {
@@ -151,8 +167,8 @@ fn two_halves_over_one_state_equal_one_run() {
     let ev = events(7, 200, 365, 0.02);
     let cfg = engine_config(false);
     let until = END_MS + 60 * 86_400_000;
-    let whole = run(&ev, &[ev.len()], &[], &cfg, until);
-    let halves = run(&ev, &[ev.len() / 2 + 1], &[0], &cfg, until);
+    let whole = run(&ev, &[ev.len()], &[], &cfg, until, Commits::Sync);
+    let halves = run(&ev, &[ev.len() / 2 + 1], &[0], &cfg, until, Commits::Behind);
     assert!(whole.len() > 50, "{} alerts", whole.len());
     assert_eq!(whole, halves);
 }
@@ -161,7 +177,8 @@ fn two_halves_over_one_state_equal_one_run() {
 /// cache that holds a single member and one stored timer read at a time
 /// give the alerts of a cache that holds them all, so does one that holds
 /// most members packed, and so does a restart after every batch (a cold
-/// cache each time).
+/// cache each time); with commits written behind as with commits written
+/// on the engine thread.
 #[test]
 fn a_one_member_cache_and_cold_restarts_give_the_alerts_of_a_large_cache() {
     let ev = events(3, 150, 300, 0.02);
@@ -172,13 +189,27 @@ fn a_one_member_cache_and_cold_restarts_give_the_alerts_of_a_large_cache() {
     tiny.member_cache_bytes = 1;
     // And one stored timer in memory at a time.
     tiny.timer_read_chunk = 1;
-    let want = run(&ev, &[500], &[], &large, until);
+    let want = run(&ev, &[500], &[], &large, until, Commits::Sync);
     assert!(want.len() > 50, "{} alerts", want.len());
-    assert_eq!(run(&ev, &[500], &[], &tiny, until), want);
     // 150 members: about 20 decoded, or 60 packed, or a mix.
     let mut packed = large.clone();
     packed.member_cache_bytes = 16 << 10;
-    assert_eq!(run(&ev, &[500], &[], &packed, until), want);
     let every: Vec<usize> = (0..ev.len() / 500 + 1).collect();
-    assert_eq!(run(&ev, &[500], &every, &large, until), want);
+    for commits in [Commits::Sync, Commits::Behind] {
+        assert_eq!(
+            run(&ev, &[500], &[], &tiny, until, commits),
+            want,
+            "{commits:?}"
+        );
+        assert_eq!(
+            run(&ev, &[500], &[], &packed, until, commits),
+            want,
+            "{commits:?}"
+        );
+        assert_eq!(
+            run(&ev, &[500], &every, &large, until, commits),
+            want,
+            "{commits:?}"
+        );
+    }
 }

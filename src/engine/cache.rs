@@ -159,6 +159,10 @@ struct Slot {
     timer: TimerMarks,
     /// Used since the eviction hand last passed (CLOCK: a second chance).
     referenced: bool,
+    /// Written by a commit whose store write may not have landed yet: the
+    /// slot stays (read from the store, the member would be found as it
+    /// was before that write) until [`MemberCache::landed`].
+    in_flight: bool,
 }
 
 /// A cached member's state, in the form it is in.
@@ -264,6 +268,11 @@ pub struct MemberCache {
     budget: usize,
     /// Slots changed since the last commit.
     dirty: Vec<u32>,
+    /// Slots the last commit wrote, until its write has landed.
+    in_flight: Vec<u32>,
+    /// Slots of members the last commits deleted: they leave at a trim
+    /// once the write has landed (unless back already).
+    leaving: Vec<u32>,
     pack_hand: usize,
     evict_hand: usize,
     /// Reused to build lookup keys without allocating.
@@ -299,6 +308,8 @@ impl MemberCache {
             bytes: 0,
             budget: bytes,
             dirty: Vec::new(),
+            in_flight: Vec::new(),
+            leaving: Vec::new(),
             pack_hand: 0,
             evict_hand: 0,
             key: Vec::with_capacity(64),
@@ -349,12 +360,6 @@ impl MemberCache {
     fn lookup(&mut self, partition: u32, member_id: &str) -> Option<u32> {
         self.set_key(partition, member_id);
         self.find()
-    }
-
-    fn slot(&mut self, i: u32) -> &mut Slot {
-        self.slots[i as usize]
-            .as_mut()
-            .expect("indexed slot is live")
     }
 
     /// Whether the member has an entry (clean, dirty or deleted).
@@ -468,6 +473,7 @@ impl MemberCache {
             evicted: false,
             timer: TimerMarks::stored(NEVER),
             referenced: true,
+            in_flight: false,
         };
         let i = match self.free.pop() {
             Some(i) => {
@@ -521,18 +527,24 @@ impl MemberCache {
     }
 
     /// Reports every member changed since the last commit to `write`,
-    /// partition by partition, and marks them clean (deleted ones leave the
-    /// cache).
+    /// partition by partition, and marks them clean and in flight until
+    /// [`MemberCache::landed`] (deleted ones leave the cache at a trim
+    /// after that). A refused write keeps its members in flight until one
+    /// that carries it again lands.
     pub fn commit(&mut self, mut write: impl FnMut(Written<'_>)) {
         let mut dirty = std::mem::take(&mut self.dirty);
         let slots = &self.slots;
         dirty.sort_by_key(|i| slots[*i as usize].as_ref().expect("live").partition);
         for &i in &dirty {
-            let s = self.slot(i);
+            let s = self.slots[i as usize]
+                .as_mut()
+                .expect("indexed slot is live");
             if !s.dirty {
                 continue;
             }
             s.dirty = false;
+            s.in_flight = true;
+            self.in_flight.push(i);
             let (partition, member_id) = split(&s.key);
             if s.evicted {
                 write(Written::Deleted {
@@ -540,7 +552,7 @@ impl MemberCache {
                     member_id,
                     timer: s.timer,
                 });
-                self.remove(i);
+                self.leaving.push(i);
             } else {
                 let Body::Decoded(state) = &s.state else {
                     // Only clean members are packed.
@@ -558,8 +570,19 @@ impl MemberCache {
         self.dirty = dirty;
     }
 
+    /// The last commit's write is in the store: its members may be evicted
+    /// (read again, the store has them as written).
+    pub fn landed(&mut self) {
+        for i in self.in_flight.drain(..) {
+            if let Some(s) = self.slots[i as usize].as_mut() {
+                s.in_flight = false;
+            }
+        }
+    }
+
     /// Packs and evicts clean members down to the budget (call after a
-    /// commit: changed ones stay as they are). While the members are over
+    /// commit: changed ones stay as they are, and so do those whose write
+    /// has not landed). Members deleted by a landed commit leave first. While the members are over
     /// budget, those decoded are packed down to [`DECODED_SHARE`] of it,
     /// then packed ones are evicted. Each hand gives a member a second
     /// chance: the packing hand if it was used since the hand last passed,
@@ -567,6 +590,22 @@ impl MemberCache {
     /// whatever entries it has in memory; read again, it finds its timer
     /// key in the store.
     pub fn trim(&mut self) {
+        let mut leaving = std::mem::take(&mut self.leaving);
+        leaving.retain(|&i| {
+            let Some(s) = &self.slots[i as usize] else {
+                return false;
+            };
+            if !s.evicted || s.dirty {
+                // Back since: changed again, it is the engine's to write.
+                return false;
+            }
+            if s.in_flight {
+                return true;
+            }
+            self.remove(i);
+            false
+        });
+        self.leaving = leaving;
         let decoded_budget = self.budget / DECODED_SHARE;
         let mut steps = 2 * self.slots.len();
         while self.bytes > self.budget
@@ -599,7 +638,10 @@ impl MemberCache {
             let Some(s) = self.slots[self.evict_hand].as_mut() else {
                 continue;
             };
-            if matches!(s.state, Body::Packed(_)) && !std::mem::take(&mut s.referenced) {
+            if matches!(s.state, Body::Packed(_))
+                && !s.in_flight
+                && !std::mem::take(&mut s.referenced)
+            {
                 self.remove(self.evict_hand as u32);
             }
         }
@@ -622,6 +664,8 @@ impl MemberCache {
         }
         let slots = &self.slots;
         self.dirty.retain(|i| slots[*i as usize].is_some());
+        self.in_flight.retain(|i| slots[*i as usize].is_some());
+        self.leaving.retain(|i| slots[*i as usize].is_some());
     }
 }
 
@@ -726,6 +770,27 @@ mod tests {
         let mut written = 0;
         c.commit(|_| written += 1);
         assert_eq!(written, 2);
+        c.landed();
+        c.trim();
+        c.trim();
+        assert_eq!(c.stats().members(), 0);
+    }
+
+    #[test]
+    fn members_whose_write_has_not_landed_are_packed_but_not_evicted() {
+        let mut c = MemberCache::with_bytes(1);
+        for (id, t) in [("a", 1), ("b", 2)] {
+            c.checkin(0, id, Cached::clean(busy(t)));
+            change(&mut c, id);
+        }
+        c.commit(|_| {});
+        c.trim();
+        c.trim();
+        assert_eq!((c.stats().members(), c.stats().packed), (2, 2));
+        let cm = c.checkout(0, "a").unwrap();
+        assert_eq!(cm.state.purchase_count, 2);
+        c.checkin(0, "a", cm);
+        c.landed();
         c.trim();
         c.trim();
         assert_eq!(c.stats().members(), 0);
@@ -763,7 +828,7 @@ mod tests {
     }
 
     #[test]
-    fn a_deleted_member_is_reported_and_leaves_the_cache() {
+    fn a_deleted_member_is_reported_and_leaves_the_cache_once_the_write_has_landed() {
         let mut c = MemberCache::with_bytes(1 << 20);
         c.checkin(0, "a", Cached::gone());
         assert_eq!(c.peek(0, "a").map(|s| s.is_none()), Some(true));
@@ -775,6 +840,12 @@ mod tests {
             }
         });
         assert_eq!(deleted, 1);
+        c.trim();
+        // Still there, as deleted: read from the store before the write
+        // lands, the member would come back.
+        assert_eq!(c.peek(0, "a").map(|s| s.is_none()), Some(true));
+        c.landed();
+        c.trim();
         assert!(!c.contains(0, "a"));
     }
 

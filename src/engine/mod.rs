@@ -33,6 +33,7 @@ mod group;
 #[cfg(test)]
 mod tests;
 mod timers;
+mod writer;
 
 use std::borrow::{BorrowMut, Cow};
 use std::collections::BTreeMap;
@@ -63,6 +64,7 @@ use cache::{Cached, MemberCache, TimerMarks, Written};
 pub use clock::ClockConfig;
 pub use group::{EngineGroup, Input};
 use timers::{Next, TimerQueue};
+use writer::Writer;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -157,6 +159,9 @@ pub struct EngineStats {
     pub alerts: u64,
     pub timers_fired: u64,
     pub commits: u64,
+    /// Times a read of the timer index waited for a commit's write in
+    /// flight (write-behind: the overlap lost).
+    pub reads_waited_for_write: u64,
 }
 
 /// What a commit writes, reported to [`Engine::commit_with`]'s callback.
@@ -268,6 +273,26 @@ pub struct Engine<S: Store> {
     fired_since_commit: usize,
     findings: Vec<(Signal, Finding)>,
     stats: EngineStats,
+    /// Write-behind ([`Engine::write_behind`]): commits' store writes on a
+    /// thread of their own, one in flight at a time.
+    writer: Option<Writer>,
+}
+
+impl<S: Store + Clone + 'static> Engine<S> {
+    /// From now on, hands each commit's store write to a thread of its own
+    /// and goes on (see [`writer`]); [`Engine::flush`] waits for it.
+    ///
+    /// Nothing the engine decides changes, only when the write happens: a
+    /// member the write in flight holds is not evicted from the cache
+    /// until it has landed (the store would give the version before it),
+    /// and a read of the timer index waits for it (the queue let go of the
+    /// entries whose keys it holds). A refused write is reported by the
+    /// next commit or flush, and written again before anything newer.
+    pub fn write_behind(&mut self) {
+        if self.writer.is_none() {
+            self.writer = Some(Writer::spawn(self.store.clone()));
+        }
+    }
 }
 
 impl<S: Store> Engine<S> {
@@ -289,6 +314,7 @@ impl<S: Store> Engine<S> {
             fired_since_commit: 0,
             findings: Vec::new(),
             stats: EngineStats::default(),
+            writer: None,
         })
     }
 
@@ -338,6 +364,7 @@ impl<S: Store> Engine<S> {
         if self.parts.contains_key(&partition) {
             return Ok(());
         }
+        self.flush()?;
         let max_ts = read_i64(&self.store, &meta_key(partition, META_MAX_TS))?.unwrap_or(NEVER);
         let stored = read_i64(&self.store, &meta_key(partition, META_CLOCK))?.unwrap_or(NEVER);
         let marker = self
@@ -461,6 +488,15 @@ impl<S: Store> Engine<S> {
 
     /// Reads the next chunk of `partition`'s stored timers into its queue.
     fn read_timers(&mut self, partition: u32) -> Result<(), EngineError> {
+        if !self.parts.contains_key(&partition) {
+            return Ok(());
+        }
+        // The queue let go of the entries beyond its horizon at the last
+        // commit: their keys must be in the store before it is read.
+        if self.writer.as_ref().is_some_and(Writer::in_flight) {
+            self.stats.reads_waited_for_write += 1;
+        }
+        self.flush()?;
         let Some(part) = self.parts.get_mut(&partition) else {
             return Ok(());
         };
@@ -512,10 +548,15 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    /// Stops processing `partition`. Call [`Engine::commit`] first: uncommitted
-    /// changes of the partition are dropped here, and so are its cached
-    /// members (its next owner may change them).
+    /// Stops processing `partition`. Call [`Engine::commit`] (and, with
+    /// write-behind, [`Engine::flush`]) first: uncommitted changes of the
+    /// partition are dropped here, and so are its cached members (its next
+    /// owner may change them).
     pub fn revoke(&mut self, partition: u32) {
+        debug_assert!(
+            !self.writer.as_ref().is_some_and(Writer::in_flight),
+            "revoke after flush"
+        );
         self.parts.remove(&partition);
         self.cache.forget_partition(partition);
         let prefix = partition_prefix(partition);
@@ -716,10 +757,15 @@ impl<S: Store> Engine<S> {
         mut on_change: impl FnMut(Change<'_>, &mut Batch),
     ) -> Result<(), EngineError> {
         let started = std::time::Instant::now();
+        // One write in flight at a time, so that they land in order.
+        self.land()?;
         let mut batch = Batch::default();
         let members = self.stage_commit(&mut batch, &mut on_change);
         batch.ops.extend(extra.ops);
-        write_after_refused(&self.store, &mut self.unwritten, batch)?;
+        match self.writer.as_mut() {
+            Some(writer) if self.unwritten.is_none() => writer.send(batch),
+            _ => write_after_refused(&self.store, &mut self.unwritten, batch)?,
+        }
         self.committed();
         StateCommitted {
             members,
@@ -825,19 +871,64 @@ impl<S: Store> Engine<S> {
         self.known_absent.clear();
         // Whatever the store says, the cached states are the engine's view
         // of its members (a refused batch is written again, before
-        // anything newer, by whoever holds it).
-        self.cache.trim();
+        // anything newer, by whoever holds it); they stay in the cache
+        // until the write has landed.
         members
     }
 
-    /// The second half of a commit: the staged batch is in the store.
+    /// The second half of a commit: the staged batch is in the store, or
+    /// (write-behind) on its way there.
     pub fn committed(&mut self) {
         self.stats.commits += 1;
         self.fired_since_commit = 0;
-        // The timers beyond each horizon are in the store now.
+        // The timers beyond each horizon are in the store now (or in the
+        // write in flight, which a read of the index waits for).
         for part in self.parts.values_mut() {
             part.timers.committed();
         }
+        if !self.writer.as_ref().is_some_and(Writer::in_flight) {
+            self.cache.landed();
+        }
+        self.cache.trim();
+    }
+
+    /// Waits for the commit's write in flight (write-behind); a refused
+    /// one is kept, to be written again before anything newer.
+    fn land(&mut self) -> Result<(), EngineError> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        if !writer.in_flight() {
+            return Ok(());
+        }
+        match writer.wait() {
+            Ok(()) => {
+                self.cache.landed();
+                Ok(())
+            }
+            Err((e, batch)) => {
+                // Only sent while nothing was left unwritten.
+                debug_assert!(self.unwritten.is_none());
+                self.unwritten = Some(batch);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Makes every commit so far durable: with write-behind, waits for the
+    /// write in flight and writes again one the store refused (the engine
+    /// read the store as if it had them). Without, there is nothing to do:
+    /// a refused commit is the caller's to retry.
+    pub fn flush(&mut self) -> Result<(), EngineError> {
+        if self.writer.is_none() {
+            return Ok(());
+        }
+        self.land()?;
+        if self.unwritten.is_some() {
+            write_after_refused(&self.store, &mut self.unwritten, Batch::default())?;
+            self.cache.landed();
+        }
+        Ok(())
     }
 
     /// The member's state as the engine sees it now (committed or not).

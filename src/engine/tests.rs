@@ -1172,3 +1172,121 @@ fn engine_on<S: Store>(store: S) -> Engine<S> {
     cfg.alerts.holdout_share = 0.0;
     Engine::new(store, cfg, Arc::new(Metrics::new())).unwrap()
 }
+
+/// An engine writing behind over a store whose writes can be held back.
+fn behind(
+    store: &Arc<crate::state::faulty::FaultyStore<MemoryStore>>,
+    cache_bytes: usize,
+) -> Engine<Arc<crate::state::faulty::FaultyStore<MemoryStore>>> {
+    let mut cfg = EngineConfig::default();
+    cfg.alerts.holdout_share = 0.0;
+    cfg.member_cache_bytes = cache_bytes;
+    let mut e = Engine::new(store.clone(), cfg, Arc::new(Metrics::new())).unwrap();
+    e.assign(0).unwrap();
+    e.write_behind();
+    e
+}
+
+/// Releases held writes after `ms`, from another thread (the engine may
+/// wait for them meanwhile).
+fn release_after(store: &Arc<crate::state::faulty::FaultyStore<MemoryStore>>, ms: u64) {
+    let store = store.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        store.hold_writes(false);
+    });
+}
+
+#[test]
+fn a_member_whose_write_is_in_flight_stays_cached_even_over_budget() {
+    let store = Arc::new(crate::state::faulty::FaultyStore::new(MemoryStore::new()));
+    // A cache that holds nothing clean: every member leaves at the trim
+    // once its write has landed.
+    let mut e = behind(&store, 1);
+    let purchase = |i: usize, d: f64| line(&format!("m-p{i}"), "m", "purchase", day(d), Some(20.0));
+    weekly_buyer(&mut e, "m", 3);
+    e.commit(Batch::default()).unwrap();
+    e.flush().unwrap();
+    // Reads the member's timer key (due after day 16): the clock of the
+    // events below stays short of it, so nothing reads the index again.
+    assert_eq!(
+        e.process(0, &purchase(3, 15.0), WALL).unwrap(),
+        Outcome::Accepted
+    );
+    store.hold_writes(true);
+    // Had the engine waited for the held write, the test fails below
+    // rather than hanging.
+    release_after(&store, 10_000);
+    e.commit(Batch::default()).unwrap();
+    let stored = |store: &crate::state::faulty::FaultyStore<MemoryStore>| {
+        let v = store
+            .inner()
+            .get(Table::Members, &member_key(0, "m"))
+            .unwrap();
+        MemberState::decode(&v.unwrap()).unwrap().purchase_count
+    };
+    // The write has not landed: the store has the member as it was before.
+    assert_eq!(stored(&store), 3);
+    // Its next event finds it as the commit wrote it, not as the store has it.
+    assert_eq!(
+        e.process(0, &purchase(4, 16.0), WALL).unwrap(),
+        Outcome::Accepted
+    );
+    assert_eq!(e.member(0, "m").unwrap().unwrap().purchase_count, 5);
+    assert_eq!(e.stats().reads_waited_for_write, 0);
+    assert_eq!(stored(&store), 3, "the write is still held");
+    store.hold_writes(false);
+    e.commit(Batch::default()).unwrap();
+    e.flush().unwrap();
+    assert_eq!(stored(&store), 5);
+}
+
+#[test]
+fn a_timer_read_waits_for_the_write_in_flight_that_holds_its_key() {
+    let store = Arc::new(crate::state::faulty::FaultyStore::new(MemoryStore::new()));
+    let mut e = behind(&store, 1 << 20);
+    weekly_buyer(&mut e, "m1", 5);
+    store.hold_writes(true);
+    // The queue lets go of the timer at the commit: its key is in the write.
+    e.commit(Batch::default()).unwrap();
+    release_after(&store, 200);
+    // Usual gap 7 days, overdue after 14: due on day 42, found in the index.
+    e.advance_clock_to(day(43.0)).unwrap();
+    assert_eq!(signals(&e.take_alerts()), ["purchase_gap"]);
+    assert!(e.stats().reads_waited_for_write >= 1);
+}
+
+#[test]
+fn a_write_refused_behind_is_reported_by_the_next_commit_and_written_again() {
+    let store = Arc::new(crate::state::faulty::FaultyStore::new(MemoryStore::new()));
+    let mut e = behind(&store, 1);
+    weekly_buyer(&mut e, "m1", 5);
+    store.fail_writes(true);
+    // Handed over: the refusal is not known yet.
+    e.commit(Batch::default()).unwrap();
+    assert!(matches!(
+        e.commit(Batch::default()),
+        Err(EngineError::Store(_))
+    ));
+    assert!(matches!(e.flush(), Err(EngineError::Store(_))));
+    store.fail_writes(false);
+    // Space again: the refused batch goes first, then what came since.
+    weekly_buyer(&mut e, "m2", 5);
+    e.commit(Batch::default()).unwrap();
+    e.flush().unwrap();
+    for m in ["m1", "m2"] {
+        let stored = store
+            .inner()
+            .get(Table::Members, &member_key(0, m))
+            .unwrap();
+        assert_eq!(
+            MemberState::decode(&stored.unwrap())
+                .unwrap()
+                .purchase_count,
+            5
+        );
+    }
+    // And the timers of both fire from the index.
+    e.advance_clock_to(day(43.0)).unwrap();
+    assert_eq!(signals(&e.take_alerts()), ["purchase_gap", "purchase_gap"]);
+}

@@ -255,6 +255,9 @@ pub fn run(
         for p in (0..partitions).filter(|p| *p as usize % threads == t) {
             engine.assign(p)?;
         }
+        // The alerts of a batch are written before its commit, so the
+        // commit's store write can land while the next batch is processed.
+        engine.write_behind();
         workers.push(Worker::new(engine, metrics.clone()));
     }
     let placement = Placement {
@@ -644,7 +647,9 @@ impl Worker {
                 self.finish_batch(outputs)?;
             }
         }
-        self.finish_batch(outputs)
+        self.finish_batch(outputs)?;
+        self.engine.flush()?;
+        Ok(())
     }
 
     fn done(mut self) -> WorkerDone {

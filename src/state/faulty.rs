@@ -1,8 +1,10 @@
 //! A store that refuses writes on demand: disk trouble (a full disk, a
 //! file system remounted read-only) for tests of what the engine and the
-//! pipeline do when a write fails.
+//! pipeline do when a write fails. It can also hold writes back (a slow
+//! disk), for tests of what happens while a write is in flight.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
 
 use super::{Batch, KeyValues, Store, StoreError, StoreStats, Table};
 
@@ -10,6 +12,9 @@ pub struct FaultyStore<S> {
     inner: S,
     failing: AtomicBool,
     refused: AtomicU64,
+    /// While true, writes wait.
+    held: Mutex<bool>,
+    released: Condvar,
 }
 
 impl<S: Store> FaultyStore<S> {
@@ -18,6 +23,8 @@ impl<S: Store> FaultyStore<S> {
             inner,
             failing: AtomicBool::new(false),
             refused: AtomicU64::new(0),
+            held: Mutex::new(false),
+            released: Condvar::new(),
         }
     }
 
@@ -35,7 +42,19 @@ impl<S: Store> FaultyStore<S> {
         &self.inner
     }
 
+    /// From now on writes wait (`true`) until called with `false`.
+    pub fn hold_writes(&self, hold: bool) {
+        *self.held.lock().expect("not poisoned") = hold;
+        self.released.notify_all();
+    }
+
     fn check(&self) -> Result<(), StoreError> {
+        let held = self.held.lock().expect("not poisoned");
+        drop(
+            self.released
+                .wait_while(held, |held| *held)
+                .expect("not poisoned"),
+        );
         if self.failing.load(Ordering::SeqCst) {
             self.refused.fetch_add(1, Ordering::SeqCst);
             return Err(StoreError::Refused(
