@@ -9,10 +9,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 
 use churnwatch::event::partitioner::Partitioner;
 use churnwatch::simulate::{generate, member_id, SimEvent, SimOptions};
@@ -251,18 +250,7 @@ fn members_land_where_librdkafka_and_java_style_producers_put_them() {
         }
         producer.flush(Duration::from_secs(60)).unwrap();
         // Read back where each key went.
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &broker.addr)
-            .set("group.id", "partitioner-check")
-            .set("enable.partition.eof", "true")
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..6 {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)
-                .unwrap();
-        }
-        c.assign(&tpl).unwrap();
+        let c = broker.reader_to_end(topic, 0..6);
         let mut seen = BTreeMap::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         while seen.len() < keys.len() {

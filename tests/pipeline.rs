@@ -11,9 +11,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 
 use common::broker::Broker;
 use common::run::*;
@@ -103,7 +102,7 @@ fn read_until(
     settle: Duration,
     done: impl Fn(&[rdkafka::message::OwnedMessage]) -> bool,
 ) -> Vec<rdkafka::message::OwnedMessage> {
-    let consumer = reader(broker, topic, [0]);
+    let consumer = broker.reader(topic, [0]);
     let mut out = Vec::new();
     let mut deadline = Instant::now() + within;
     let mut settling = false;
@@ -117,24 +116,6 @@ fn read_until(
         }
     }
     out
-}
-
-/// A consumer of `partitions` of `topic`, from the beginning, outside any
-/// group's assignment.
-fn reader(broker: &Broker, topic: &str, partitions: impl IntoIterator<Item = i32>) -> BaseConsumer {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .set("group.id", "test-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    consumer
 }
 
 fn distinct_alert_ids(messages: &[rdkafka::message::OwnedMessage]) -> usize {
@@ -161,7 +142,7 @@ fn read_topic(
     want: usize,
     within: Duration,
 ) -> Vec<rdkafka::message::OwnedMessage> {
-    let consumer = reader(broker, topic, [0]);
+    let consumer = broker.reader(topic, [0]);
     let mut out = Vec::new();
     let deadline = Instant::now() + within;
     while out.len() < want && Instant::now() < deadline {
@@ -561,7 +542,7 @@ fn two_instances_split_the_partitions_and_together_emit_one_instances_alerts() {
     let lines: Vec<&str> = text.lines().collect();
     produce_lines(&broker, "member-events", &lines);
 
-    let consumer = reader(&broker, "churn-alerts", 0..2);
+    let consumer = broker.reader("churn-alerts", 0..2);
     let mut got = Vec::new();
     let mut last = Instant::now();
     while last.elapsed() < Duration::from_secs(12) {
@@ -711,7 +692,7 @@ fn state_follows_its_partition_when_an_instance_is_killed_and_a_fresh_one_joins(
     };
     // Kill b once some of its state is on the changelog (a commit marker on
     // its partitions), so its successors have something to restore.
-    let changelog = reader(&broker, "test-group-state-changelog", moved.iter().copied());
+    let changelog = broker.reader("test-group-state-changelog", moved.iter().copied());
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(Ok(m)) = changelog.poll(Duration::from_millis(100)) {
@@ -774,7 +755,7 @@ fn state_follows_its_partition_when_an_instance_is_killed_and_a_fresh_one_joins(
     };
     let want = before(comparable(&read_json_lines(&out)));
 
-    let consumer = reader(&broker, "churn-alerts", 0..6);
+    let consumer = broker.reader("churn-alerts", 0..6);
     // Read until every alert replay derives has arrived (a slow machine
     // waits rather than fails), then a little longer for late duplicates.
     let wanted: BTreeSet<String> = want

@@ -11,10 +11,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 
 use churnwatch::simulate::{generate, member_id, population_of, Population, SimOptions};
 use common::broker::Broker;
@@ -23,17 +22,7 @@ use common::*;
 
 /// Every payload of one partition, in offset order, read to partition EOF.
 fn read_partition(broker: &Broker, topic: &str, partition: i32) -> Vec<Vec<u8>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .set("group.id", "test-reader")
-        .set("enable.partition.eof", "true")
-        .set("fetch.wait.max.ms", "20")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Beginning)
-        .unwrap();
-    c.assign(&tpl).unwrap();
+    let c = broker.reader_to_end(topic, [partition]);
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

@@ -9,10 +9,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 
 use churnwatch::pipeline::changelog::{marker_headers, member_value, PartitionMark, MARKER_KEY};
 use churnwatch::state::keys::member_key;
@@ -55,15 +54,7 @@ fn produce(broker: &Broker, topic: &str, lines: &[String]) {
 
 /// Dead letters with a `corrupt_state` reason: (reason, source topic).
 fn corrupt_state_letters(broker: &Broker, want: usize) -> Vec<(String, String)> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .set("group.id", "dlq-reader")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("member-events-dlq", 0, Offset::Beginning)
-        .unwrap();
-    c.assign(&tpl).unwrap();
+    let c = broker.reader("member-events-dlq", [0]);
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while out.len() < want && Instant::now() < deadline {

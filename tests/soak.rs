@@ -108,19 +108,7 @@ struct Fault {
 
 /// Every record of every partition of `topic`, read to the end.
 fn read_all(broker: &Broker, topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .set("group.id", "soak-reader")
-        .set("enable.partition.eof", "true")
-        .set("fetch.wait.max.ms", "20")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    c.assign(&tpl).unwrap();
+    let c = broker.reader_to_end(topic, 0..PARTITIONS);
     let mut out = Vec::new();
     let mut ended = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(120);

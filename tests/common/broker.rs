@@ -143,6 +143,58 @@ impl Broker {
         }
     }
 
+    /// A consumer of `partitions` of `topic` from the beginning, assigned
+    /// (outside any group's assignment; it commits nothing).
+    pub fn reader(
+        &self,
+        topic: &str,
+        partitions: impl IntoIterator<Item = i32>,
+    ) -> rdkafka::consumer::BaseConsumer {
+        self.reader_with(topic, partitions, &[])
+    }
+
+    /// [`Broker::reader`] that reports the end of each partition
+    /// (`KafkaError::PartitionEOF`) and waits at most 20 ms a fetch: for
+    /// reading a topic to its end.
+    pub fn reader_to_end(
+        &self,
+        topic: &str,
+        partitions: impl IntoIterator<Item = i32>,
+    ) -> rdkafka::consumer::BaseConsumer {
+        self.reader_with(
+            topic,
+            partitions,
+            &[
+                ("enable.partition.eof", "true"),
+                ("fetch.wait.max.ms", "20"),
+            ],
+        )
+    }
+
+    fn reader_with(
+        &self,
+        topic: &str,
+        partitions: impl IntoIterator<Item = i32>,
+        settings: &[(&str, &str)],
+    ) -> rdkafka::consumer::BaseConsumer {
+        use rdkafka::consumer::Consumer;
+        let mut cfg = rdkafka::ClientConfig::new();
+        cfg.set("bootstrap.servers", &self.addr)
+            .set("group.id", "test-reader")
+            .set("enable.auto.commit", "false");
+        for (k, v) in settings {
+            cfg.set(*k, *v);
+        }
+        let consumer: rdkafka::consumer::BaseConsumer = cfg.create().unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in partitions {
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        consumer
+    }
+
     /// Partition counts of every topic (a request naming no topic creates
     /// none).
     pub fn topic_partitions(&self) -> std::collections::BTreeMap<String, usize> {

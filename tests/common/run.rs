@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::bin;
 use super::broker::Broker;
@@ -169,15 +167,7 @@ level = "warn"
 /// Every alert on the (one-partition) alert topic, once `want` distinct ids
 /// arrived and nothing more came for a few seconds.
 pub fn read_alerts(broker: &Broker, want: usize) -> Vec<serde_json::Value> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .set("group.id", "test-alert-reader")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("churn-alerts", 0, Offset::Beginning)
-        .unwrap();
-    c.assign(&tpl).unwrap();
+    let c = broker.reader("churn-alerts", [0]);
     let mut out: Vec<serde_json::Value> = Vec::new();
     let mut ids = BTreeSet::new();
     let mut deadline = Instant::now() + Duration::from_secs(120);
