@@ -159,9 +159,6 @@ pub struct EngineStats {
     pub alerts: u64,
     pub timers_fired: u64,
     pub commits: u64,
-    /// Times a read of the timer index waited for a commit's write in
-    /// flight (write-behind: the overlap lost).
-    pub reads_waited_for_write: u64,
 }
 
 /// What a commit writes, reported to [`Engine::commit_with`]'s callback.
@@ -285,9 +282,10 @@ impl<S: Store + Clone + 'static> Engine<S> {
     /// Nothing the engine decides changes, only when the write happens: a
     /// member the write in flight holds is not evicted from the cache
     /// until it has landed (the store would give the version before it),
-    /// and a read of the timer index waits for it (the queue let go of the
-    /// entries whose keys it holds). A refused write is reported by the
-    /// next commit or flush, and written again before anything newer.
+    /// and the timer queue keeps the entries whose keys it holds aside
+    /// until then (a read of the timer index does not find them yet). A
+    /// refused write is reported by the next commit or flush, and written
+    /// again before anything newer.
     pub fn write_behind(&mut self) {
         if self.writer.is_none() {
             self.writer = Some(Writer::spawn(self.store.clone()));
@@ -491,12 +489,6 @@ impl<S: Store> Engine<S> {
         if !self.parts.contains_key(&partition) {
             return Ok(());
         }
-        // The queue let go of the entries beyond its horizon at the last
-        // commit: their keys must be in the store before it is read.
-        if self.writer.as_ref().is_some_and(Writer::in_flight) {
-            self.stats.reads_waited_for_write += 1;
-        }
-        self.flush()?;
         let Some(part) = self.parts.get_mut(&partition) else {
             return Ok(());
         };
@@ -881,12 +873,17 @@ impl<S: Store> Engine<S> {
     pub fn committed(&mut self) {
         self.stats.commits += 1;
         self.fired_since_commit = 0;
-        // The timers beyond each horizon are in the store now (or in the
-        // write in flight, which a read of the index waits for).
+        let in_flight = self.writer.as_ref().is_some_and(Writer::in_flight);
+        // The timers beyond each horizon are in the store now, or in the
+        // write in flight (kept aside until it lands).
         for part in self.parts.values_mut() {
-            part.timers.committed();
+            if in_flight {
+                part.timers.committed_behind();
+            } else {
+                part.timers.committed();
+            }
         }
-        if !self.writer.as_ref().is_some_and(Writer::in_flight) {
+        if !in_flight {
             self.cache.landed();
         }
         self.cache.trim();
@@ -904,12 +901,18 @@ impl<S: Store> Engine<S> {
         match writer.wait() {
             Ok(()) => {
                 self.cache.landed();
+                for part in self.parts.values_mut() {
+                    part.timers.landed();
+                }
                 Ok(())
             }
             Err((e, batch)) => {
                 // Only sent while nothing was left unwritten.
                 debug_assert!(self.unwritten.is_none());
                 self.unwritten = Some(batch);
+                for part in self.parts.values_mut() {
+                    part.timers.refused();
+                }
                 Err(e.into())
             }
         }

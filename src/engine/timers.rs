@@ -14,7 +14,10 @@
 //! read from it), read a chunk at a time as the partition's clock gets
 //! there, plus the entries of members changed since the last commit, let
 //! go at the commit (their keys stand for them). Memory is therefore set by
-//! the chunk and the commit size, not by the number of members.
+//! the chunk and the commit size, not by the number of members. A commit
+//! written behind (`Engine::write_behind`) cannot let them go before its
+//! write lands, since a read of the store meanwhile would not find their
+//! keys: they are kept aside, still due, until then.
 //!
 //! Entries and keys may be early or stale; when one comes due, the member's
 //! own due time says whether it fires or waits. What must never happen is a
@@ -98,6 +101,11 @@ impl Ord for Entry {
 #[derive(Debug, Default)]
 pub struct TimerQueue {
     entries: BTreeSet<Entry>,
+    /// Entries a commit written behind let go of while its write is in
+    /// flight: their keys are in that write, so a read of the store does
+    /// not find them yet, and they count as entries until it lands
+    /// ([`TimerQueue::committed_behind`], [`TimerQueue::landed`]).
+    covered: BTreeSet<Entry>,
     /// The last key read from the store; `None` before the first read.
     /// Every stored key up to it is in `entries` (or has fired).
     horizon: Option<Entry>,
@@ -125,8 +133,8 @@ impl TimerQueue {
         if from_ms == to_ms {
             return;
         }
-        if from_ms != NEVER {
-            self.entries.remove(&(from_ms, member) as &dyn Key);
+        if from_ms != NEVER && !self.entries.remove(&(from_ms, member) as &dyn Key) {
+            self.covered.remove(&(from_ms, member) as &dyn Key);
         }
         if to_ms != NEVER {
             self.entries.insert(Entry {
@@ -147,7 +155,6 @@ impl TimerQueue {
     /// whether one is.
     pub fn next(&self, until_ms: i64) -> Next {
         let first = self
-            .entries
             .first()
             .filter(|e| self.read_all || self.within(e.due_ms, &e.member));
         match first {
@@ -180,7 +187,10 @@ impl TimerQueue {
         complete: bool,
     ) {
         for (due_ms, member) in read {
-            self.entries.insert(Entry { due_ms, member });
+            let e = Entry { due_ms, member };
+            if !self.covered.contains(&e) {
+                self.entries.insert(e);
+            }
         }
         if let Some((due_ms, member)) = last {
             self.horizon = Some(Entry { due_ms, member });
@@ -192,52 +202,110 @@ impl TimerQueue {
     /// the horizon has a key at or before its due time stored now, so
     /// memory lets those entries go, and a later read finds the keys.
     pub fn committed(&mut self) {
+        drop(self.beyond_horizon(false));
+        // The commit may have stored keys beyond the horizon.
+        self.read_all = false;
+    }
+
+    /// [`TimerQueue::committed`] for a commit whose write is in flight:
+    /// the entries beyond the horizon are its keys' only stand-ins until
+    /// it lands, so they are kept aside, still due as entries, instead of
+    /// let go. Call [`TimerQueue::landed`] (or [`TimerQueue::refused`])
+    /// before the next commit.
+    pub fn committed_behind(&mut self) {
+        debug_assert!(self.covered.is_empty(), "one write in flight");
+        self.covered = self.beyond_horizon(false);
+        self.read_all = false;
+    }
+
+    /// The write in flight has landed: its keys are in the store. Entries
+    /// kept aside that a read has since passed (it could not see their
+    /// keys) go back to the queue; the rest are let go, as at a commit.
+    pub fn landed(&mut self) {
+        drop(self.beyond_horizon(true));
+        self.entries.append(&mut self.covered);
+        // What was let go is stored beyond the horizon.
+        self.read_all = false;
+    }
+
+    /// The write in flight was refused: its keys are not in the store, so
+    /// the entries kept aside stay in the queue (they go at the commit that
+    /// writes the refused batch again).
+    pub fn refused(&mut self) {
+        self.entries.append(&mut self.covered);
+    }
+
+    /// Takes the entries beyond the horizon out of the queue (`covered`:
+    /// out of the entries kept aside instead).
+    fn beyond_horizon(&mut self, covered: bool) -> BTreeSet<Entry> {
+        let set = if covered {
+            &mut self.covered
+        } else {
+            &mut self.entries
+        };
         match &self.horizon {
-            None => self.entries.clear(),
+            None => std::mem::take(set),
             Some(h) => {
                 // Everything from the smallest key after the horizon's.
                 let mut after = String::with_capacity(h.member.len() + 1);
                 after.push_str(&h.member);
                 after.push('\0');
-                self.entries
-                    .split_off(&(h.due_ms, after.as_str()) as &dyn Key);
+                set.split_off(&(h.due_ms, after.as_str()) as &dyn Key)
             }
         }
-        // The commit may have stored keys beyond the horizon.
-        self.read_all = false;
+    }
+
+    /// The earliest entry, kept aside or not.
+    fn first(&self) -> Option<&Entry> {
+        match (self.entries.first(), self.covered.first()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Takes the earliest timer if it is due at or before `until_ms`; call
     /// when [`TimerQueue::next`] says `Due`.
     pub fn pop_due(&mut self, until_ms: i64) -> Option<(i64, Box<str>)> {
-        if self.entries.first()?.due_ms > until_ms {
+        let first = self.first()?;
+        if first.due_ms > until_ms {
             return None;
         }
-        self.entries.pop_first().map(|e| (e.due_ms, e.member))
+        let from_covered = self.covered.first() == Some(first);
+        let e = if from_covered {
+            self.covered.pop_first()
+        } else {
+            self.entries.pop_first()
+        };
+        e.map(|e| (e.due_ms, e.member))
     }
 
     /// The timers in memory due at or before `until_ms`, in due order.
     pub fn due_by(&self, until_ms: i64) -> impl Iterator<Item = (i64, &str)> {
-        self.entries
-            .iter()
-            .take_while(move |e| e.due_ms <= until_ms)
-            .map(|e| (e.due_ms, &*e.member))
+        let mut a = self.entries.iter().peekable();
+        let mut b = self.covered.iter().peekable();
+        std::iter::from_fn(move || match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if y < x => b.next(),
+            (Some(_), _) => a.next(),
+            (None, _) => b.next(),
+        })
+        .take_while(move |e| e.due_ms <= until_ms)
+        .map(|e| (e.due_ms, &*e.member))
     }
 
     /// Entries in memory.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.covered.len()
     }
 
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
     /// Every entry in memory, in due order.
     #[cfg(test)]
     pub fn entries(&self) -> impl Iterator<Item = (i64, &str)> {
-        self.entries.iter().map(|e| (e.due_ms, &*e.member))
+        self.due_by(i64::MAX)
     }
 }
 
@@ -308,6 +376,50 @@ mod tests {
         assert!(q.is_empty());
         assert_eq!(q.next(60), Next::Read);
         assert_eq!(q.read_after(), Some((40, "c")));
+    }
+
+    #[test]
+    fn entries_a_commit_in_flight_covers_stay_due_until_it_lands() {
+        let mut q = TimerQueue::default();
+        q.add_read(vec![(20, "a".into())], Some((20, "a".into())), false);
+        q.reschedule("b", NEVER, 30);
+        q.reschedule("c", NEVER, 50);
+        // Written behind: "b" and "c" are beyond the horizon, their keys in
+        // the write in flight.
+        q.committed_behind();
+        assert_eq!(q.len(), 3);
+        assert_eq!(q.next(25), Next::Due);
+        assert_eq!(q.pop_due(25), Some((20, "a".into())));
+        // A read meanwhile finds nothing of theirs in the store, reaches
+        // its end, and moves the horizon past "b".
+        assert_eq!(q.next(40), Next::Read);
+        q.add_read(vec![(35, "d".into())], Some((35, "d".into())), true);
+        let due: Vec<_> = q.due_by(40).collect();
+        assert_eq!(due, [(30, "b"), (35, "d")]);
+        // Landed: "b" (passed by the read) stays, "c" goes (its key is in
+        // the store now, and the store is to be read again beyond the
+        // horizon).
+        q.landed();
+        let left: Vec<_> = q.entries().collect();
+        assert_eq!(left, [(30, "b"), (35, "d")]);
+        assert_eq!(q.next(60), Next::Due);
+        q.pop_due(60);
+        q.pop_due(60);
+        assert_eq!(q.next(60), Next::Read);
+    }
+
+    #[test]
+    fn entries_of_a_refused_commit_stay_in_the_queue() {
+        let mut q = all_read();
+        q.add_read(Vec::new(), Some((10, "h".into())), true);
+        q.reschedule("b", NEVER, 30);
+        q.committed_behind();
+        q.refused();
+        assert_eq!(q.entries().collect::<Vec<_>>(), [(30, "b")]);
+        // Rescheduled, an entry kept aside moves like any other.
+        q.committed_behind();
+        q.reschedule("b", 30, 40);
+        assert_eq!(q.entries().collect::<Vec<_>>(), [(40, "b")]);
     }
 
     #[test]
