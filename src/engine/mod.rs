@@ -486,9 +486,6 @@ impl<S: Store> Engine<S> {
 
     /// Reads the next chunk of `partition`'s stored timers into its queue.
     fn read_timers(&mut self, partition: u32) -> Result<(), EngineError> {
-        if !self.parts.contains_key(&partition) {
-            return Ok(());
-        }
         let Some(part) = self.parts.get_mut(&partition) else {
             return Ok(());
         };

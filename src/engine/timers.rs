@@ -202,7 +202,7 @@ impl TimerQueue {
     /// the horizon has a key at or before its due time stored now, so
     /// memory lets those entries go, and a later read finds the keys.
     pub fn committed(&mut self) {
-        drop(self.beyond_horizon(false));
+        drop(beyond(&mut self.entries, &self.horizon));
         // The commit may have stored keys beyond the horizon.
         self.read_all = false;
     }
@@ -214,7 +214,7 @@ impl TimerQueue {
     /// before the next commit.
     pub fn committed_behind(&mut self) {
         debug_assert!(self.covered.is_empty(), "one write in flight");
-        self.covered = self.beyond_horizon(false);
+        self.covered = beyond(&mut self.entries, &self.horizon);
         self.read_all = false;
     }
 
@@ -222,7 +222,7 @@ impl TimerQueue {
     /// kept aside that a read has since passed (it could not see their
     /// keys) go back to the queue; the rest are let go, as at a commit.
     pub fn landed(&mut self) {
-        drop(self.beyond_horizon(true));
+        drop(beyond(&mut self.covered, &self.horizon));
         self.entries.append(&mut self.covered);
         // What was let go is stored beyond the horizon.
         self.read_all = false;
@@ -233,26 +233,6 @@ impl TimerQueue {
     /// writes the refused batch again).
     pub fn refused(&mut self) {
         self.entries.append(&mut self.covered);
-    }
-
-    /// Takes the entries beyond the horizon out of the queue (`covered`:
-    /// out of the entries kept aside instead).
-    fn beyond_horizon(&mut self, covered: bool) -> BTreeSet<Entry> {
-        let set = if covered {
-            &mut self.covered
-        } else {
-            &mut self.entries
-        };
-        match &self.horizon {
-            None => std::mem::take(set),
-            Some(h) => {
-                // Everything from the smallest key after the horizon's.
-                let mut after = String::with_capacity(h.member.len() + 1);
-                after.push_str(&h.member);
-                after.push('\0');
-                set.split_off(&(h.due_ms, after.as_str()) as &dyn Key)
-            }
-        }
     }
 
     /// The earliest entry, kept aside or not.
@@ -306,6 +286,21 @@ impl TimerQueue {
     #[cfg(test)]
     pub fn entries(&self) -> impl Iterator<Item = (i64, &str)> {
         self.due_by(i64::MAX)
+    }
+}
+
+/// Takes the entries beyond `horizon` out of `set` (all of them before the
+/// first read).
+fn beyond(set: &mut BTreeSet<Entry>, horizon: &Option<Entry>) -> BTreeSet<Entry> {
+    match horizon {
+        None => std::mem::take(set),
+        Some(h) => {
+            // Everything from the smallest key after the horizon's.
+            let mut after = String::with_capacity(h.member.len() + 1);
+            after.push_str(&h.member);
+            after.push('\0');
+            set.split_off(&(h.due_ms, after.as_str()) as &dyn Key)
+        }
     }
 }
 
