@@ -531,9 +531,9 @@ fn main() {
     println!(
         "  commits                {}",
         if a.sync_commits {
-            "written on the engine thread (--sync-commits)".to_string()
+            "written on the engine thread (--sync-commits)"
         } else {
-            "written behind (the store write on a thread of its own)".to_string()
+            "written behind (the store write on a thread of its own)"
         }
     );
     println!("  accepted / alerts      {accepted} / {alerts}");

@@ -582,9 +582,10 @@ impl MemberCache {
 
     /// Packs and evicts clean members down to the budget (call after a
     /// commit: changed ones stay as they are, and so do those whose write
-    /// has not landed). Members deleted by a landed commit leave first. While the members are over
-    /// budget, those decoded are packed down to [`DECODED_SHARE`] of it,
-    /// then packed ones are evicted. Each hand gives a member a second
+    /// has not landed). Members deleted by a landed commit leave first.
+    /// While the members are over budget, those decoded are packed down to
+    /// [`DECODED_SHARE`] of it, then packed ones are evicted. Each hand
+    /// gives a member a second
     /// chance: the packing hand if it was used since the hand last passed,
     /// the evicting one if it was packed since. A member leaving keeps
     /// whatever entries it has in memory; read again, it finds its timer
@@ -757,13 +758,19 @@ mod tests {
         assert_eq!(last, Some(busy(999)));
     }
 
-    #[test]
-    fn changed_members_are_neither_packed_nor_evicted_before_the_commit() {
+    /// A cache that holds nothing clean, with "a" and "b" changed.
+    fn two_changed_over_budget() -> MemberCache {
         let mut c = MemberCache::with_bytes(1);
         for (id, t) in [("a", 1), ("b", 2)] {
             c.checkin(0, id, Cached::clean(busy(t)));
             change(&mut c, id);
         }
+        c
+    }
+
+    #[test]
+    fn changed_members_are_neither_packed_nor_evicted_before_the_commit() {
+        let mut c = two_changed_over_budget();
         c.trim();
         c.trim();
         assert_eq!((c.stats().members(), c.stats().packed), (2, 0));
@@ -778,11 +785,7 @@ mod tests {
 
     #[test]
     fn members_whose_write_has_not_landed_are_packed_but_not_evicted() {
-        let mut c = MemberCache::with_bytes(1);
-        for (id, t) in [("a", 1), ("b", 2)] {
-            c.checkin(0, id, Cached::clean(busy(t)));
-            change(&mut c, id);
-        }
+        let mut c = two_changed_over_budget();
         c.commit(|_| {});
         c.trim();
         c.trim();

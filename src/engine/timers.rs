@@ -235,28 +235,35 @@ impl TimerQueue {
         self.entries.append(&mut self.covered);
     }
 
+    /// Whether the earliest entry is one kept aside.
+    fn covered_first(&self) -> bool {
+        match (self.entries.first(), self.covered.first()) {
+            (Some(a), Some(b)) => b < a,
+            (a, _) => a.is_none(),
+        }
+    }
+
     /// The earliest entry, kept aside or not.
     fn first(&self) -> Option<&Entry> {
-        match (self.entries.first(), self.covered.first()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        if self.covered_first() {
+            self.covered.first()
+        } else {
+            self.entries.first()
         }
     }
 
     /// Takes the earliest timer if it is due at or before `until_ms`; call
     /// when [`TimerQueue::next`] says `Due`.
     pub fn pop_due(&mut self, until_ms: i64) -> Option<(i64, Box<str>)> {
-        let first = self.first()?;
-        if first.due_ms > until_ms {
+        let set = if self.covered_first() {
+            &mut self.covered
+        } else {
+            &mut self.entries
+        };
+        if set.first()?.due_ms > until_ms {
             return None;
         }
-        let from_covered = self.covered.first() == Some(first);
-        let e = if from_covered {
-            self.covered.pop_first()
-        } else {
-            self.entries.pop_first()
-        };
-        e.map(|e| (e.due_ms, e.member))
+        set.pop_first().map(|e| (e.due_ms, e.member))
     }
 
     /// The timers in memory due at or before `until_ms`, in due order.
