@@ -194,6 +194,30 @@ impl Body {
     }
 }
 
+/// How many members ahead [`MemberCache::commit`] fetches.
+const AHEAD: usize = 8;
+
+/// Cache lines of a decoded member's state.
+const DECODED_LINES: usize = std::mem::size_of::<MemberState>().div_ceil(64);
+
+/// Asks the processor to bring the `lines` cache lines from `p` on into its
+/// cache: a hint, which reads nothing the program sees.
+#[inline(always)]
+fn prefetch(p: *const u8, lines: usize) {
+    for line in 0..lines {
+        let at = p.wrapping_add(line * 64);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch never faults, whatever the address, and
+        // changes nothing the program can observe.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(at as *const i8);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = at;
+    }
+}
+
 fn unpack_member(p: &[u8]) -> MemberState {
     // Packed by this process from a state in memory a moment ago: an
     // error is a bug in `packed`, never bad data (its round trip is
@@ -270,6 +294,8 @@ pub struct MemberCache {
     dirty: Vec<u32>,
     /// Slots the last commit wrote, until its write has landed.
     in_flight: Vec<u32>,
+    /// Reused by [`MemberCache::commit`] to put the changed slots in order.
+    commit_order: Vec<(u32, u32)>,
     /// Slots of members the last commits deleted: they leave at a trim
     /// once the write has landed (unless back already).
     leaving: Vec<u32>,
@@ -309,6 +335,7 @@ impl MemberCache {
             budget: bytes,
             dirty: Vec::new(),
             in_flight: Vec::new(),
+            commit_order: Vec::new(),
             leaving: Vec::new(),
             pack_hand: 0,
             evict_hand: 0,
@@ -533,9 +560,38 @@ impl MemberCache {
     /// that carries it again lands.
     pub fn commit(&mut self, mut write: impl FnMut(Written<'_>)) {
         let mut dirty = std::mem::take(&mut self.dirty);
+        // By partition (stable: otherwise in the order they changed), each
+        // slot's partition read once: a sort that read it from the slot at
+        // every comparison went to memory n·log n times (a third of the
+        // staging of a large commit).
         let slots = &self.slots;
-        dirty.sort_by_key(|i| slots[*i as usize].as_ref().expect("live").partition);
-        for &i in &dirty {
+        let mut order = std::mem::take(&mut self.commit_order);
+        order.extend(
+            dirty
+                .iter()
+                .map(|&i| (slots[i as usize].as_ref().expect("live").partition, i)),
+        );
+        order.sort_by_key(|&(partition, _)| partition);
+        for (k, &(_, i)) in order.iter().enumerate() {
+            // Slots and states are all over memory, and each is a cache
+            // miss: the slot AHEAD·2 on is fetched towards the CPU, and the
+            // state AHEAD on (its slot fetched earlier), while this one is
+            // written.
+            if let Some(&(_, j)) = order.get(k + 2 * AHEAD) {
+                prefetch(
+                    &self.slots[j as usize] as *const Option<Slot> as *const u8,
+                    2,
+                );
+            }
+            if let Some(&(_, j)) = order.get(k + AHEAD) {
+                if let Some(Slot {
+                    state: Body::Decoded(m),
+                    ..
+                }) = &self.slots[j as usize]
+                {
+                    prefetch(&**m as *const MemberState as *const u8, DECODED_LINES);
+                }
+            }
             let s = self.slots[i as usize]
                 .as_mut()
                 .expect("indexed slot is live");
@@ -568,6 +624,8 @@ impl MemberCache {
         }
         dirty.clear();
         self.dirty = dirty;
+        order.clear();
+        self.commit_order = order;
     }
 
     /// The last commit's write is in the store: its members may be evicted
@@ -615,6 +673,18 @@ impl MemberCache {
         {
             steps -= 1;
             self.pack_hand = (self.pack_hand + 1) % self.slots.len();
+            // The hand walks the slab in order, but the states it packs are
+            // all over memory: the state of the slot AHEAD on is fetched
+            // now if that slot's turn will pack it.
+            if let Some(Some(Slot {
+                state: Body::Decoded(m),
+                dirty: false,
+                referenced: false,
+                ..
+            })) = self.slots.get(self.pack_hand + AHEAD)
+            {
+                prefetch(&**m as *const MemberState as *const u8, DECODED_LINES);
+            }
             let Some(s) = self.slots[self.pack_hand].as_mut() else {
                 continue;
             };
@@ -717,6 +787,30 @@ mod tests {
         let mut again = 0;
         c.commit(|_| again += 1);
         assert_eq!(again, 0, "nothing changed since");
+    }
+
+    #[test]
+    fn a_commit_writes_members_grouped_by_partition_in_the_order_they_changed() {
+        let mut c = MemberCache::with_bytes(1 << 20);
+        let changes = [(2, "z"), (0, "b"), (2, "a"), (1, "q"), (0, "a"), (2, "m")];
+        for (t, &(p, id)) in changes.iter().enumerate() {
+            let mut cm = Cached::clean(busy(t as i64));
+            cm.dirty = true;
+            c.checkin(p, id, cm);
+        }
+        let mut written = Vec::new();
+        c.commit(|w| {
+            if let Written::Member {
+                partition,
+                member_id,
+                ..
+            } = w
+            {
+                written.push((partition, member_id.to_string()));
+            }
+        });
+        let want = [(0, "b"), (0, "a"), (1, "q"), (2, "z"), (2, "a"), (2, "m")];
+        assert_eq!(written, want.map(|(p, id)| (p, id.to_string())));
     }
 
     #[test]

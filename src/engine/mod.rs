@@ -791,7 +791,7 @@ impl<S: Store> Engine<S> {
         // members' writes below put again is put after it was taken.
         batch.ops.append(&mut self.index_changes.ops);
         let mut members = 0;
-        // Changed members come sorted by partition, then member id: each
+        // Changed members come grouped by partition, in partition order: each
         // partition's members, then the partition itself, in order.
         let mut parts = self.parts.iter_mut().peekable();
         let mut current: Option<(u32, &mut Partition)> = None;
