@@ -5,7 +5,7 @@
 //! cargo bench --bench engine -- [--members N] [--events N] [--dist uniform|zipf] [--zipf-s S]
 //!     [--threads T] [--member-cache-mb N] [--batch N] [--cache-mb N] [--dir PATH]
 //!     [--p-alive-below P] [--model pareto_nbd|mbgnbd|bgnbd] [--no-risk] [--no-prefetch] [--sync-commits]
-//!     [--write FILE]
+//!     [--group] [--write FILE]
 //! ```
 //!
 //! Reports parse-only throughput, end-to-end engine throughput (parse,
@@ -25,6 +25,11 @@
 //! its own, see `Engine::write_behind`); `--sync-commits` writes on the
 //! engine thread, as `run`'s do. The engine time is wall time on the engine
 //! thread, waits for a write in flight included.
+//!
+//! `--group` drives the engines as `run` does instead: one `EngineGroup` of
+//! T engines over T partitions, each batch holding every partition's events
+//! interleaved, processed on the engines' threads and committed as one
+//! synchronous store write by the calling thread (no Kafka, no outbox).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -34,7 +39,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 
 use churnwatch::config::Config;
-use churnwatch::engine::{Engine, Outcome};
+use churnwatch::engine::{Engine, EngineGroup, Input, Outcome};
 use churnwatch::event::{Validator, DAY_MS};
 use churnwatch::state::{Batch, RocksStore, RocksTuning, Store, Table};
 use churnwatch::telemetry::Metrics;
@@ -42,7 +47,7 @@ use churnwatch::telemetry::Metrics;
 const USAGE: &str = "usage: cargo bench --bench engine -- [--members N] [--events N] \
 [--dist uniform|zipf] [--zipf-s S] [--threads T] [--member-cache-mb N] [--batch N] [--cache-mb N] \
 [--dir PATH] [--p-alive-below P] [--model pareto_nbd|mbgnbd|bgnbd] [--no-risk] [--no-prefetch] \
-[--sync-commits] [--write FILE]";
+[--sync-commits] [--group] [--write FILE]";
 
 struct Args {
     members: u64,
@@ -59,6 +64,7 @@ struct Args {
     write: Option<String>,
     no_prefetch: bool,
     sync_commits: bool,
+    group: bool,
 }
 
 fn args() -> Args {
@@ -77,6 +83,7 @@ fn args() -> Args {
         write: None,
         no_prefetch: false,
         sync_commits: false,
+        group: false,
     };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -116,6 +123,11 @@ fn args() -> Args {
             }
             "--sync-commits" => {
                 a.sync_commits = true;
+                i += 1;
+                continue;
+            }
+            "--group" => {
+                a.group = true;
                 i += 1;
                 continue;
             }
@@ -347,6 +359,96 @@ fn run_thread(
     run
 }
 
+/// Every partition's stream through one [`EngineGroup`], as `run` drives
+/// it: batches of `--batch` events, a share of each partition's interleaved,
+/// processed on the engines' threads (messages an engine deferred given
+/// again after a commit), then one synchronous commit of every engine's
+/// changes.
+fn run_group(
+    streams: Vec<Stream>,
+    a: &Args,
+    store: Arc<RocksStore>,
+    cfg: &Config,
+    wall: i64,
+) -> ThreadRun {
+    let threads = streams.len();
+    let mut group = EngineGroup::new(store, cfg.engine(), Arc::new(Metrics::new()), threads)
+        .expect("engine group");
+    for st in &streams {
+        group.assign(st.thread as u32).expect("assign");
+    }
+    let mut gens: Vec<Gen> = streams.iter().map(Gen::new).collect();
+    let share = (a.batch / threads).max(1) as u64;
+    let total = streams[0].total;
+    let mut bufs: Vec<(Vec<u8>, Vec<usize>)> = (0..threads)
+        .map(|_| (Vec::with_capacity(a.batch * 160), Vec::new()))
+        .collect();
+    let mut run = ThreadRun {
+        events: total * threads as u64,
+        accepted: 0,
+        deferred: 0,
+        timers: 0,
+        timers_in_memory: 0,
+        alerts: 0,
+        engine: Duration::ZERO,
+        commits: Duration::ZERO,
+    };
+    let mut alert_json = Vec::with_capacity(1 << 16);
+    let mut i = 0;
+    while i < total {
+        let n = share.min(total - i);
+        for ((buf, ends), (g, st)) in bufs.iter_mut().zip(gens.iter_mut().zip(&streams)) {
+            fill(buf, ends, g, i, n, st);
+        }
+        // Round robin over the partitions, as a consumer fetching from all
+        // of them delivers.
+        let mut lines: Vec<Input<'_>> = Vec::with_capacity(n as usize * threads);
+        for k in 0..n as usize {
+            for (t, (buf, ends)) in bufs.iter().enumerate() {
+                let from = if k == 0 { 0 } else { ends[k - 1] };
+                lines.push(Input {
+                    partition: t as u32,
+                    payload: &buf[from..ends[k]],
+                });
+            }
+        }
+        let start = Instant::now();
+        let mut pending = lines;
+        loop {
+            let outcomes = group.process_batch(&pending, wall).expect("process");
+            let mut left = Vec::new();
+            for (input, outcome) in pending.iter().zip(outcomes) {
+                match outcome {
+                    Some(Outcome::Accepted) => run.accepted += 1,
+                    Some(_) => {}
+                    None => left.push(*input),
+                }
+            }
+            if left.is_empty() {
+                break;
+            }
+            // An engine stopped for its timers: commit, then its rest.
+            run.deferred += 1;
+            let c = Instant::now();
+            group.commit(Batch::default()).expect("commit");
+            run.commits += c.elapsed();
+            pending = left;
+        }
+        alert_json.clear();
+        for raised in group.take_alerts() {
+            raised.alert.write_json(&mut alert_json, wall);
+            run.alerts += 1;
+        }
+        let c = Instant::now();
+        group.commit(Batch::default()).expect("commit");
+        run.commits += c.elapsed();
+        run.engine += start.elapsed();
+        i += n;
+    }
+    run.timers = group.timers_pending();
+    run
+}
+
 fn main() {
     let a = args();
     let mut cfg = Config::default();
@@ -453,19 +555,24 @@ fn main() {
     };
     let store = Arc::new(RocksStore::open(&dir, &tuning).expect("open RocksDB"));
     let threads = a.threads as u64;
-    let runs: Vec<ThreadRun> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let (store, cfg, a) = (store.clone(), &cfg, &a);
-                let st = stream(t, threads);
-                scope.spawn(move || run_thread(st, a, store, cfg, wall, t == 0))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("engine thread"))
-            .collect()
-    });
+    let runs: Vec<ThreadRun> = if a.group {
+        let streams = (0..threads).map(|t| stream(t, threads)).collect();
+        vec![run_group(streams, &a, store.clone(), &cfg, wall)]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (store, cfg, a) = (store.clone(), &cfg, &a);
+                    let st = stream(t, threads);
+                    scope.spawn(move || run_thread(st, a, store, cfg, wall, t == 0))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("engine thread"))
+                .collect()
+        })
+    };
     let events: u64 = runs.iter().map(|r| r.events).sum();
     let accepted: u64 = runs.iter().map(|r| r.accepted).sum();
     let alerts: u64 = runs.iter().map(|r| r.alerts).sum();
@@ -514,7 +621,14 @@ fn main() {
             None => "uniform".to_string(),
         }
     );
-    println!("  engine threads         {threads} (one partition each)");
+    println!(
+        "  engine threads         {threads} (one partition each{})",
+        if a.group {
+            ", one EngineGroup driven as `run` drives it (--group)"
+        } else {
+            ""
+        }
+    );
     println!(
         "  batch                  {} events per RocksDB write batch",
         a.batch
@@ -530,7 +644,9 @@ fn main() {
     );
     println!(
         "  commits                {}",
-        if a.sync_commits {
+        if a.group {
+            "one synchronous write of every engine's changes per batch, by the driving thread"
+        } else if a.sync_commits {
             "written on the engine thread (--sync-commits)"
         } else {
             "written behind (the store write on a thread of its own)"
