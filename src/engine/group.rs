@@ -10,11 +10,18 @@
 //! guarantee that state, offsets and outbox move together is the same with
 //! one engine or sixteen.
 //!
+//! With [`EngineGroup::write_behind`] that batch is written on a writer
+//! thread while the engines go on with the next input batch, as a single
+//! [`Engine`]'s can be (see [`Engine::write_behind`]); the caller learns
+//! that it has landed from the next commit, [`EngineGroup::land`] or
+//! [`EngineGroup::flush`].
+//!
 //! Detection depends only on each partition's own sequence of events, and
 //! a partition's events always go to the same engine in order, so the
 //! alerts do not depend on the number of engines (only their order across
 //! partitions may differ).
 
+use super::writer::{Refused, Writer};
 use super::{
     write_after_refused, CacheStats, Change, Engine, EngineConfig, EngineError, Outcome,
     RaisedAlert,
@@ -38,6 +45,19 @@ pub struct EngineGroup<S: Store + Clone> {
     /// A commit the store refused: written, before anything newer, by the
     /// next commit that gets through.
     unwritten: Option<Batch>,
+    /// Writes commits behind the engines ([`EngineGroup::write_behind`]).
+    writer: Option<Writer>,
+}
+
+impl<S: Store + Clone + 'static> EngineGroup<S> {
+    /// From now on a commit hands its batch to a writer thread and returns;
+    /// the write lands before the next commit's, and the caller must not
+    /// treat a commit as durable until then ([`EngineGroup::in_flight`]).
+    pub fn write_behind(&mut self) {
+        if self.writer.is_none() {
+            self.writer = Some(Writer::spawn(self.store().clone()));
+        }
+    }
 }
 
 impl<S: Store + Clone> EngineGroup<S> {
@@ -58,6 +78,7 @@ impl<S: Store + Clone> EngineGroup<S> {
             engines,
             metrics,
             unwritten: None,
+            writer: None,
         })
     }
 
@@ -87,9 +108,84 @@ impl<S: Store + Clone> EngineGroup<S> {
         self.engine_of(partition).assign(partition)
     }
 
-    /// See [`Engine::revoke`].
+    /// See [`Engine::revoke`]. Commits before, with nothing in flight: the
+    /// partition's last changes must be in the store when it leaves.
     pub fn revoke(&mut self, partition: u32) {
+        debug_assert!(!self.in_flight(), "flush before revoking");
         self.engine_of(partition).revoke(partition)
+    }
+
+    /// Whether the last commit's write is still in flight (write-behind):
+    /// what it carries is not durable yet.
+    pub fn in_flight(&self) -> bool {
+        self.writer.as_ref().is_some_and(Writer::in_flight)
+    }
+
+    /// Waits for the write in flight, if any. A refused one is kept, to be
+    /// written again, synchronously, by the next commit or
+    /// [`EngineGroup::flush`], before anything newer; the error says so.
+    pub fn land(&mut self) -> Result<(), EngineError> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        if !writer.in_flight() {
+            return Ok(());
+        }
+        let result = writer.wait();
+        self.settle(result)
+    }
+
+    /// [`EngineGroup::land`] if the write in flight is done by now, without
+    /// waiting: `Ok(true)` once it has landed, `Ok(false)` while it is still
+    /// being written (or none is in flight).
+    pub fn land_if_done(&mut self) -> Result<bool, EngineError> {
+        match self.writer.as_mut().and_then(Writer::try_wait) {
+            Some(result) => self.settle(result).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Brings the engines up to date with how the write in flight went.
+    fn settle(&mut self, result: Result<(), Refused>) -> Result<(), EngineError> {
+        match result {
+            Ok(()) => {
+                for e in &mut self.engines {
+                    e.write_landed();
+                }
+                Ok(())
+            }
+            Err((error, batch)) => {
+                // Only sent while nothing was left unwritten.
+                debug_assert!(self.unwritten.is_none());
+                self.unwritten = Some(batch);
+                for e in &mut self.engines {
+                    e.write_refused();
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Makes every commit so far durable: waits for the write in flight and
+    /// writes again one the store refused. Without write-behind there is
+    /// nothing to do (a refused commit is the caller's to retry).
+    pub fn flush(&mut self) -> Result<(), EngineError> {
+        if self.writer.is_none() {
+            return Ok(());
+        }
+        let landed = self.land();
+        if self.unwritten.is_some() {
+            write_after_refused(
+                self.engines[0].store(),
+                &mut self.unwritten,
+                Batch::default(),
+            )?;
+            for e in &mut self.engines {
+                e.write_landed();
+            }
+            return Ok(());
+        }
+        landed
     }
 
     /// The stream clock of `partition` (see [`Engine::clock_ms`]).
@@ -207,16 +303,29 @@ impl<S: Store + Clone> EngineGroup<S> {
         mut on_change: impl FnMut(Change<'_>, &mut Batch),
     ) -> Result<(), EngineError> {
         let started = std::time::Instant::now();
+        // One write in flight at a time, so that they land in order. One the
+        // store refused is written again below, with this commit after it,
+        // and only a refusal of that is this commit's error.
+        let _ = self.land();
         let mut batch = Batch::default();
         let mut members = 0;
         for e in &mut self.engines {
             members += e.stage_commit(&mut batch, &mut on_change);
         }
         batch.ops.extend(extra.ops);
-        write_after_refused(self.engines[0].store(), &mut self.unwritten, batch)?;
+        let behind = match self.writer.as_mut() {
+            Some(writer) if self.unwritten.is_none() => {
+                writer.send(batch);
+                true
+            }
+            _ => {
+                write_after_refused(self.engines[0].store(), &mut self.unwritten, batch)?;
+                false
+            }
+        };
         let mut clocks = Vec::new();
         for e in &mut self.engines {
-            e.committed();
+            e.committed_as(behind);
             clocks.extend(e.parts_clocks());
         }
         StateCommitted {
@@ -308,12 +417,19 @@ mod tests {
         lines.into_iter().map(|(_, p, l)| (p, l)).collect()
     }
 
-    fn group<S: Store + Clone>(store: S, threads: usize) -> EngineGroup<S> {
+    fn group<S: Store + Clone + 'static>(store: S, threads: usize, behind: bool) -> EngineGroup<S> {
         let mut cfg = EngineConfig::default();
         cfg.alerts.holdout_share = 0.0;
         // Small, so that events defer and engines stop mid-batch.
         cfg.clock.max_timers_per_commit = 3;
-        EngineGroup::new(store, cfg, Arc::new(Metrics::new()), threads).unwrap()
+        // Small too, so that members leave the cache at every commit (and
+        // must not while a write carrying them is in flight).
+        cfg.member_cache_bytes = 1;
+        let mut g = EngineGroup::new(store, cfg, Arc::new(Metrics::new()), threads).unwrap();
+        if behind {
+            g.write_behind();
+        }
+        g
     }
 
     type Row = (String, i64, String);
@@ -358,7 +474,7 @@ mod tests {
         deferrals
     }
 
-    /// Every partition's clock far ahead, then the last commit.
+    /// Every partition's clock far ahead, then the last commit, landed.
     fn finish<S: Store + Clone>(g: &mut EngineGroup<S>, alerts: &mut Vec<Row>) {
         g.commit(Batch::default()).unwrap();
         for p in 0..PARTITIONS {
@@ -369,6 +485,8 @@ mod tests {
         }
         take(g, alerts);
         g.commit(Batch::default()).unwrap();
+        g.flush().unwrap();
+        assert!(!g.in_flight());
         alerts.sort();
     }
 
@@ -415,26 +533,26 @@ mod tests {
     }
 
     #[test]
-    fn alerts_and_state_do_not_depend_on_the_number_of_engine_threads() {
+    fn alerts_and_state_do_not_depend_on_the_number_of_engine_threads_or_on_writing_behind() {
         let lines = inputs();
-        let run = |threads: usize, batch: usize| {
+        let run = |threads: usize, batch: usize, behind: bool| {
             let store = Arc::new(MemoryStore::new());
-            let (mut g, mut alerts) = (group(store.clone(), threads), Vec::new());
+            let (mut g, mut alerts) = (group(store.clone(), threads, behind), Vec::new());
             let deferrals = feed(&mut g, &lines, batch, &mut alerts);
             finish(&mut g, &mut alerts);
             (alerts, members(&store), deferrals)
         };
-        let (one, state, _) = run(1, 64);
+        let (one, state, _) = run(1, 64, false);
         assert!(one.len() >= 30, "expected alerts, got {}", one.len());
-        for (threads, batch) in [(2, 64), (3, 17), (4, 1), (5, 1000)] {
-            let (alerts, s, deferrals) = run(threads, batch);
-            // Engines stopped mid-batch for their timers, the others went on.
-            assert!(
-                batch == 1 || deferrals > 0,
-                "{threads} threads: no deferral"
-            );
-            assert_eq!(alerts, one, "{threads} threads, batches of {batch}");
-            assert_eq!(s, state, "{threads} threads, batches of {batch}");
+        for (threads, batch) in [(2, 64), (3, 17), (4, 1), (5, 1000), (1, 64)] {
+            for behind in [false, true] {
+                let (alerts, s, deferrals) = run(threads, batch, behind);
+                let what = format!("{threads} threads, batches of {batch}, behind {behind}");
+                // Engines stopped mid-batch for their timers, the others went on.
+                assert!(batch == 1 || deferrals > 0, "{what}: no deferral");
+                assert_eq!(alerts, one, "{what}");
+                assert_eq!(s, state, "{what}");
+            }
         }
     }
 
@@ -442,12 +560,12 @@ mod tests {
     fn a_refused_group_commit_is_written_whole_once_the_store_takes_writes() {
         let lines = inputs();
         let clean = Arc::new(MemoryStore::new());
-        let (mut g, mut want) = (group(clean.clone(), 3), Vec::new());
+        let (mut g, mut want) = (group(clean.clone(), 3, false), Vec::new());
         feed(&mut g, &lines, 50, &mut want);
         finish(&mut g, &mut want);
 
         let store = Arc::new(FaultyStore::new(MemoryStore::new()));
-        let (mut g, mut alerts) = (group(store.clone(), 3), Vec::new());
+        let (mut g, mut alerts) = (group(store.clone(), 3, false), Vec::new());
         let (head, tail) = lines.split_at(lines.len() / 2);
         feed(&mut g, head, 50, &mut alerts);
         store.fail_writes(true);
@@ -457,6 +575,36 @@ mod tests {
         feed(&mut g, tail, 50, &mut alerts);
         finish(&mut g, &mut alerts);
         assert!(store.refused() >= 2);
+        assert_eq!(alerts, want);
+        assert_eq!(members(store.inner()), members(&clean));
+    }
+
+    #[test]
+    fn a_group_write_refused_behind_is_written_again_before_anything_newer() {
+        let lines = inputs();
+        let clean = Arc::new(MemoryStore::new());
+        let (mut g, mut want) = (group(clean.clone(), 3, false), Vec::new());
+        feed(&mut g, &lines, 50, &mut want);
+        finish(&mut g, &mut want);
+
+        let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+        let (mut g, mut alerts) = (group(store.clone(), 3, true), Vec::new());
+        let (head, tail) = lines.split_at(lines.len() / 2);
+        feed(&mut g, head, 50, &mut alerts);
+        g.flush().unwrap();
+        store.fail_writes(true);
+        // Handed to the writer, which the store refuses: the commit cannot
+        // know yet; the next one finds out, writes both at once, and is
+        // refused too; so is a flush.
+        g.commit(Batch::default()).unwrap();
+        assert!(g.commit(Batch::default()).is_err());
+        assert!(g.flush().is_err());
+        assert!(!g.in_flight());
+        store.fail_writes(false);
+        // The next commit writes what was refused, then goes on behind.
+        feed(&mut g, tail, 50, &mut alerts);
+        finish(&mut g, &mut alerts);
+        assert!(store.refused() >= 3, "{} refused", store.refused());
         assert_eq!(alerts, want);
         assert_eq!(members(store.inner()), members(&clean));
     }

@@ -868,9 +868,16 @@ impl<S: Store> Engine<S> {
     /// The second half of a commit: the staged batch is in the store, or
     /// (write-behind) on its way there.
     pub fn committed(&mut self) {
+        let in_flight = self.writer.as_ref().is_some_and(Writer::in_flight);
+        self.committed_as(in_flight);
+    }
+
+    /// [`Engine::committed`] for a commit whose write is still `in_flight`
+    /// (on a writer thread, the engine's or its [`EngineGroup`]'s) or has
+    /// landed.
+    fn committed_as(&mut self, in_flight: bool) {
         self.stats.commits += 1;
         self.fired_since_commit = 0;
-        let in_flight = self.writer.as_ref().is_some_and(Writer::in_flight);
         // The timers beyond each horizon are in the store now, or in the
         // write in flight (kept aside until it lands).
         for part in self.parts.values_mut() {
@@ -897,21 +904,34 @@ impl<S: Store> Engine<S> {
         }
         match writer.wait() {
             Ok(()) => {
-                self.cache.landed();
-                for part in self.parts.values_mut() {
-                    part.timers.landed();
-                }
+                self.write_landed();
                 Ok(())
             }
             Err((e, batch)) => {
                 // Only sent while nothing was left unwritten.
                 debug_assert!(self.unwritten.is_none());
                 self.unwritten = Some(batch);
-                for part in self.parts.values_mut() {
-                    part.timers.refused();
-                }
+                self.write_refused();
                 Err(e.into())
             }
+        }
+    }
+
+    /// The write in flight is in the store: the members and timer entries
+    /// it carries may leave memory.
+    fn write_landed(&mut self) {
+        self.cache.landed();
+        for part in self.parts.values_mut() {
+            part.timers.landed();
+        }
+    }
+
+    /// The store refused the write in flight: the timer entries it would
+    /// have stored are the queue's again (its members stay flagged until a
+    /// write carrying them lands).
+    fn write_refused(&mut self) {
+        for part in self.parts.values_mut() {
+            part.timers.refused();
         }
     }
 

@@ -10,7 +10,7 @@
 //! the timer index) is the engine's business, not this module's; see
 //! [`super::Engine::write_behind`].
 
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
 
 use crate::state::{Batch, Store, StoreError};
@@ -68,6 +68,24 @@ impl Writer {
             .send(batch)
             .expect("the store writer thread stopped");
         self.in_flight = true;
+    }
+
+    /// How the write in flight went, if it is done by now; `None` while it
+    /// is still being written, or when none is in flight.
+    pub fn try_wait(&mut self) -> Option<Result<(), Refused>> {
+        if !self.in_flight {
+            return None;
+        }
+        match self.from_thread.try_recv() {
+            Ok(result) => {
+                self.in_flight = false;
+                Some(result)
+            }
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => {
+                panic!("the store writer thread answers every write")
+            }
+        }
     }
 
     /// Waits for the write in flight, if any, and says how it went.
@@ -131,6 +149,32 @@ mod tests {
         store.fail_writes(false);
         w.send(batch);
         assert!(w.wait().is_ok());
+        assert_eq!(
+            store.get(Table::Members, b"a").unwrap(),
+            Some(b"v".to_vec())
+        );
+    }
+
+    #[test]
+    fn a_write_still_being_written_is_not_reported_until_it_lands() {
+        let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+        let mut w = Writer::spawn(store.clone());
+        assert!(w.try_wait().is_none(), "nothing in flight");
+        store.hold_writes(true);
+        w.send(put(b"a"));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(w.try_wait().is_none(), "held by the store");
+        assert!(w.in_flight());
+        store.hold_writes(false);
+        let result = loop {
+            if let Some(result) = w.try_wait() {
+                break result;
+            }
+            std::thread::yield_now();
+        };
+        assert!(result.is_ok());
+        assert!(!w.in_flight());
+        assert!(w.try_wait().is_none(), "reported once");
         assert_eq!(
             store.get(Table::Members, b"a").unwrap(),
             Some(b"v".to_vec())

@@ -240,12 +240,15 @@ pub fn run(
     let store: SharedStore = Arc::new(RocksStore::open(&cfg.state.dir, &cfg.state.tuning())?);
     control.members.set_store(store.clone());
     check_bootstrapped_partitions(cfg, &store, rt)?;
-    let engine = EngineGroup::new(
+    let mut engine = EngineGroup::new(
         store,
         cfg.engine(),
         metrics.clone(),
         cfg.engine.thread_count(),
     )?;
+    // Commits of a backlog are written while the engines process the next
+    // batch (see `Driver::commit_behind`).
+    engine.write_behind();
 
     let sink = Sink::new(
         client_config(cfg),
@@ -414,6 +417,12 @@ struct Driver {
     metrics: Arc<Metrics>,
     control: Control,
     outbox: Outbox,
+    /// Outbox records below this sequence number are in the store and may
+    /// be published; those above wait for the write that carries them.
+    durable_below: u64,
+    /// The outbox's next sequence number when the last commit was staged:
+    /// durable once that commit's write has landed.
+    staged_below: u64,
     /// The first batch processed since the last commit was received at
     /// this moment (latency is measured from there).
     batch_received: Option<Instant>,
@@ -463,6 +472,7 @@ impl Driver {
         // published again first (changelog records once their partition is
         // assigned again, see `restore`).
         let outbox = Outbox::load(engine.store(), cfg.pipeline.outbox_max, &metrics)?;
+        let durable_below = outbox.next_seq();
         let changelog = cfg.pipeline.changelog.then(|| {
             let mut client = client_config(cfg);
             client.set(
@@ -485,6 +495,8 @@ impl Driver {
             metrics,
             control,
             outbox,
+            durable_below,
+            staged_below: durable_below,
             batch_received: None,
             uncommitted: BTreeMap::new(),
             commit_interval: Duration::from_millis(cfg.pipeline.commit_interval_ms),
@@ -536,6 +548,8 @@ impl Driver {
                 self.batch(messages, received)
             }
             SourceMsg::Assigned(parts, reply) => {
+                // Rebalances see the store as the engines do.
+                self.landed_behind(true)?;
                 let owned = self.owned();
                 let mut starts = Vec::with_capacity(parts.len());
                 for tp in parts {
@@ -1066,7 +1080,7 @@ impl Driver {
             // More timers due than may fire before a commit: commit what
             // fired (with each partition's offsets up to the message its
             // engine stopped at), then give the engines the rest again.
-            self.commit(Batch::default())?;
+            self.commit_behind(Batch::default())?;
             if self.store_down.is_some() {
                 // Nothing more until the store takes writes: the rest wait,
                 // in order (those of other partitions already processed are
@@ -1084,8 +1098,11 @@ impl Driver {
         // published to the changelog) once. A batch cut by time is live
         // input: it commits at once, so live latency stays what it was.
         let live = messages.len() < self.batch_full;
-        if live || self.last_commit.elapsed() >= self.commit_interval {
+        if live {
             self.commit(Batch::default())?;
+            self.publish();
+        } else if self.last_commit.elapsed() >= self.commit_interval {
+            self.commit_behind(Batch::default())?;
             self.publish();
         }
         Ok(())
@@ -1143,7 +1160,25 @@ impl Driver {
     /// and changelog checkpoints. Every commit takes the offsets of all the
     /// input processed since the last one, and its alerts, whatever called
     /// it: state is never written without the offsets it stands for.
-    fn commit(&mut self, mut extra: Batch) -> Result<(), PipelineError> {
+    fn commit(&mut self, extra: Batch) -> Result<(), PipelineError> {
+        self.commit_as(extra, false)
+    }
+
+    /// [`Driver::commit`], written behind: the engines go on with the next
+    /// batch while the store write runs on a thread of its own (a backlog's
+    /// commits then cost the engines little more than staging). What the
+    /// write carries (state, offsets, outbox records) is durable once it
+    /// lands, which the next commit waits for, or a tick finds
+    /// ([`Driver::landed_behind`]); its outbox records are published only
+    /// then ([`Driver::publish`]). A refusal is found there too, and the
+    /// refused write is written again, synchronously, before anything newer.
+    /// Every other commit (live batches, rebalances, timers, shutdown) is
+    /// durable when it returns.
+    fn commit_behind(&mut self, extra: Batch) -> Result<(), PipelineError> {
+        self.commit_as(extra, true)
+    }
+
+    fn commit_as(&mut self, mut extra: Batch, behind: bool) -> Result<(), PipelineError> {
         let offsets = std::mem::take(&mut self.uncommitted);
         for (tp, next) in &offsets {
             extra.put(
@@ -1233,6 +1268,9 @@ impl Driver {
         } else {
             self.engine.commit(extra)
         };
+        // Made durable before returning unless written behind (a refusal of
+        // the write is then found here, as a refused commit is).
+        let result = result.and_then(|()| if behind { Ok(()) } else { self.engine.flush() });
         match result {
             Ok(()) => {
                 if let Some(down) = self.store_down.take() {
@@ -1247,6 +1285,14 @@ impl Driver {
             }
             Err(e) => return Err(e.into()),
         }
+        // What this commit carries is durable now, or once its write lands;
+        // the write before it has landed either way (a commit waits for it).
+        self.durable_below = if self.engine.in_flight() {
+            self.staged_below
+        } else {
+            self.outbox.next_seq()
+        };
+        self.staged_below = self.outbox.next_seq();
         self.last_commit = Instant::now();
         OutboxDepth(self.outbox.len()).emit(&self.metrics);
         if let Some(received) = self.batch_received.take() {
@@ -1263,6 +1309,24 @@ impl Driver {
                 let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(*next));
             }
             let _ = self.consumer.commit(&tpl, CommitMode::Async);
+        }
+        Ok(())
+    }
+
+    /// Catches up with a commit written behind ([`Driver::commit_behind`]):
+    /// once its write has landed, what it carries is durable and its outbox
+    /// records may go; a refusal is a refused commit. `wait`: until it lands.
+    fn landed_behind(&mut self, wait: bool) -> Result<(), PipelineError> {
+        let landed = if wait {
+            self.engine.land().map(|()| true)
+        } else {
+            self.engine.land_if_done()
+        };
+        match landed {
+            Ok(true) => self.durable_below = self.staged_below,
+            Ok(false) => {}
+            Err(EngineError::Store(e)) => self.store_refused(&e)?,
+            Err(e) => return Err(e.into()),
         }
         Ok(())
     }
@@ -1331,6 +1395,10 @@ impl Driver {
         let owned = self.owned();
         let mut alerts_unacknowledged = false;
         for (seq, rec) in self.outbox.iter() {
+            if *seq >= self.durable_below {
+                // In a write still in flight, or in no commit yet.
+                break;
+            }
             if let Some(p) = rec.changelog_partition() {
                 if alerts_unacknowledged || !owned.contains(&p) {
                     continue;
@@ -1367,6 +1435,7 @@ impl Driver {
 
     /// Periodic work: acknowledgements, retries, idle clock, gauges.
     fn tick(&mut self) -> Result<(), PipelineError> {
+        self.landed_behind(false)?;
         if let Some(down) = &self.store_down {
             if Instant::now() >= down.next_try {
                 self.commit(Batch::default())?;

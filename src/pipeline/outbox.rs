@@ -495,6 +495,12 @@ impl Outbox {
         self.records.len()
     }
 
+    /// The sequence number the next record gets: every record so far is
+    /// below it.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
