@@ -31,7 +31,10 @@
 //! commit) runs on one thread; the engine work of each batch runs on
 //! `engine.threads` engine threads, each owning the partitions `p % threads`
 //! (see [`crate::engine::EngineGroup`]), and every commit is still one
-//! atomic write of all of them.
+//! atomic write of all of them. While a backlog comes in full batches that
+//! write runs on the group's writer thread as the engines process the next
+//! batch (`Driver::commit_behind`); nothing it carries is published before
+//! it lands.
 //!
 //! # Limits
 //!
