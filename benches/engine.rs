@@ -253,6 +253,22 @@ struct ThreadRun {
     commits: Duration,
 }
 
+impl ThreadRun {
+    /// A run of `events` events, nothing done yet.
+    fn of(events: u64) -> Self {
+        ThreadRun {
+            events,
+            accepted: 0,
+            alerts: 0,
+            deferred: 0,
+            timers: 0,
+            timers_in_memory: 0,
+            engine: Duration::ZERO,
+            commits: Duration::ZERO,
+        }
+    }
+}
+
 /// One engine thread: its partition's events, generated batch by batch
 /// outside the timed sections, through its own engine on the shared store.
 fn run_thread(
@@ -275,16 +291,7 @@ fn run_thread(
     let mut g = Gen::new(&st);
     let mut buf = Vec::with_capacity(batch * 160);
     let mut ends = Vec::with_capacity(batch);
-    let mut run = ThreadRun {
-        events: st.total,
-        accepted: 0,
-        deferred: 0,
-        timers: 0,
-        timers_in_memory: 0,
-        alerts: 0,
-        engine: Duration::ZERO,
-        commits: Duration::ZERO,
-    };
+    let mut run = ThreadRun::of(st.total);
     let mut alert_json = Vec::with_capacity(1 << 16);
     let mut i = 0;
     let mut next_report = 1_000_000;
@@ -387,16 +394,7 @@ fn run_group(
     let mut bufs: Vec<(Vec<u8>, Vec<usize>)> = (0..threads)
         .map(|_| (Vec::with_capacity(a.batch * 160), Vec::new()))
         .collect();
-    let mut run = ThreadRun {
-        events: total * threads as u64,
-        accepted: 0,
-        deferred: 0,
-        timers: 0,
-        timers_in_memory: 0,
-        alerts: 0,
-        engine: Duration::ZERO,
-        commits: Duration::ZERO,
-    };
+    let mut run = ThreadRun::of(total * threads as u64);
     let mut alert_json = Vec::with_capacity(1 << 16);
     let mut i = 0;
     while i < total {

@@ -28,7 +28,7 @@ use super::{
 };
 use crate::state::quarantine::Quarantined;
 use crate::state::{Batch, Store};
-use crate::telemetry::events::StateCommitted;
+use crate::telemetry::events::{StateCommitted, StateWriteRetried};
 use crate::telemetry::Metrics;
 use std::sync::Arc;
 
@@ -306,7 +306,13 @@ impl<S: Store + Clone> EngineGroup<S> {
         // One write in flight at a time, so that they land in order. One the
         // store refused is written again below, with this commit after it,
         // and only a refusal of that is this commit's error.
-        let _ = self.land();
+        match self.land() {
+            Ok(()) => {}
+            Err(EngineError::Store(error)) => {
+                StateWriteRetried { error: &error }.emit(&self.metrics)
+            }
+            Err(other) => return Err(other),
+        }
         let mut batch = Batch::default();
         let mut members = 0;
         for e in &mut self.engines {
@@ -499,7 +505,10 @@ mod tests {
         }
     }
 
-    fn members(store: &MemoryStore) -> Vec<(Vec<u8>, Vec<u8>)> {
+    /// Stored members, key and value, in key order.
+    type Stored = Vec<(Vec<u8>, Vec<u8>)>;
+
+    fn members(store: &MemoryStore) -> Stored {
         store
             .scan(Table::Members, &[], &[0xff; 8], usize::MAX)
             .unwrap()
@@ -556,13 +565,20 @@ mod tests {
         }
     }
 
+    /// What `lines` give on a store that takes every write: the alerts
+    /// and the members stored.
+    fn without_refusals(lines: &[(u32, Vec<u8>)]) -> (Vec<Row>, Stored) {
+        let clean = Arc::new(MemoryStore::new());
+        let (mut g, mut want) = (group(clean.clone(), 3, false), Vec::new());
+        feed(&mut g, lines, 50, &mut want);
+        finish(&mut g, &mut want);
+        (want, members(&clean))
+    }
+
     #[test]
     fn a_refused_group_commit_is_written_whole_once_the_store_takes_writes() {
         let lines = inputs();
-        let clean = Arc::new(MemoryStore::new());
-        let (mut g, mut want) = (group(clean.clone(), 3, false), Vec::new());
-        feed(&mut g, &lines, 50, &mut want);
-        finish(&mut g, &mut want);
+        let (want, want_members) = without_refusals(&lines);
 
         let store = Arc::new(FaultyStore::new(MemoryStore::new()));
         let (mut g, mut alerts) = (group(store.clone(), 3, false), Vec::new());
@@ -576,16 +592,13 @@ mod tests {
         finish(&mut g, &mut alerts);
         assert!(store.refused() >= 2);
         assert_eq!(alerts, want);
-        assert_eq!(members(store.inner()), members(&clean));
+        assert_eq!(members(store.inner()), want_members);
     }
 
     #[test]
     fn a_group_write_refused_behind_is_written_again_before_anything_newer() {
         let lines = inputs();
-        let clean = Arc::new(MemoryStore::new());
-        let (mut g, mut want) = (group(clean.clone(), 3, false), Vec::new());
-        feed(&mut g, &lines, 50, &mut want);
-        finish(&mut g, &mut want);
+        let (want, want_members) = without_refusals(&lines);
 
         let store = Arc::new(FaultyStore::new(MemoryStore::new()));
         let (mut g, mut alerts) = (group(store.clone(), 3, true), Vec::new());
@@ -598,6 +611,8 @@ mod tests {
         // refused too; so is a flush.
         g.commit(Batch::default()).unwrap();
         assert!(g.commit(Batch::default()).is_err());
+        // The refusal behind is counted (the caller counts its own).
+        assert_eq!(g.metrics.state_write_errors.get(), 1);
         assert!(g.flush().is_err());
         assert!(!g.in_flight());
         store.fail_writes(false);
@@ -606,6 +621,6 @@ mod tests {
         finish(&mut g, &mut alerts);
         assert!(store.refused() >= 3, "{} refused", store.refused());
         assert_eq!(alerts, want);
-        assert_eq!(members(store.inner()), members(&clean));
+        assert_eq!(members(store.inner()), want_members);
     }
 }

@@ -344,6 +344,23 @@ impl StateWriteFailed<'_> {
     }
 }
 
+/// The store refused a write made behind the engines; it is written again
+/// at once, with the next commit's changes after it (a refusal of that is
+/// a [`StateWriteFailed`]).
+pub struct StateWriteRetried<'a> {
+    pub error: &'a crate::state::StoreError,
+}
+
+impl StateWriteRetried<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.state_write_errors.inc();
+        tracing::warn!(
+            error = %self.error,
+            "state store refused a write made behind the engines: writing it again with the next commit"
+        );
+    }
+}
+
 /// The state store took a write again after refusing some.
 pub struct StateWritesResumed {
     pub after: std::time::Duration,
