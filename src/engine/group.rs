@@ -173,7 +173,7 @@ impl<S: Store + Clone> EngineGroup<S> {
         if self.writer.is_none() {
             return Ok(());
         }
-        let landed = self.land();
+        self.land_or_count()?;
         if self.unwritten.is_some() {
             write_after_refused(
                 self.engines[0].store(),
@@ -183,9 +183,21 @@ impl<S: Store + Clone> EngineGroup<S> {
             for e in &mut self.engines {
                 e.write_landed();
             }
-            return Ok(());
         }
-        landed
+        Ok(())
+    }
+
+    /// [`EngineGroup::land`], a refusal only counted: the caller writes the
+    /// refused batch again at once, and reports a refusal of that.
+    fn land_or_count(&mut self) -> Result<(), EngineError> {
+        match self.land() {
+            Ok(()) => Ok(()),
+            Err(EngineError::Store(error)) => {
+                StateWriteRetried { error: &error }.emit(&self.metrics);
+                Ok(())
+            }
+            Err(other) => Err(other),
+        }
     }
 
     /// The stream clock of `partition` (see [`Engine::clock_ms`]).
@@ -306,13 +318,7 @@ impl<S: Store + Clone> EngineGroup<S> {
         // One write in flight at a time, so that they land in order. One the
         // store refused is written again below, with this commit after it,
         // and only a refusal of that is this commit's error.
-        match self.land() {
-            Ok(()) => {}
-            Err(EngineError::Store(error)) => {
-                StateWriteRetried { error: &error }.emit(&self.metrics)
-            }
-            Err(other) => return Err(other),
-        }
+        self.land_or_count()?;
         let mut batch = Batch::default();
         let mut members = 0;
         for e in &mut self.engines {
