@@ -53,8 +53,8 @@ use crate::state::member::{MemberFormat, OpenAlert, Stage, NEVER};
 use crate::state::quarantine::{Kind as QuarantineKind, Quarantined};
 use crate::state::{scan_chunks, Batch, MemberState, Store, StoreError, Table};
 use crate::telemetry::events::{
-    ClockReleased, DuplicateAbsorbed, EventConsumed, EventRejected, MemberAlerted, MemberCreated,
-    MemberEvicted, MemberReactivated, StateCommitted, StateQuarantined, TimersFired,
+    ClockReleased, EngineTally, EventRejected, MemberAlerted, MemberReactivated, StateCommitted,
+    StateQuarantined,
 };
 use crate::telemetry::Metrics;
 
@@ -252,6 +252,8 @@ pub struct Engine<S: Store> {
     /// the commit (where the set is cleared) or a revoke.
     known_absent: hashbrown::HashSet<Vec<u8>>,
     raised: Vec<RaisedAlert>,
+    /// Counts for the shared metrics, added to them at each commit.
+    tally: EngineTally,
     /// Undecodable records found since the last commit: moved to the
     /// quarantine table (and their originals deleted) by the commit, and
     /// reported to the caller through [`Engine::take_quarantined`].
@@ -305,6 +307,7 @@ impl<S: Store> Engine<S> {
             misses: MissRate::default(),
             known_absent: hashbrown::HashSet::new(),
             raised: Vec::new(),
+            tally: EngineTally::default(),
             quarantine: Vec::new(),
             quarantine_taken: 0,
             unwritten: None,
@@ -633,7 +636,7 @@ impl<S: Store> Engine<S> {
         };
         if duplicate {
             self.stats.duplicates += 1;
-            DuplicateAbsorbed.emit(&self.metrics);
+            self.tally.duplicates += 1;
             return Ok(Outcome::Duplicate);
         }
         // Every timer the event's clock passes fires before the event is
@@ -642,7 +645,7 @@ impl<S: Store> Engine<S> {
             return Ok(Outcome::Deferred);
         }
         self.stats.events += 1;
-        EventConsumed { kind: e.kind }.emit(&self.metrics);
+        self.tally.consumed[e.kind as usize] += 1;
 
         // The member's slot holds until the next commit, whatever the
         // timers that fired meanwhile did.
@@ -778,6 +781,7 @@ impl<S: Store> Engine<S> {
         batch: &mut Batch,
         on_change: &mut dyn FnMut(Change<'_>, &mut Batch),
     ) -> usize {
+        self.tally.emit(&self.metrics);
         // First, so that a member who starts afresh after a quarantine is
         // written after (over) the deletion of the undecodable original.
         for q in self.quarantine.drain(..) {
@@ -1122,12 +1126,12 @@ impl<S: Store> Engine<S> {
         let cm = match self.load_or_quarantine(partition, member_id)? {
             Loaded::Found(m) => Cached::clean(m),
             Loaded::Absent => {
-                MemberCreated.emit(&self.metrics);
+                self.tally.members_created += 1;
                 Cached::clean(MemberState::new(ts_ms))
             }
             // Starts afresh, written over the undecodable original.
             Loaded::Quarantined => {
-                MemberCreated.emit(&self.metrics);
+                self.tally.members_created += 1;
                 let mut cm = Cached::clean(MemberState::new(ts_ms));
                 cm.dirty = true;
                 cm
@@ -1221,15 +1225,15 @@ impl<S: Store> Engine<S> {
     }
 
     /// Marks a member for deletion at the next commit.
-    fn evict(&self, cm: &mut Cached) {
-        MemberEvicted.emit(&self.metrics);
+    fn evict(&mut self, cm: &mut Cached) {
+        self.tally.members_evicted += 1;
         cm.evicted = true;
         cm.dirty = true;
     }
 
     /// An evicted member is back: they start as a new member.
-    fn renew(&self, cm: &mut Cached, ts_ms: i64) {
-        MemberCreated.emit(&self.metrics);
+    fn renew(&mut self, cm: &mut Cached, ts_ms: i64) {
+        self.tally.members_created += 1;
         *cm.state = MemberState::new(ts_ms);
         *cm.answers = Answers::default();
         cm.dirty = true;
@@ -1343,7 +1347,7 @@ impl<S: Store> Engine<S> {
         }
         if fired > 0 {
             self.stats.timers_fired += fired;
-            TimersFired { count: fired }.emit(&self.metrics);
+            self.tally.timers_fired += fired;
         }
         if stopped {
             return Ok(false);

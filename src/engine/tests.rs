@@ -1306,3 +1306,30 @@ fn a_write_refused_behind_is_reported_by_the_next_commit_and_written_again() {
     e.advance_clock_to(day(43.0)).unwrap();
     assert_eq!(signals(&e.take_alerts()), ["purchase_gap", "purchase_gap"]);
 }
+
+#[test]
+fn the_shared_counters_get_an_engines_counts_once_a_commit() {
+    let store = Arc::new(MemoryStore::new());
+    let mut e = engine(store);
+    let m = e.metrics().clone();
+    for (id, member, kind) in [
+        ("e1", "m1", "purchase"),
+        ("e2", "m1", "visit"),
+        ("e2", "m1", "visit"),
+        ("e3", "m2", "visit"),
+    ] {
+        e.process(0, &line(id, member, kind, day(1.0), Some(5.0)), WALL)
+            .unwrap();
+    }
+    // Nothing on the shared counters between commits: every engine thread
+    // adding there once an event would contend for them.
+    assert_eq!(m.consumed_total(), 0);
+    e.commit(Batch::default()).unwrap();
+    assert_eq!(m.consumed(EventKind::Visit).get(), 2);
+    assert_eq!(m.consumed(EventKind::Purchase).get(), 1);
+    assert_eq!(m.events_duplicate.get(), 1);
+    assert_eq!(m.members_tracked.get(), 2);
+    // Counted once: a commit with nothing new adds nothing.
+    e.commit(Batch::default()).unwrap();
+    assert_eq!(m.consumed_total(), 3);
+}
