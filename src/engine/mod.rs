@@ -736,6 +736,12 @@ impl<S: Store> Engine<S> {
     /// Writes every change since the last commit, plus `extra`, in one atomic
     /// store batch. Take the alerts first: the caller decides whether they go
     /// out before the commit (replay) or into `extra` as an outbox (pipeline).
+    ///
+    /// Written behind ([`Engine::write_behind`]), the error of a refused
+    /// write in flight is returned before anything is staged: the engine's
+    /// changes stay for the next commit, but `extra` is not kept (a caller
+    /// with writes of its own passes them again; an [`EngineGroup`] instead
+    /// writes the refused batch again at once with the new one).
     pub fn commit(&mut self, extra: Batch) -> Result<(), EngineError> {
         self.commit_with(extra, |_, _| {})
     }
