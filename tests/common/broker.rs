@@ -66,12 +66,28 @@ pub fn tansu() -> PathBuf {
     p
 }
 
+/// A port nothing listens on, for a process a test starts to listen on.
+/// Taken below the kernel's ephemeral range (32768 and up on Linux): a port
+/// `bind(0)` hands out returns to that range once its listener is dropped,
+/// and an outgoing connection (a Kafka client's) could take it before the
+/// process meant to listen on it did (CI saw `run` fail with "Address
+/// already in use"). Within a test binary each call moves on to another
+/// port; the process id spreads test binaries apart.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000; // up to 32,000
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(2_654_435_761);
+    for _ in 0..SPAN {
+        // 7,919 is prime to SPAN: every port comes round before any again.
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + start.wrapping_add(n.wrapping_mul(7_919)) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {LOW} and {}", LOW + SPAN);
 }
 
 impl Broker {
