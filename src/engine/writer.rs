@@ -6,9 +6,10 @@
 //! At most one write is in flight: the next commit waits for it first, so
 //! writes land in commit order and a refused one is known, with its batch,
 //! before anything newer is written. What the engine must do while a write
-//! is in flight (keep the members it writes in memory, wait before reading
-//! the timer index) is the engine's business, not this module's; see
-//! [`super::Engine::write_behind`].
+//! is in flight (keep the members it writes in memory, keep aside the timer
+//! entries whose keys only it carries) is the engine's business, not this
+//! module's; see [`super::Engine::write_behind`] and
+//! [`super::EngineGroup::write_behind`].
 
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
