@@ -21,14 +21,11 @@
 //! alerts do not depend on the number of engines (only their order across
 //! partitions may differ).
 
-use super::writer::{Refused, Writer};
-use super::{
-    write_after_refused, CacheStats, Change, Engine, EngineConfig, EngineError, Outcome,
-    RaisedAlert,
-};
+use super::writer::CommitWriter;
+use super::{retried, CacheStats, Change, Engine, EngineConfig, EngineError, Outcome, RaisedAlert};
 use crate::state::quarantine::Quarantined;
-use crate::state::{Batch, Store};
-use crate::telemetry::events::{StateCommitted, StateWriteRetried};
+use crate::state::{Batch, Store, StoreError};
+use crate::telemetry::events::StateCommitted;
 use crate::telemetry::Metrics;
 use std::sync::Arc;
 
@@ -42,11 +39,10 @@ pub struct Input<'a> {
 pub struct EngineGroup<S: Store + Clone> {
     engines: Vec<Engine<S>>,
     metrics: Arc<Metrics>,
-    /// A commit the store refused: written, before anything newer, by the
-    /// next commit that gets through.
-    unwritten: Option<Batch>,
-    /// Writes commits behind the engines ([`EngineGroup::write_behind`]).
-    writer: Option<Writer>,
+    /// Where the engines' commits are written, in one batch: at once or
+    /// ([`EngineGroup::write_behind`]) behind them; and the last one the
+    /// store refused.
+    commits: CommitWriter,
 }
 
 impl<S: Store + Clone + 'static> EngineGroup<S> {
@@ -54,9 +50,8 @@ impl<S: Store + Clone + 'static> EngineGroup<S> {
     /// the write lands before the next commit's, and the caller must not
     /// treat a commit as durable until then ([`EngineGroup::in_flight`]).
     pub fn write_behind(&mut self) {
-        if self.writer.is_none() {
-            self.writer = Some(Writer::spawn(self.store().clone()));
-        }
+        let store = self.engines[0].store();
+        self.commits.write_behind(store);
     }
 }
 
@@ -77,8 +72,7 @@ impl<S: Store + Clone> EngineGroup<S> {
         Ok(EngineGroup {
             engines,
             metrics,
-            unwritten: None,
-            writer: None,
+            commits: CommitWriter::default(),
         })
     }
 
@@ -118,86 +112,49 @@ impl<S: Store + Clone> EngineGroup<S> {
     /// Whether the last commit's write is still in flight (write-behind):
     /// what it carries is not durable yet.
     pub fn in_flight(&self) -> bool {
-        self.writer.as_ref().is_some_and(Writer::in_flight)
+        self.commits.in_flight()
     }
 
     /// Waits for the write in flight, if any. A refused one is kept, to be
     /// written again, synchronously, by the next commit or
     /// [`EngineGroup::flush`], before anything newer; the error says so.
     pub fn land(&mut self) -> Result<(), EngineError> {
-        let Some(writer) = self.writer.as_mut() else {
-            return Ok(());
-        };
-        if !writer.in_flight() {
-            return Ok(());
+        match self.commits.wait() {
+            Some(result) => self.settle(result),
+            None => Ok(()),
         }
-        let result = writer.wait();
-        self.settle(result)
     }
 
     /// [`EngineGroup::land`] if the write in flight is done by now, without
     /// waiting: `Ok(true)` once it has landed, `Ok(false)` while it is still
     /// being written (or none is in flight).
     pub fn land_if_done(&mut self) -> Result<bool, EngineError> {
-        match self.writer.as_mut().and_then(Writer::try_wait) {
+        match self.commits.try_wait() {
             Some(result) => self.settle(result).map(|()| true),
             None => Ok(false),
         }
     }
 
     /// Brings the engines up to date with how the write in flight went.
-    fn settle(&mut self, result: Result<(), Refused>) -> Result<(), EngineError> {
-        match result {
-            Ok(()) => {
-                for e in &mut self.engines {
-                    e.write_landed();
-                }
-                Ok(())
-            }
-            Err((error, batch)) => {
-                // Only sent while nothing was left unwritten.
-                debug_assert!(self.unwritten.is_none());
-                self.unwritten = Some(batch);
-                for e in &mut self.engines {
-                    e.write_refused();
-                }
-                Err(error.into())
-            }
+    fn settle(&mut self, result: Result<(), StoreError>) -> Result<(), EngineError> {
+        for e in &mut self.engines {
+            e.write_settled(result.is_ok());
         }
+        Ok(result?)
     }
 
     /// Makes every commit so far durable: waits for the write in flight and
     /// writes again one the store refused. Without write-behind there is
     /// nothing to do (a refused commit is the caller's to retry).
     pub fn flush(&mut self) -> Result<(), EngineError> {
-        if self.writer.is_none() {
+        if !self.commits.is_behind() {
             return Ok(());
         }
-        self.land_or_count()?;
-        if self.unwritten.is_some() {
-            write_after_refused(
-                self.engines[0].store(),
-                &mut self.unwritten,
-                Batch::default(),
-            )?;
-            for e in &mut self.engines {
-                e.write_landed();
-            }
+        retried(self.land(), &self.metrics)?;
+        if self.commits.write_unwritten(self.engines[0].store())? {
+            self.settle(Ok(()))?;
         }
         Ok(())
-    }
-
-    /// [`EngineGroup::land`], a refusal only counted: the caller writes the
-    /// refused batch again at once, and reports a refusal of that.
-    fn land_or_count(&mut self) -> Result<(), EngineError> {
-        match self.land() {
-            Ok(()) => Ok(()),
-            Err(EngineError::Store(error)) => {
-                StateWriteRetried { error: &error }.emit(&self.metrics);
-                Ok(())
-            }
-            Err(other) => Err(other),
-        }
     }
 
     /// The stream clock of `partition` (see [`Engine::clock_ms`]).
@@ -318,23 +275,14 @@ impl<S: Store + Clone> EngineGroup<S> {
         // One write in flight at a time, so that they land in order. One the
         // store refused is written again below, with this commit after it,
         // and only a refusal of that is this commit's error.
-        self.land_or_count()?;
+        retried(self.land(), &self.metrics)?;
         let mut batch = Batch::default();
         let mut members = 0;
         for e in &mut self.engines {
             members += e.stage_commit(&mut batch, &mut on_change);
         }
         batch.ops.extend(extra.ops);
-        let behind = match self.writer.as_mut() {
-            Some(writer) if self.unwritten.is_none() => {
-                writer.send(batch);
-                true
-            }
-            _ => {
-                write_after_refused(self.engines[0].store(), &mut self.unwritten, batch)?;
-                false
-            }
-        };
+        let behind = self.commits.write(self.engines[0].store(), batch)?;
         let mut clocks = Vec::new();
         for e in &mut self.engines {
             e.committed_as(behind);

@@ -54,7 +54,7 @@ use crate::state::quarantine::{Kind as QuarantineKind, Quarantined};
 use crate::state::{scan_chunks, Batch, MemberState, Store, StoreError, Table};
 use crate::telemetry::events::{
     ClockReleased, EngineTally, EventRejected, MemberAlerted, MemberReactivated, StateCommitted,
-    StateQuarantined,
+    StateQuarantined, StateWriteRetried,
 };
 use crate::telemetry::Metrics;
 
@@ -64,7 +64,7 @@ use cache::{Cached, MemberCache, TimerMarks, Written};
 pub use clock::ClockConfig;
 pub use group::{EngineGroup, Input};
 use timers::{Next, TimerQueue};
-use writer::Writer;
+use writer::CommitWriter;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -260,9 +260,6 @@ pub struct Engine<S: Store> {
     quarantine: Vec<Quarantined>,
     /// How many of `quarantine` the caller has taken.
     quarantine_taken: usize,
-    /// A commit the store refused (disk full, read-only): written, before
-    /// anything newer, by the next commit that gets through.
-    unwritten: Option<Batch>,
     /// Changes to the timer index made as timers came due (the keys taken,
     /// the keys of members queued again), in order, written first by the
     /// next commit.
@@ -272,9 +269,9 @@ pub struct Engine<S: Store> {
     fired_since_commit: usize,
     findings: Vec<(Signal, Finding)>,
     stats: EngineStats,
-    /// Write-behind ([`Engine::write_behind`]): commits' store writes on a
-    /// thread of their own, one in flight at a time.
-    writer: Option<Writer>,
+    /// Where commits are written: at once or ([`Engine::write_behind`]) on
+    /// a thread of their own; and the last one the store refused.
+    commits: CommitWriter,
 }
 
 impl<S: Store + Clone + 'static> Engine<S> {
@@ -289,9 +286,7 @@ impl<S: Store + Clone + 'static> Engine<S> {
     /// refused write is reported by the next commit or flush, and written
     /// again before anything newer.
     pub fn write_behind(&mut self) {
-        if self.writer.is_none() {
-            self.writer = Some(Writer::spawn(self.store.clone()));
-        }
+        self.commits.write_behind(&self.store);
     }
 }
 
@@ -310,12 +305,11 @@ impl<S: Store> Engine<S> {
             tally: EngineTally::default(),
             quarantine: Vec::new(),
             quarantine_taken: 0,
-            unwritten: None,
             index_changes: Batch::default(),
             fired_since_commit: 0,
             findings: Vec::new(),
             stats: EngineStats::default(),
-            writer: None,
+            commits: CommitWriter::default(),
         })
     }
 
@@ -545,10 +539,7 @@ impl<S: Store> Engine<S> {
     /// partition are dropped here, and so are its cached members (its next
     /// owner may change them).
     pub fn revoke(&mut self, partition: u32) {
-        debug_assert!(
-            !self.writer.as_ref().is_some_and(Writer::in_flight),
-            "revoke after flush"
-        );
+        debug_assert!(!self.commits.in_flight(), "revoke after flush");
         self.parts.remove(&partition);
         self.cache.forget_partition(partition);
         let prefix = partition_prefix(partition);
@@ -737,11 +728,10 @@ impl<S: Store> Engine<S> {
     /// store batch. Take the alerts first: the caller decides whether they go
     /// out before the commit (replay) or into `extra` as an outbox (pipeline).
     ///
-    /// Written behind ([`Engine::write_behind`]), the error of a refused
-    /// write in flight is returned before anything is staged: the engine's
-    /// changes stay for the next commit, but `extra` is not kept (a caller
-    /// with writes of its own passes them again; an [`EngineGroup`] instead
-    /// writes the refused batch again at once with the new one).
+    /// Written behind ([`Engine::write_behind`]), a commit first waits for
+    /// the write in flight; one the store refused is counted and written
+    /// again at once, with this commit after it in the same atomic write,
+    /// and only a refusal of that is this commit's error.
     pub fn commit(&mut self, extra: Batch) -> Result<(), EngineError> {
         self.commit_with(extra, |_, _| {})
     }
@@ -756,15 +746,12 @@ impl<S: Store> Engine<S> {
     ) -> Result<(), EngineError> {
         let started = std::time::Instant::now();
         // One write in flight at a time, so that they land in order.
-        self.land()?;
+        retried(self.land(), &self.metrics)?;
         let mut batch = Batch::default();
         let members = self.stage_commit(&mut batch, &mut on_change);
         batch.ops.extend(extra.ops);
-        match self.writer.as_mut() {
-            Some(writer) if self.unwritten.is_none() => writer.send(batch),
-            _ => write_after_refused(&self.store, &mut self.unwritten, batch)?,
-        }
-        self.committed();
+        let in_flight = self.commits.write(&self.store, batch)?;
+        self.committed_as(in_flight);
         StateCommitted {
             members,
             seconds: started.elapsed().as_secs_f64(),
@@ -878,8 +865,7 @@ impl<S: Store> Engine<S> {
     /// The second half of a commit: the staged batch is in the store, or
     /// (write-behind) on its way there.
     pub fn committed(&mut self) {
-        let in_flight = self.writer.as_ref().is_some_and(Writer::in_flight);
-        self.committed_as(in_flight);
+        self.committed_as(self.commits.in_flight());
     }
 
     /// [`Engine::committed`] for a commit whose write is still `in_flight`
@@ -906,42 +892,27 @@ impl<S: Store> Engine<S> {
     /// Waits for the commit's write in flight (write-behind); a refused
     /// one is kept, to be written again before anything newer.
     fn land(&mut self) -> Result<(), EngineError> {
-        let Some(writer) = self.writer.as_mut() else {
+        let Some(result) = self.commits.wait() else {
             return Ok(());
         };
-        if !writer.in_flight() {
-            return Ok(());
-        }
-        match writer.wait() {
-            Ok(()) => {
-                self.write_landed();
-                Ok(())
-            }
-            Err((e, batch)) => {
-                // Only sent while nothing was left unwritten.
-                debug_assert!(self.unwritten.is_none());
-                self.unwritten = Some(batch);
-                self.write_refused();
-                Err(e.into())
-            }
-        }
+        self.write_settled(result.is_ok());
+        Ok(result?)
     }
 
-    /// The write in flight is in the store: the members and timer entries
-    /// it carries may leave memory.
-    fn write_landed(&mut self) {
-        self.cache.landed();
-        for part in self.parts.values_mut() {
-            part.timers.landed();
-        }
-    }
-
-    /// The store refused the write in flight: the timer entries it would
+    /// How the write in flight went. Landed, the members and timer entries
+    /// it carries may leave memory; refused, the timer entries it would
     /// have stored are the queue's again (its members stay flagged until a
     /// write carrying them lands).
-    fn write_refused(&mut self) {
+    fn write_settled(&mut self, landed: bool) {
+        if landed {
+            self.cache.landed();
+        }
         for part in self.parts.values_mut() {
-            part.timers.refused();
+            if landed {
+                part.timers.landed();
+            } else {
+                part.timers.refused();
+            }
         }
     }
 
@@ -950,13 +921,12 @@ impl<S: Store> Engine<S> {
     /// read the store as if it had them). Without, there is nothing to do:
     /// a refused commit is the caller's to retry.
     pub fn flush(&mut self) -> Result<(), EngineError> {
-        if self.writer.is_none() {
+        if !self.commits.is_behind() {
             return Ok(());
         }
-        self.land()?;
-        if self.unwritten.is_some() {
-            write_after_refused(&self.store, &mut self.unwritten, Batch::default())?;
-            self.cache.landed();
+        retried(self.land(), &self.metrics)?;
+        if self.commits.write_unwritten(&self.store)? {
+            self.write_settled(true);
         }
         Ok(())
     }
@@ -1219,7 +1189,7 @@ impl<S: Store> Engine<S> {
 
     /// Whether a commit the store refused is waiting to be written again.
     pub fn has_unwritten(&self) -> bool {
-        self.unwritten.is_some()
+        self.commits.has_unwritten()
     }
 
     /// Records moved to the quarantine since the last call, for the caller
@@ -1606,28 +1576,16 @@ fn checks<'a>(
     detectors.chain(lifecycle).filter(move |(_, t)| *t > now)
 }
 
-/// Writes `batch` in one atomic store write, after the batch the store
-/// refused before (`unwritten`), if any, in the same write: nothing is lost
-/// and the order is kept. A refused write is kept in `unwritten`.
-fn write_after_refused<S: Store>(
-    store: &S,
-    unwritten: &mut Option<Batch>,
-    batch: Batch,
-) -> Result<(), StoreError> {
-    let batch = match unwritten.take() {
-        Some(mut older) => {
-            older.ops.extend(batch.ops);
-            older
+/// A landing of the write in flight, a refusal only counted: the caller
+/// writes the refused batch again at once, and reports a refusal of that.
+fn retried(landed: Result<(), EngineError>, metrics: &Metrics) -> Result<(), EngineError> {
+    match landed {
+        Err(EngineError::Store(error)) => {
+            StateWriteRetried { error: &error }.emit(metrics);
+            Ok(())
         }
-        None => batch,
-    };
-    if !batch.is_empty() {
-        if let Err(e) = store.write_ref(&batch) {
-            *unwritten = Some(batch);
-            return Err(e);
-        }
+        other => other,
     }
-    Ok(())
 }
 
 /// Ends a partition's part of a commit: its clock and high mark, if they

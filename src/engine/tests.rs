@@ -1308,6 +1308,46 @@ fn a_write_refused_behind_is_reported_by_the_next_commit_and_written_again() {
 }
 
 #[test]
+fn a_write_refused_behind_is_written_again_with_the_next_commit_and_its_own_writes() {
+    let store = Arc::new(crate::state::faulty::FaultyStore::new(MemoryStore::new()));
+    let mut e = behind(&store, 1);
+    weekly_buyer(&mut e, "m1", 5);
+    store.fail_writes(true);
+    e.commit(Batch::default()).unwrap();
+    // Let the writer meet the refusal before the store takes writes again.
+    while store.refused() == 0 {
+        std::thread::yield_now();
+    }
+    store.fail_writes(false);
+    // The next commit finds the refusal, counts it, and writes the refused
+    // batch, then its own changes and the caller's writes, at once.
+    weekly_buyer(&mut e, "m2", 5);
+    let mut extra = Batch::default();
+    extra.put(Table::Meta, b"caller".to_vec(), b"kept".to_vec());
+    e.commit(extra).unwrap();
+    assert_eq!(e.metrics().state_write_errors.get(), 1);
+    assert!(!e.has_unwritten());
+    e.flush().unwrap();
+    assert_eq!(
+        store.inner().get(Table::Meta, b"caller").unwrap(),
+        Some(b"kept".to_vec())
+    );
+    for m in ["m1", "m2"] {
+        let stored = store
+            .inner()
+            .get(Table::Members, &member_key(0, m))
+            .unwrap();
+        assert_eq!(
+            MemberState::decode(&stored.unwrap())
+                .unwrap()
+                .purchase_count,
+            5,
+            "{m}"
+        );
+    }
+}
+
+#[test]
 fn the_shared_counters_get_an_engines_counts_once_a_commit() {
     let store = Arc::new(MemoryStore::new());
     let mut e = engine(store);

@@ -1,14 +1,16 @@
-//! Write-behind: a commit's store write on a thread of its own, so that the
-//! engine thread goes on with the next batch while RocksDB builds its
-//! write batch, appends to the WAL and inserts into the memtable (a quarter
-//! of the engine thread when it did that itself).
+//! Where a commit's store write goes: into the store at once, or
+//! (write-behind) onto a thread of its own, so that the engine thread goes
+//! on with the next batch while RocksDB builds its write batch, appends to
+//! the WAL and inserts into the memtable (a quarter of the engine thread
+//! when it did that itself).
 //!
 //! At most one write is in flight: the next commit waits for it first, so
 //! writes land in commit order and a refused one is known, with its batch,
-//! before anything newer is written. What the engine must do while a write
-//! is in flight (keep the members it writes in memory, keep aside the timer
-//! entries whose keys only it carries) is the engine's business, not this
-//! module's; see [`super::Engine::write_behind`] and
+//! before anything newer is written. [`CommitWriter`] holds that batch and
+//! writes it again, first, with the next one. What the engine must do while
+//! a write is in flight (keep the members it writes in memory, keep aside
+//! the timer entries whose keys only it carries) is the engine's business,
+//! not this module's; see [`super::Engine::write_behind`] and
 //! [`super::EngineGroup::write_behind`].
 
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
@@ -18,10 +20,113 @@ use crate::state::{Batch, Store, StoreError};
 
 /// A write the store refused, with the batch (to be written again, before
 /// anything newer).
-pub(super) type Refused = (StoreError, Batch);
+type Refused = (StoreError, Batch);
+
+/// The commits of one engine, or of an engine group (whose engines' changes
+/// go in one batch): written synchronously, or behind on a [`Writer`]; and
+/// the last one the store refused, written again before anything newer.
+#[derive(Default)]
+pub(super) struct CommitWriter {
+    writer: Option<Writer>,
+    /// A commit the store refused (disk full, read-only): written, before
+    /// anything newer, by the next write that gets through.
+    unwritten: Option<Batch>,
+}
+
+impl CommitWriter {
+    /// From now on writes go behind, on a thread writing to `store`.
+    pub fn write_behind<S: Store + Clone + 'static>(&mut self, store: &S) {
+        if self.writer.is_none() {
+            self.writer = Some(Writer::spawn(store.clone()));
+        }
+    }
+
+    /// Whether writes go behind.
+    pub fn is_behind(&self) -> bool {
+        self.writer.is_some()
+    }
+
+    /// Whether the last write is still in flight: not durable yet.
+    pub fn in_flight(&self) -> bool {
+        self.writer.as_ref().is_some_and(Writer::in_flight)
+    }
+
+    /// Whether a commit the store refused is waiting to be written again.
+    pub fn has_unwritten(&self) -> bool {
+        self.unwritten.is_some()
+    }
+
+    /// Waits for the write in flight; `None` when none is. A refused one is
+    /// kept, to be written again by the next [`CommitWriter::write`] or
+    /// [`CommitWriter::write_unwritten`].
+    pub fn wait(&mut self) -> Option<Result<(), StoreError>> {
+        let writer = self.writer.as_mut().filter(|w| w.in_flight())?;
+        let result = writer.wait();
+        Some(self.keep_refused(result))
+    }
+
+    /// [`CommitWriter::wait`] without waiting: `None` while the write is
+    /// still being written, or when none is in flight.
+    pub fn try_wait(&mut self) -> Option<Result<(), StoreError>> {
+        let result = self.writer.as_mut()?.try_wait()?;
+        Some(self.keep_refused(result))
+    }
+
+    fn keep_refused(&mut self, result: Result<(), Refused>) -> Result<(), StoreError> {
+        result.map_err(|(error, batch)| {
+            // Only sent while nothing was left unwritten.
+            debug_assert!(self.unwritten.is_none());
+            self.unwritten = Some(batch);
+            error
+        })
+    }
+
+    /// Writes `batch`: behind when writing behind and nothing refused is
+    /// left, otherwise at once, after the refused commit in the same atomic
+    /// write (nothing is lost and the order is kept; refused again, both
+    /// are kept). Wait for the write in flight first. Returns whether the
+    /// write is in flight.
+    pub fn write<S: Store>(&mut self, store: &S, batch: Batch) -> Result<bool, StoreError> {
+        match self.writer.as_mut() {
+            Some(writer) if self.unwritten.is_none() => {
+                writer.send(batch);
+                Ok(true)
+            }
+            _ => self.write_now(store, batch).map(|()| false),
+        }
+    }
+
+    /// Writes the refused commit again, at once, if there is one; returns
+    /// whether there was.
+    pub fn write_unwritten<S: Store>(&mut self, store: &S) -> Result<bool, StoreError> {
+        debug_assert!(!self.in_flight(), "wait for the write in flight first");
+        if self.unwritten.is_none() {
+            return Ok(false);
+        }
+        self.write_now(store, Batch::default()).map(|()| true)
+    }
+
+    /// Writes `batch` at once, after the refused commit if there is one.
+    fn write_now<S: Store>(&mut self, store: &S, batch: Batch) -> Result<(), StoreError> {
+        let batch = match self.unwritten.take() {
+            Some(mut older) => {
+                older.ops.extend(batch.ops);
+                older
+            }
+            None => batch,
+        };
+        if !batch.is_empty() {
+            if let Err(e) = store.write_ref(&batch) {
+                self.unwritten = Some(batch);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
 
 /// The writer thread and the one write it may have in flight.
-pub(super) struct Writer {
+struct Writer {
     to_thread: Option<Sender<Batch>>,
     from_thread: Receiver<Result<(), Refused>>,
     in_flight: bool,
@@ -180,6 +285,30 @@ mod tests {
             store.get(Table::Members, b"a").unwrap(),
             Some(b"v".to_vec())
         );
+    }
+
+    #[test]
+    fn a_commit_refused_behind_is_written_first_with_the_next_one_at_once() {
+        let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+        let mut c = CommitWriter::default();
+        c.write_behind(&store);
+        store.fail_writes(true);
+        assert!(c.write(&store, put(b"a")).unwrap(), "in flight");
+        assert!(c.wait().expect("one in flight").is_err());
+        assert!(c.has_unwritten());
+        // Still refused: both kept, in order.
+        assert!(c.write(&store, put(b"b")).is_err());
+        store.fail_writes(false);
+        assert!(c.write_unwritten(&store).unwrap());
+        assert!(!c.has_unwritten());
+        assert!(!c.write_unwritten(&store).unwrap(), "nothing left");
+        for k in [b"a", b"b"] {
+            assert_eq!(store.get(Table::Members, k).unwrap(), Some(b"v".to_vec()));
+        }
+        // Nothing refused left: behind again.
+        assert!(c.write(&store, put(b"c")).unwrap());
+        assert!(c.wait().unwrap().is_ok());
+        assert!(c.wait().is_none());
     }
 
     #[test]
