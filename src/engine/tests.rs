@@ -1290,21 +1290,23 @@ fn a_write_refused_behind_is_reported_by_the_next_commit_and_written_again() {
     weekly_buyer(&mut e, "m2", 5);
     e.commit(Batch::default()).unwrap();
     e.flush().unwrap();
-    for m in ["m1", "m2"] {
-        let stored = store
-            .inner()
-            .get(Table::Members, &member_key(0, m))
-            .unwrap();
-        assert_eq!(
-            MemberState::decode(&stored.unwrap())
-                .unwrap()
-                .purchase_count,
-            5
-        );
-    }
+    assert_eq!(stored_purchases(store.inner(), &["m1", "m2"]), [5, 5]);
     // And the timers of both fire from the index.
     e.advance_clock_to(day(43.0)).unwrap();
     assert_eq!(signals(&e.take_alerts()), ["purchase_gap", "purchase_gap"]);
+}
+
+/// How many purchases the store holds for each of `members` (partition 0).
+fn stored_purchases(store: &MemoryStore, members: &[&str]) -> Vec<u32> {
+    members
+        .iter()
+        .map(|m| {
+            let stored = store.get(Table::Members, &member_key(0, m)).unwrap();
+            MemberState::decode(&stored.expect("stored"))
+                .unwrap()
+                .purchase_count
+        })
+        .collect()
 }
 
 #[test]
@@ -1332,19 +1334,7 @@ fn a_write_refused_behind_is_written_again_with_the_next_commit_and_its_own_writ
         store.inner().get(Table::Meta, b"caller").unwrap(),
         Some(b"kept".to_vec())
     );
-    for m in ["m1", "m2"] {
-        let stored = store
-            .inner()
-            .get(Table::Members, &member_key(0, m))
-            .unwrap();
-        assert_eq!(
-            MemberState::decode(&stored.unwrap())
-                .unwrap()
-                .purchase_count,
-            5,
-            "{m}"
-        );
-    }
+    assert_eq!(stored_purchases(store.inner(), &["m1", "m2"]), [5, 5]);
 }
 
 #[test]
