@@ -6,7 +6,7 @@
 //! the same event.
 #![no_main]
 
-use churnwatch::event::{EventKind, RejectReason, Validator, DAY_MS};
+use churnwatch::event::{EventKind, RejectReason, Validator, DAY_MS, MAX_TS_MS};
 use libfuzzer_sys::fuzz_target;
 
 const WALL_NOW_MS: i64 = 1_772_000_000_000; // 2026-02-25
@@ -52,6 +52,7 @@ fuzz_target!(|data: &[u8]| {
                 }
                 assert!(e.ts_ms >= 0);
                 assert!(e.ts_ms <= wall.saturating_add(v.future_skew_ms));
+                assert!(e.ts_ms <= MAX_TS_MS, "{}", e.ts_ms);
                 assert!(e.amount.is_finite() && e.amount >= 0.0, "{}", e.amount);
                 if e.kind != EventKind::Purchase {
                     assert_eq!(e.amount, 0.0);

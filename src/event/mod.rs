@@ -27,6 +27,13 @@ pub fn fast_path_agrees_with_serde(text: &str) -> Option<bool> {
 /// Milliseconds in a day; event time is kept as epoch milliseconds throughout.
 pub const DAY_MS: i64 = 86_400_000;
 
+/// The latest event time churnwatch takes: 2^43 ms after the epoch, in
+/// September 2248. Later ones are refused as bad input whatever
+/// `time.future_skew_ms` allows, so that a member's times plus any
+/// detector's threshold stay far inside `i64` (a member value holding a
+/// later time is damage, see `MemberState::decode`).
+pub const MAX_TS_MS: i64 = 1 << 43;
+
 /// The five event types of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
@@ -347,6 +354,20 @@ fn wrong_type(name: &str, expected: &str, got: &Field<'_>) -> Rejection {
 }
 
 fn parse_ts(f: Field<'_>) -> Result<i64, Rejection> {
+    let ms = parse_epoch_ms(f)?;
+    if ms > MAX_TS_MS {
+        return Err(Rejection::new(
+            RejectReason::BadTs,
+            format!(
+                "field `ts` is later than {}, the latest time churnwatch takes",
+                format_rfc3339_ms(MAX_TS_MS)
+            ),
+        ));
+    }
+    Ok(ms)
+}
+
+fn parse_epoch_ms(f: Field<'_>) -> Result<i64, Rejection> {
     match f {
         Field::Int(ms) if ms >= 0 => Ok(ms),
         Field::Int(ms) => Err(Rejection::new(

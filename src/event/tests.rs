@@ -186,6 +186,29 @@ fn rejects_timestamps_beyond_the_future_skew() {
 }
 
 #[test]
+fn refuses_times_after_2248_whatever_the_future_skew_allows() {
+    // As `fit` reads transaction files: any future time allowed.
+    let v = Validator {
+        future_skew_ms: i64::MAX / 4,
+        ..Validator::default()
+    };
+    let at = |ts: String| {
+        let line = format!(r#"{{"event_id":"e","member_id":"m","type":"visit","ts":{ts}}}"#);
+        v.parse(line.as_bytes(), NOW).map(|e| e.ts_ms)
+    };
+    assert_eq!(at(MAX_TS_MS.to_string()), Ok(MAX_TS_MS));
+    for late in [
+        (MAX_TS_MS + 1).to_string(),
+        i64::MAX.to_string(),
+        "\"9999-12-31T23:59:59Z\"".to_string(),
+    ] {
+        let e = at(late.clone()).expect_err(&late);
+        assert_eq!(e.reason, RejectReason::BadTs, "{late}");
+        assert!(e.detail.contains("2248-09-26"), "{}", e.detail);
+    }
+}
+
+#[test]
 fn rejects_negative_or_missing_purchase_amount() {
     assert_eq!(
         reason(r#"{"event_id":"e","member_id":"m","type":"purchase","ts":1,"amount":-1}"#),

@@ -4,7 +4,7 @@
 
 use super::codec::{DecodeError, Reader, Writer};
 use super::window::{day_of, week_of, DayBitmap, WeeklyCounts};
-use crate::event::{Event, EventKind};
+use crate::event::{Event, EventKind, MAX_TS_MS};
 use crate::signal::{Signal, EPISODE_SIGNALS};
 
 /// Version byte leading every encoded member; bump on layout changes and
@@ -408,13 +408,15 @@ impl MemberState {
 }
 
 impl MemberState {
-    /// Event times, weeks and days are never before 1970 (the validator
-    /// refuses such events), and the kept purchases are in time order: a
-    /// value that says otherwise is damage, and the detectors' arithmetic
-    /// on it would overflow.
+    /// Event times, weeks and days are never before 1970 nor after
+    /// [`MAX_TS_MS`] (the validator refuses such events; detections are at
+    /// clock times, which may run past the latest event by a timer's wait,
+    /// so they get twice that room), and the kept purchases are in time
+    /// order: a value that says otherwise is damage, and the detectors'
+    /// arithmetic on it would overflow.
     fn check_times(&self) -> Result<(), DecodeError> {
-        let time = |field: &'static str, v: i64, never_ok: bool| {
-            if v >= 0 || (never_ok && v == NEVER) {
+        let within = |field: &'static str, v: i64, never_ok: bool, latest: i64| {
+            if (0..=latest).contains(&v) || (never_ok && v == NEVER) {
                 Ok(())
             } else {
                 Err(DecodeError::Invalid {
@@ -423,10 +425,18 @@ impl MemberState {
                 })
             }
         };
+        let time = |field, v, never_ok| within(field, v, never_ok, MAX_TS_MS);
+        let clock_time = |field, v, never_ok| within(field, v, never_ok, 2 * MAX_TS_MS);
         for c in [&self.visits, &self.sends, &self.opens] {
             not_before_1970("newest_week", c.newest_week)?;
+            not_after("newest_week", c.newest_week, week_of(MAX_TS_MS))?;
         }
         not_before_1970("checkins.last_day", self.checkins.last_day)?;
+        not_after(
+            "checkins.last_day",
+            self.checkins.last_day,
+            day_of(MAX_TS_MS),
+        )?;
         time("first_seen_ms", self.first_seen_ms, false)?;
         time("last_event_ms", self.last_event_ms, false)?;
         time("last_active_ms", self.last_active_ms, true)?;
@@ -443,10 +453,10 @@ impl MemberState {
             prev = p.ts_ms;
         }
         for e in &self.episodes {
-            time("episodes.opened_ms", e.opened_ms, true)?;
+            clock_time("episodes.opened_ms", e.opened_ms, true)?;
         }
         if let Some(a) = &self.open_alert {
-            time("open_alert.detected_ms", a.detected_ms, true)?;
+            clock_time("open_alert.detected_ms", a.detected_ms, true)?;
         }
         Ok(())
     }
@@ -460,6 +470,17 @@ fn not_before_1970(field: &'static str, v: i32) -> Result<i32, DecodeError> {
         return Err(DecodeError::Invalid {
             field,
             value: v as u32 as u64,
+        });
+    }
+    Ok(v)
+}
+
+/// Week and day numbers of times after [`MAX_TS_MS`] are damage too.
+fn not_after(field: &'static str, v: i32, latest: i32) -> Result<i32, DecodeError> {
+    if v > latest {
+        return Err(DecodeError::Invalid {
+            field,
+            value: v as u64,
         });
     }
     Ok(v)
@@ -554,6 +575,35 @@ mod tests {
                 }
             ));
         }
+    }
+
+    #[test]
+    fn a_member_holding_a_time_after_2248_is_refused_in_every_format() {
+        type Damage = fn(&mut MemberState);
+        let damages: [(&str, Damage); 4] = [
+            ("last_event_ms", |m| m.last_event_ms = MAX_TS_MS + 1),
+            ("newest_week", |m| {
+                m.opens.newest_week = week_of(MAX_TS_MS) + 1
+            }),
+            ("checkins.last_day", |m| {
+                m.checkins.last_day = day_of(MAX_TS_MS) + 1
+            }),
+            ("first_seen_ms", |m| m.first_seen_ms = i64::MAX),
+        ];
+        for (field, damage) in damages {
+            let mut m = busy_member();
+            damage(&mut m);
+            for f in [MemberFormat::Fixed, MemberFormat::Packed] {
+                match MemberState::decode(&m.to_bytes_as(f)) {
+                    Err(DecodeError::Invalid { field: got, .. }) => assert_eq!(got, field),
+                    other => panic!("{field} {f:?}: {other:?}"),
+                }
+            }
+        }
+        // The latest time itself is fine.
+        let mut m = busy_member();
+        m.last_event_ms = MAX_TS_MS;
+        assert!(MemberState::decode(&m.to_bytes()).is_ok());
     }
 
     #[test]
