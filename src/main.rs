@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use churnwatch::config::Config;
-use churnwatch::event::parse_rfc3339_ms;
+use churnwatch::event::{format_rfc3339_ms, parse_rfc3339_ms, MAX_TS_MS};
 use churnwatch::pipeline;
 use churnwatch::replay::{self, ReplayOptions};
 use churnwatch::simulate::{self, SimOptions};
@@ -190,7 +190,14 @@ enum Command {
 }
 
 fn parse_time(s: &str) -> Result<i64, String> {
-    parse_rfc3339_ms(s).ok_or_else(|| format!("not an RFC 3339 time: {s:?}"))
+    let ms = parse_rfc3339_ms(s).ok_or_else(|| format!("not an RFC 3339 time: {s:?}"))?;
+    if ms > MAX_TS_MS {
+        return Err(format!(
+            "{s:?} is after {}, the latest time churnwatch takes",
+            format_rfc3339_ms(MAX_TS_MS)
+        ));
+    }
+    Ok(ms)
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config, ExitCode> {

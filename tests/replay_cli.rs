@@ -31,6 +31,8 @@ fn every_rejection_reason_goes_to_the_dead_letter_file_with_its_line() {
         (r#"{"event_id":"e2","member_id":"m1","type":"teleport","ts":1}"#.into(), Some("unknown_type")),
         (r#"{"event_id":"e3","member_id":"m1","type":"visit","ts":"last tuesday"}"#.into(), Some("bad_ts")),
         (format!(r#"{{"event_id":"e4","member_id":"m1","type":"visit","ts":{future}}}"#), Some("future_ts")),
+        // After 2248: not a time churnwatch takes, whatever the skew.
+        (r#"{"event_id":"e7","member_id":"m1","type":"visit","ts":"2300-01-01T00:00:00Z"}"#.into(), Some("bad_ts")),
         (r#"{"event_id":"e5","member_id":"m1","type":"purchase","ts":1}"#.into(), Some("missing_amount")),
         (r#"{"event_id":"e6","member_id":"m1","type":"purchase","ts":1,"amount":-3}"#.into(), Some("negative_amount")),
         (big, Some("oversize")),
@@ -68,6 +70,31 @@ fn every_rejection_reason_goes_to_the_dead_letter_file_with_its_line() {
         );
         assert_eq!(d["payload"].as_str().unwrap(), lines[*line as usize - 1].0);
     }
+}
+
+#[test]
+fn an_until_after_2248_is_a_usage_error_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    write(
+        &input,
+        "{\"event_id\":\"e\",\"member_id\":\"m\",\"type\":\"visit\",\"ts\":1}\n",
+    );
+    let output = dir.path().join("alerts.ndjson");
+    let out = Command::new(bin())
+        .args(["replay", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .args(["--until", "2300-01-01T00:00:00Z"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--until") && err.contains("2248-09-26"),
+        "{err}"
+    );
 }
 
 #[test]
