@@ -57,7 +57,7 @@ pub enum InspectError {
     Io(#[from] std::io::Error),
 }
 
-fn read_i64(store: &RocksStore, key: &[u8]) -> Result<Option<i64>, StoreError> {
+fn read_i64<S: Store + ?Sized>(store: &S, key: &[u8]) -> Result<Option<i64>, StoreError> {
     Ok(store
         .get(Table::Meta, key)?
         .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
@@ -85,6 +85,20 @@ pub fn inspect(args: &InspectArgs, out: &mut impl Write) -> Result<(), InspectEr
             wal: true,
         },
     )?;
+    writeln!(out, "state directory {}", args.state.display())?;
+    report(&store, args.show_keys, args.json, out)
+}
+
+/// What `store` holds, as [`inspect`] prints it after the directory's name.
+/// Whatever the store holds (it may be damaged: that is when an operator
+/// looks), this prints what it can and fails only if the store or `out`
+/// does.
+pub fn report<S: Store + ?Sized>(
+    store: &S,
+    show_keys: bool,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), InspectError> {
     // Partitions: every partition with a high mark or members.
     let mut parts: BTreeMap<u32, u64> = BTreeMap::new();
     let metas = store.scan(Table::Meta, &[], &GLOBAL_PARTITION.to_be_bytes(), 1_000_000)?;
@@ -94,7 +108,7 @@ pub fn inspect(args: &InspectArgs, out: &mut impl Write) -> Result<(), InspectEr
             parts.entry(p).or_default();
         }
     }
-    scan_chunks(&store, Table::Members, &[], &[0xff; 5], 100_000, |chunk| {
+    scan_chunks(store, Table::Members, &[], &[0xff; 5], 100_000, |chunk| {
         for (k, _) in &chunk {
             if let Some(p) = k.get(..4) {
                 *parts
@@ -110,7 +124,6 @@ pub fn inspect(args: &InspectArgs, out: &mut impl Write) -> Result<(), InspectEr
         &meta_key(GLOBAL_PARTITION, "offset0"),
         1_000_000,
     )?;
-    writeln!(out, "state directory {}", args.state.display())?;
     writeln!(
         out,
         "{:>9}  {:>9}  {:<20}  {:<20}",
@@ -122,8 +135,8 @@ pub fn inspect(args: &InspectArgs, out: &mut impl Write) -> Result<(), InspectEr
             "{:>9}  {:>9}  {:<20}  {:<20}",
             p,
             members,
-            time(read_i64(&store, &meta_key(*p, META_CLOCK))?),
-            time(read_i64(&store, &meta_key(*p, META_MAX_TS))?),
+            time(read_i64(store, &meta_key(*p, META_CLOCK))?),
+            time(read_i64(store, &meta_key(*p, META_MAX_TS))?),
         )?;
     }
     for (k, v) in &offsets {
@@ -135,12 +148,12 @@ pub fn inspect(args: &InspectArgs, out: &mut impl Write) -> Result<(), InspectEr
             &name["offset/".len()..]
         )?;
     }
-    let q = quarantine::list(&store)?;
+    let q = quarantine::list(store)?;
     writeln!(out, "quarantined records: {}", q.len())?;
     for r in &q {
-        if args.json {
+        if json {
             let mut v = serde_json::to_value(r).expect("serializable");
-            if !args.show_keys {
+            if !show_keys {
                 v["key"] = serde_json::Value::Null;
             }
             writeln!(out, "{v}")?;
@@ -158,10 +171,52 @@ pub fn inspect(args: &InspectArgs, out: &mut impl Write) -> Result<(), InspectEr
         if let Some(o) = r.offset {
             write!(out, "  (changelog offset {o})")?;
         }
-        if args.show_keys {
+        if show_keys {
             write!(out, "  key {:?}", String::from_utf8_lossy(&r.key))?;
         }
         writeln!(out)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Batch, MemoryStore};
+
+    #[test]
+    fn a_damaged_store_is_reported_as_far_as_it_reads_not_refused() {
+        let store = MemoryStore::new();
+        let mut b = Batch::default();
+        // A clock of the wrong width, a member key shorter than a
+        // partition, a quarantine entry that is not one, an offset key
+        // with nothing after its prefix.
+        b.put(Table::Meta, meta_key(2, META_MAX_TS), vec![1, 2, 3]);
+        b.put(
+            Table::Meta,
+            meta_key(2, META_CLOCK),
+            i64::MAX.to_le_bytes().to_vec(),
+        );
+        b.put(Table::Members, vec![0, 0], b"x".to_vec());
+        b.put(Table::Members, vec![0, 0, 0, 2, b'm'], b"x".to_vec());
+        b.put(
+            Table::Quarantine,
+            vec![0xff, 0xfe],
+            b"\x00not json".to_vec(),
+        );
+        b.put(Table::Meta, meta_key(GLOBAL_PARTITION, "offset/"), vec![9]);
+        store.write(b).unwrap();
+        for (show_keys, json) in [(false, false), (true, false), (false, true)] {
+            let mut out = Vec::new();
+            report(&store, show_keys, json, &mut out).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.contains("quarantined records: 1"), "{text}");
+            let partition_2 = text
+                .lines()
+                .find(|l| l.trim_start().starts_with("2 "))
+                .unwrap_or_else(|| panic!("{text}"));
+            assert!(partition_2.contains('1'), "one member: {partition_2}");
+            assert!(text.contains("next input offset : -1"), "{text}");
+        }
+    }
 }
