@@ -21,6 +21,9 @@ use churnwatch::state::member::{Episode, OpenAlert, Stage, NEVER};
 use churnwatch::state::{MemberState, MemoryStore, Store, Table};
 use proptest::prelude::*;
 
+#[path = "common/store_damage.rs"]
+mod store_damage;
+
 /// 2020-01-01 .. 2030-01-01, epoch ms.
 const TS: std::ops::Range<i64> = 1_577_836_800_000..1_893_456_000_000;
 
@@ -366,4 +369,50 @@ fn the_default_config_round_trips_through_toml() {
     let cfg = Config::default();
     let text = toml::to_string(&cfg).unwrap();
     assert_eq!(Config::parse(&text).unwrap(), cfg);
+}
+
+/// A key `store_damage` writes: mostly ones the engine reads (member ids of
+/// the base state, timer keys of them, partition meta names), some random.
+fn damaged_key() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        (0u32..13).prop_map(|m| format!("m{m}").into_bytes()),
+        (any::<[u8; 8]>(), 0u32..13).prop_map(|(due, m)| {
+            let mut k = due.to_vec();
+            k.extend_from_slice(format!("m{m}").as_bytes());
+            k
+        }),
+        prop::sample::select(vec!["clock", "max_ts", "timers", "store_probe"])
+            .prop_map(|n| n.as_bytes().to_vec()),
+        prop::collection::vec(any::<u8>(), 0..24),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Damage written over a real engine's state (puts of arbitrary values,
+    /// deletes, in every table): the listing, the report and an engine
+    /// restarted on it go on, quarantining what they cannot read.
+    #[test]
+    fn an_engine_restarts_on_damaged_state_and_goes_on(
+        entries in prop::collection::vec(
+            (any::<u8>(), damaged_key(), prop::option::of(prop::collection::vec(any::<u8>(), 0..200))),
+            0..40,
+        )
+    ) {
+        let mut data = Vec::new();
+        for (tag, key, value) in entries {
+            data.push(tag);
+            data.push(key.len() as u8);
+            data.extend_from_slice(&key);
+            match value {
+                Some(v) => {
+                    data.extend_from_slice(&(v.len() as u16).to_le_bytes());
+                    data.extend_from_slice(&v);
+                }
+                None => data.extend_from_slice(&u16::MAX.to_le_bytes()),
+            }
+        }
+        store_damage::damage_then_restart(&data);
+    }
 }
