@@ -35,8 +35,11 @@ static CFG: LazyLock<EngineConfig> = LazyLock::new(|| {
     cfg
 });
 
+/// Every entry of a store: table, key, value.
+type Entries = Vec<(Table, Vec<u8>, Vec<u8>)>;
+
 /// The state the entries damage: what a real engine committed.
-static BASE: LazyLock<Vec<(Table, Vec<u8>, Vec<u8>)>> = LazyLock::new(|| {
+static BASE: LazyLock<Entries> = LazyLock::new(|| {
     let store = Arc::new(MemoryStore::new());
     let mut e = engine(&store);
     for m in 0..12u32 {
