@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use churnwatch::config::Config;
-use churnwatch::event::{format_rfc3339_ms, parse_rfc3339_ms, MAX_TS_MS};
+use churnwatch::event::{not_after_latest, parse_rfc3339_ms};
 use churnwatch::pipeline;
 use churnwatch::replay::{self, ReplayOptions};
 use churnwatch::simulate::{self, SimOptions};
@@ -191,13 +191,7 @@ enum Command {
 
 fn parse_time(s: &str) -> Result<i64, String> {
     let ms = parse_rfc3339_ms(s).ok_or_else(|| format!("not an RFC 3339 time: {s:?}"))?;
-    if ms > MAX_TS_MS {
-        return Err(format!(
-            "{s:?} is after {}, the latest time churnwatch takes",
-            format_rfc3339_ms(MAX_TS_MS)
-        ));
-    }
-    Ok(ms)
+    not_after_latest(ms).map_err(|why| format!("{s:?} {why}"))
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config, ExitCode> {

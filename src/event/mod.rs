@@ -353,18 +353,23 @@ fn wrong_type(name: &str, expected: &str, got: &Field<'_>) -> Rejection {
     )
 }
 
-fn parse_ts(f: Field<'_>) -> Result<i64, Rejection> {
-    let ms = parse_epoch_ms(f)?;
+/// `ms` if it is not after [`MAX_TS_MS`]; otherwise what is wrong with it,
+/// to follow the name of the field or flag that held it. Every time
+/// churnwatch reads from outside (events, command-line flags) goes through
+/// it.
+pub fn not_after_latest(ms: i64) -> Result<i64, String> {
     if ms > MAX_TS_MS {
-        return Err(Rejection::new(
-            RejectReason::BadTs,
-            format!(
-                "field `ts` is later than {}, the latest time churnwatch takes",
-                format_rfc3339_ms(MAX_TS_MS)
-            ),
+        return Err(format!(
+            "is later than {}, the latest time churnwatch takes",
+            format_rfc3339_ms(MAX_TS_MS)
         ));
     }
     Ok(ms)
+}
+
+fn parse_ts(f: Field<'_>) -> Result<i64, Rejection> {
+    not_after_latest(parse_epoch_ms(f)?)
+        .map_err(|why| Rejection::new(RejectReason::BadTs, format!("field `ts` {why}")))
 }
 
 fn parse_epoch_ms(f: Field<'_>) -> Result<i64, Rejection> {
