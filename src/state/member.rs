@@ -428,11 +428,9 @@ impl MemberState {
         let time = |field, v, never_ok| within(field, v, never_ok, MAX_TS_MS);
         let clock_time = |field, v, never_ok| within(field, v, never_ok, 2 * MAX_TS_MS);
         for c in [&self.visits, &self.sends, &self.opens] {
-            not_before_1970("newest_week", c.newest_week)?;
-            not_after("newest_week", c.newest_week, week_of(MAX_TS_MS))?;
+            number_within("newest_week", c.newest_week, week_of(MAX_TS_MS))?;
         }
-        not_before_1970("checkins.last_day", self.checkins.last_day)?;
-        not_after(
+        number_within(
             "checkins.last_day",
             self.checkins.last_day,
             day_of(MAX_TS_MS),
@@ -462,28 +460,17 @@ impl MemberState {
     }
 }
 
-/// Week and day numbers count from the epoch and event times are never
-/// before it: a negative one is damage, and the detectors' arithmetic on it
-/// would overflow.
-fn not_before_1970(field: &'static str, v: i32) -> Result<i32, DecodeError> {
-    if v < 0 {
+/// Week and day numbers count from the epoch, and event times are never
+/// before it nor after [`MAX_TS_MS`] (whose number is `latest`): one outside
+/// is damage, and the detectors' arithmetic on it would overflow.
+fn number_within(field: &'static str, v: i32, latest: i32) -> Result<(), DecodeError> {
+    if !(0..=latest).contains(&v) {
         return Err(DecodeError::Invalid {
             field,
             value: v as u32 as u64,
         });
     }
-    Ok(v)
-}
-
-/// Week and day numbers of times after [`MAX_TS_MS`] are damage too.
-fn not_after(field: &'static str, v: i32, latest: i32) -> Result<i32, DecodeError> {
-    if v > latest {
-        return Err(DecodeError::Invalid {
-            field,
-            value: v as u64,
-        });
-    }
-    Ok(v)
+    Ok(())
 }
 
 /// A stored count of kept purchases, which must fit the history.
