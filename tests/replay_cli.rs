@@ -72,25 +72,22 @@ fn every_rejection_reason_goes_to_the_dead_letter_file_with_its_line() {
     }
 }
 
-#[test]
-fn an_until_after_2248_is_a_usage_error_naming_the_flag() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.ndjson");
-    write(
-        &input,
-        "{\"event_id\":\"e\",\"member_id\":\"m\",\"type\":\"visit\",\"ts\":1}\n",
-    );
-    let output = dir.path().join("alerts.ndjson");
+/// `churnwatch replay --input - --output -` with `extra`, nothing on its
+/// standard input: it must stop with a usage error (exit 2); its message.
+fn usage_error(extra: &[&str]) -> String {
     let out = Command::new(bin())
-        .args(["replay", "--input"])
-        .arg(&input)
-        .arg("--output")
-        .arg(&output)
-        .args(["--until", "2300-01-01T00:00:00Z"])
+        .args(["replay", "--input", "-", "--output", "-"])
+        .args(extra)
+        .stdin(Stdio::null())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn an_until_after_2248_is_a_usage_error_naming_the_flag() {
+    let err = usage_error(&["--until", "2300-01-01T00:00:00Z"]);
     assert!(
         err.contains("--until") && err.contains("2248-09-26"),
         "{err}"
@@ -154,21 +151,7 @@ fn a_bad_config_key_is_named_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
     write(&cfg, "[detect.purchase_gap]\ngap_multiplyer = 2.0\n");
-    let out = Command::new(bin())
-        .args([
-            "replay",
-            "--input",
-            "-",
-            "--output",
-            "-",
-            "--config",
-            cfg.to_str().unwrap(),
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = usage_error(&["--config", cfg.to_str().unwrap()]);
     assert!(
         err.contains("detect.purchase_gap") && err.contains("gap_multiplyer"),
         "{err}"
