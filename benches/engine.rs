@@ -319,7 +319,15 @@ fn run_thread(
             }
             engine.read_ahead(plan).expect("read ahead");
         }
-        for (event, line) in parsed.into_iter().zip(&lines) {
+        // As `run` and `replay` do: each event's member asked for from
+        // memory a few events ahead.
+        let mut parsed: Vec<_> = parsed.into_iter().map(Some).collect();
+        for (k, line) in lines.iter().enumerate() {
+            let event = parsed[k].take().expect("each event once");
+            engine.prefetch_ahead(|d| {
+                let e = parsed.get(k + d)?.as_ref()?.as_ref().ok()?;
+                Some((p, &*e.member_id))
+            });
             let mut outcome = engine.process_parsed(p, event).expect("process");
             // More timers came due than may fire before a commit: commit,
             // then the same event again, as `run` and `replay` do.

@@ -325,7 +325,13 @@ fn process_share<S: Store>(
     }
     engine.read_ahead(plan)?;
     let mut done = Vec::with_capacity(share.len());
-    for (&i, event) in share.iter().zip(parsed) {
+    let mut parsed: Vec<_> = parsed.into_iter().map(Some).collect();
+    for (k, &i) in share.iter().enumerate() {
+        let event = parsed[k].take().expect("each message once");
+        engine.prefetch_ahead(|d| {
+            let e = parsed.get(k + d)?.as_ref()?.as_ref().ok()?;
+            Some((inputs[share[k + d]].partition, &*e.member_id))
+        });
         match engine.process_parsed(inputs[i].partition, event)? {
             Outcome::Deferred => break,
             o => done.push((i, o)),

@@ -30,6 +30,7 @@ mod answers;
 mod cache;
 mod clock;
 mod group;
+mod slot_index;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -943,6 +944,22 @@ impl<S: Store> Engine<S> {
         self.load(partition, member_id)
     }
 
+    /// Hints for the members of the events ahead of the one about to be
+    /// processed (`ahead(d)`: the partition and member of the event `d`
+    /// places further on, if any): the processor fetches what their
+    /// lookups will read while this event is processed, in steps
+    /// ([`cache::Step`]), so that each event finds its member's index
+    /// bucket, slot and state in the CPU cache instead of waiting for
+    /// memory three times in a row. Changes nothing the engine decides.
+    pub fn prefetch_ahead<'a>(&self, ahead: impl Fn(usize) -> Option<(u32, &'a str)>) {
+        use cache::Step;
+        for (d, step) in [(3, Step::Bucket), (2, Step::Slot), (1, Step::State)] {
+            if let Some((p, id)) = ahead(d) {
+                self.cache.prefetch(step, p, id);
+            }
+        }
+    }
+
     /// What a batch is about to touch, to be filled in with its events and
     /// read with [`Engine::read_ahead`] before the engine processes them.
     pub fn read_ahead_plan<'a>(&self) -> ReadAhead<'a> {
@@ -956,7 +973,7 @@ impl<S: Store> Engine<S> {
     /// partition (see [`Engine::prefetch`]).
     pub fn read_ahead(&mut self, plan: ReadAhead<'_>) -> Result<(), EngineError> {
         for (partition, (ids, latest_ts_ms)) in plan.parts {
-            self.prefetch(partition, ids, Some(latest_ts_ms))?;
+            self.prefetch(partition, &ids, Some(latest_ts_ms))?;
         }
         Ok(())
     }
@@ -971,10 +988,10 @@ impl<S: Store> Engine<S> {
     /// have is created without a second read.
     /// Only a hint: a member it cannot decode is left to the event that
     /// needs it (which quarantines it).
-    fn prefetch<'a>(
+    fn prefetch(
         &mut self,
         partition: u32,
-        member_ids: impl IntoIterator<Item = &'a str>,
+        member_ids: &[&str],
         latest_ts_ms: Option<i64>,
     ) -> Result<(), EngineError> {
         let Some(part) = self.parts.get(&partition) else {
@@ -1014,12 +1031,11 @@ impl<S: Store> Engine<S> {
                     .map(|(_, id)| member_key(partition, id)),
             );
         }
-        let cache = &mut self.cache;
         let for_timers = keys.len();
         keys.extend(
-            member_ids
+            self.cache
+                .absent(partition, member_ids)
                 .into_iter()
-                .filter(|id| !cache.contains(partition, id))
                 .map(|id| member_key(partition, id)),
         );
         let mut for_events = keys.split_off(for_timers);

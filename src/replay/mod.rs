@@ -445,6 +445,13 @@ impl Chunk {
         }
     }
 
+    /// Line `i`'s partition and member, if there is such a line and it
+    /// parsed.
+    fn member(&self, i: usize) -> Option<(u32, &str)> {
+        let p = self.parsed.get(i)?.as_ref().ok()?;
+        Some((self.lines[i].1, self.text(&p.member_id)))
+    }
+
     fn lines(&self) -> impl Iterator<Item = Line<'_>> {
         self.lines
             .iter()
@@ -591,6 +598,7 @@ impl Worker {
         }
         self.engine.read_ahead(plan)?;
         for (i, line) in chunk.lines().enumerate() {
+            self.engine.prefetch_ahead(|d| chunk.member(i + d));
             self.line(line, || chunk.event(i), outputs)?;
         }
         Ok(())
