@@ -291,9 +291,10 @@ impl Written<'_> {
     }
 }
 
-/// Members in a slab, found through a hash table of slab indices; packed,
-/// then evicted, by CLOCK (second chance), which needs no list to keep in
-/// recency order: a hit costs one lookup and a flag.
+/// Members in a slab, found through an index of slab numbers
+/// ([`SlotIndex`]); packed, then evicted, by CLOCK (second chance), which
+/// needs no list to keep in recency order: a hit costs one lookup and a
+/// flag.
 pub struct MemberCache {
     slots: Vec<Option<Slot>>,
     index: SlotIndex,
