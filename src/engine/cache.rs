@@ -317,8 +317,6 @@ pub struct MemberCache {
     leaving: Vec<u32>,
     pack_hand: usize,
     evict_hand: usize,
-    /// Reused to build lookup keys without allocating.
-    key: Vec<u8>,
     /// Reused to pack members.
     pack_buf: Vec<u8>,
 }
@@ -363,7 +361,6 @@ impl MemberCache {
             leaving: Vec::new(),
             pack_hand: 0,
             evict_hand: 0,
-            key: Vec::with_capacity(64),
             pack_buf: Vec::with_capacity(DECODED_BYTES),
         }
     }
@@ -475,26 +472,12 @@ impl MemberCache {
         absent
     }
 
-    /// The slot of the member whose key is in `self.key`.
-    fn find(&self) -> Option<u32> {
-        self.find_key(&self.key)
-    }
-
-    /// Puts the member's key in `self.key`, for [`Self::find`] or
-    /// [`Self::insert`].
-    fn set_key(&mut self, partition: u32, member_id: &str) {
-        self.key.clear();
-        self.key.extend_from_slice(&partition.to_be_bytes());
-        self.key.extend_from_slice(member_id.as_bytes());
-    }
-
-    fn lookup(&mut self, partition: u32, member_id: &str) -> Option<u32> {
-        self.set_key(partition, member_id);
-        self.find()
+    fn lookup(&self, partition: u32, member_id: &str) -> Option<u32> {
+        self.find_key(&member_key_bytes(partition, member_id))
     }
 
     /// Whether the member has an entry (clean, dirty or deleted).
-    pub fn contains(&mut self, partition: u32, member_id: &str) -> bool {
+    pub fn contains(&self, partition: u32, member_id: &str) -> bool {
         self.lookup(partition, member_id).is_some()
     }
 
@@ -546,9 +529,10 @@ impl MemberCache {
     /// Gives a member's state back (or adds it, if it has no entry);
     /// returns its slot.
     pub fn checkin(&mut self, partition: u32, member_id: &str, cm: Cached) -> u32 {
-        let i = match self.lookup(partition, member_id) {
+        let key = member_key_bytes(partition, member_id);
+        let i = match self.find_key(&key) {
             Some(i) => i,
-            None => self.insert(),
+            None => self.insert(key),
         };
         self.checkin_at(i, cm);
         i
@@ -558,9 +542,12 @@ impl MemberCache {
     /// (it just looked, and added none since): one lookup fewer, which is
     /// a cache miss on a large table.
     pub fn checkin_new(&mut self, partition: u32, member_id: &str, cm: Cached) -> u32 {
-        self.set_key(partition, member_id);
-        debug_assert!(self.find().is_none(), "checkin_new of a cached member");
-        let i = self.insert();
+        let key = member_key_bytes(partition, member_id);
+        debug_assert!(
+            self.find_key(&key).is_none(),
+            "checkin_new of a cached member"
+        );
+        let i = self.insert(key);
         self.checkin_at(i, cm);
         i
     }
@@ -593,11 +580,12 @@ impl MemberCache {
         self.bytes = self.bytes + DECODED_BYTES - packed_bytes(len);
     }
 
-    /// A new slot for the key in `self.key`.
-    fn insert(&mut self) -> u32 {
+    /// A new slot for `key` (partition, then member id).
+    fn insert(&mut self, key: SlotKey) -> u32 {
+        let hash = self.hash(&key);
         let slot = Slot {
-            key: SlotKey::from_slice(&self.key),
-            partition: u32::from_be_bytes(self.key[..4].try_into().expect("4 bytes")),
+            partition: u32::from_be_bytes(key[..4].try_into().expect("4 bytes")),
+            key,
             state: Body::Out,
             answers: None,
             dirty: false,
@@ -616,7 +604,7 @@ impl MemberCache {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.index.insert(self.hash(&self.key), i);
+        self.index.insert(hash, i);
         self.live += 1;
         self.bytes += SLOT_BYTES + DECODED_BYTES;
         i

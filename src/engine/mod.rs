@@ -1022,7 +1022,7 @@ impl<S: Store> Engine<S> {
                 due = self.parts[&partition].timers.due_by(until).count();
             }
             let part = &self.parts[&partition];
-            let cache = &mut self.cache;
+            let cache = &self.cache;
             keys.extend(
                 part.timers
                     .due_by(until)
