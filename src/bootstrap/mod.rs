@@ -180,18 +180,14 @@ pub fn run(
     for (topic, _) in &counts {
         for p in 0..partitions as i32 {
             let next = first_offset_after(cfg, topic, p, opts.until_ms)?;
-            batch.put(
-                Table::Meta,
-                offset_key(topic, p),
-                next.to_le_bytes().to_vec(),
-            );
+            batch.put(Table::Meta, offset_key(topic, p), next.to_le_bytes());
             summary.start_offsets.insert((topic.clone(), p), next);
         }
     }
     batch.put(
         Table::Meta,
         meta_key(GLOBAL_PARTITION, META_BOOTSTRAP_PARTITIONS),
-        i64::from(partitions).to_le_bytes().to_vec(),
+        i64::from(partitions).to_le_bytes(),
     );
     store.write(batch)?;
 
@@ -426,7 +422,7 @@ fn publish(
         checkpoints.put(
             Table::Meta,
             meta_key(p, "owner_epoch"),
-            (BOOTSTRAP_EPOCH as i64).to_le_bytes().to_vec(),
+            (BOOTSTRAP_EPOCH as i64).to_le_bytes(),
         );
         let (from, end) = (partition_prefix(p), partition_end(p));
         scan_chunks(store, Table::Members, &from, &end, 10_000, |chunk| {
@@ -476,7 +472,7 @@ fn publish(
         checkpoints.put(
             Table::Meta,
             changelog::checkpoint_key(p),
-            (offset + 1).to_le_bytes().to_vec(),
+            (offset + 1).to_le_bytes(),
         );
     }
     store.write(checkpoints)?;

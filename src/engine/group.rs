@@ -268,7 +268,7 @@ impl<S: Store + Clone> EngineGroup<S> {
     /// then `extra`, in one atomic store batch.
     pub fn commit_with(
         &mut self,
-        extra: Batch,
+        mut extra: Batch,
         mut on_change: impl FnMut(Change<'_>, &mut Batch),
     ) -> Result<(), EngineError> {
         let started = std::time::Instant::now();
@@ -276,12 +276,12 @@ impl<S: Store + Clone> EngineGroup<S> {
         // store refused is written again below, with this commit after it,
         // and only a refusal of that is this commit's error.
         retried(self.land(), &self.metrics)?;
-        let mut batch = Batch::default();
+        let mut batch = self.commits.next_batch();
         let mut members = 0;
         for e in &mut self.engines {
             members += e.stage_commit(&mut batch, &mut on_change);
         }
-        batch.ops.extend(extra.ops);
+        batch.append(&mut extra);
         let behind = self.commits.write(self.engines[0].store(), batch)?;
         let mut clocks = Vec::new();
         for e in &mut self.engines {

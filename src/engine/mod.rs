@@ -46,6 +46,7 @@ use crate::alert::score::risk_score;
 use crate::alert::{Alert, AlertConfig, Subject};
 use crate::detect::{stage_change, Context, DetectConfig, Finding, Signal, Verdict, DETECTORS};
 use crate::event::{Event, EventKind, Rejection, Validator};
+use crate::state::codec;
 use crate::state::keys::{
     member_key, meta_key, partition_end, partition_prefix, split_member_key, split_timer_key,
     timer_key, timers_marker_key,
@@ -270,6 +271,9 @@ pub struct Engine<S: Store> {
     fired_since_commit: usize,
     findings: Vec<(Signal, Finding)>,
     stats: EngineStats,
+    /// The member a commit is writing, encoded: one buffer reused for all
+    /// of them (the batch copies each in).
+    encoded: Vec<u8>,
     /// Where commits are written: at once or ([`Engine::write_behind`]) on
     /// a thread of their own; and the last one the store refused.
     commits: CommitWriter,
@@ -307,6 +311,7 @@ impl<S: Store> Engine<S> {
             quarantine: Vec::new(),
             quarantine_taken: 0,
             index_changes: Batch::default(),
+            encoded: Vec::new(),
             fired_since_commit: 0,
             findings: Vec::new(),
             stats: EngineStats::default(),
@@ -476,7 +481,7 @@ impl<S: Store> Engine<S> {
         batch.put(
             Table::Timers,
             timers_marker_key(partition),
-            timers.to_le_bytes().to_vec(),
+            timers.to_le_bytes(),
         );
         self.store.write(batch)?;
         Ok(timers)
@@ -544,9 +549,7 @@ impl<S: Store> Engine<S> {
         self.parts.remove(&partition);
         self.cache.forget_partition(partition);
         let prefix = partition_prefix(partition);
-        self.index_changes
-            .ops
-            .retain(|op| !op.key.starts_with(&prefix));
+        self.index_changes.retain(|op| !op.key.starts_with(&prefix));
         self.known_absent.clear();
         ClockReleased(partition).emit(&self.metrics);
         self.raised.retain(|a| a.partition != partition);
@@ -742,15 +745,15 @@ impl<S: Store> Engine<S> {
     /// writes (the pipeline's changelog records) to the same atomic batch.
     pub fn commit_with(
         &mut self,
-        extra: Batch,
+        mut extra: Batch,
         mut on_change: impl FnMut(Change<'_>, &mut Batch),
     ) -> Result<(), EngineError> {
         let started = std::time::Instant::now();
         // One write in flight at a time, so that they land in order.
         retried(self.land(), &self.metrics)?;
-        let mut batch = Batch::default();
+        let mut batch = self.commits.next_batch();
         let members = self.stage_commit(&mut batch, &mut on_change);
-        batch.ops.extend(extra.ops);
+        batch.append(&mut extra);
         let in_flight = self.commits.write(&self.store, batch)?;
         self.committed_as(in_flight);
         StateCommitted {
@@ -787,7 +790,7 @@ impl<S: Store> Engine<S> {
         self.quarantine_taken = 0;
         // The index changes made as timers came due go first: a key the
         // members' writes below put again is put after it was taken.
-        batch.ops.append(&mut self.index_changes.ops);
+        batch.append(&mut self.index_changes);
         let mut members = 0;
         // Changed members come grouped by partition, in partition order: each
         // partition's members, then the partition itself, in order.
@@ -817,17 +820,22 @@ impl<S: Store> Engine<S> {
                     if let Some(part) = part {
                         part.stage_timer(batch, partition, member_id, timer, due);
                     }
-                    let bytes = state.to_bytes_as(self.cfg.member_format);
+                    let mut w = codec::Writer {
+                        buf: std::mem::take(&mut self.encoded),
+                    };
+                    w.buf.clear();
+                    state.encode(self.cfg.member_format, &mut w);
                     on_change(
                         Change::Member {
                             partition,
                             member_id,
                             timer_due_ms: due,
-                            state: &bytes,
+                            state: &w.buf,
                         },
                         batch,
                     );
-                    batch.put(Table::Members, member_key(partition, member_id), bytes);
+                    batch.put(Table::Members, member_key(partition, member_id), &w.buf);
+                    self.encoded = w.buf;
                 }
                 Written::Deleted {
                     partition,
@@ -1616,7 +1624,7 @@ fn finish_partition(
         batch.put(
             Table::Meta,
             meta_key(p, META_MAX_TS),
-            part.max_ts.to_le_bytes().to_vec(),
+            part.max_ts.to_le_bytes(),
         );
         part.max_ts_dirty = false;
     }
@@ -1624,7 +1632,7 @@ fn finish_partition(
         batch.put(
             Table::Meta,
             meta_key(p, META_CLOCK),
-            part.clock_ms.to_le_bytes().to_vec(),
+            part.clock_ms.to_le_bytes(),
         );
         part.clock_dirty = false;
     }
@@ -1632,7 +1640,7 @@ fn finish_partition(
         batch.put(
             Table::Timers,
             timers_marker_key(p),
-            part.timers_stored.to_le_bytes().to_vec(),
+            part.timers_stored.to_le_bytes(),
         );
         part.timers_stored_dirty = false;
     }

@@ -526,7 +526,7 @@ fn a_timer_index_rebuild_the_store_refuses_leaves_nothing_behind_and_can_be_done
     b.put(
         Table::Members,
         crate::state::keys::member_key(0, "bad"),
-        b"not a member".to_vec(),
+        b"not a member",
     );
     store.write(b).unwrap();
 
@@ -1032,7 +1032,7 @@ fn a_corrupt_member_reached_by_its_timer_is_quarantined_and_deleted() {
     b.put(
         Table::Members,
         crate::state::keys::member_key(0, "m1"),
-        b"garbage".to_vec(),
+        b"garbage",
     );
     // And a timer key that does not even split.
     b.put(Table::Timers, vec![0, 0, 0, 0, 1, 2], Vec::new());
@@ -1325,7 +1325,7 @@ fn a_write_refused_behind_is_written_again_with_the_next_commit_and_its_own_writ
     // batch, then its own changes and the caller's writes, at once.
     weekly_buyer(&mut e, "m2", 5);
     let mut extra = Batch::default();
-    extra.put(Table::Meta, b"caller".to_vec(), b"kept".to_vec());
+    extra.put(Table::Meta, b"caller", b"kept");
     e.commit(extra).unwrap();
     assert_eq!(e.metrics().state_write_errors.get(), 1);
     assert!(!e.has_unwritten());

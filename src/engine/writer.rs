@@ -31,6 +31,10 @@ pub(super) struct CommitWriter {
     /// A commit the store refused (disk full, read-only): written, before
     /// anything newer, by the next write that gets through.
     unwritten: Option<Batch>,
+    /// The size of the last batch written (writes, bytes), so the next one
+    /// is allocated once, not grown by doubling (each doubling copies it
+    /// and touches fresh memory).
+    last_size: (usize, usize),
 }
 
 impl CommitWriter {
@@ -39,6 +43,13 @@ impl CommitWriter {
         if self.writer.is_none() {
             self.writer = Some(Writer::spawn(store.clone()));
         }
+    }
+
+    /// An empty batch for the next commit, with room for one the size of
+    /// the last.
+    pub fn next_batch(&self) -> Batch {
+        let (ops, bytes) = self.last_size;
+        Batch::with_capacity(ops, bytes)
     }
 
     /// Whether writes go behind.
@@ -87,6 +98,7 @@ impl CommitWriter {
     /// are kept). Wait for the write in flight first. Returns whether the
     /// write is in flight.
     pub fn write<S: Store>(&mut self, store: &S, batch: Batch) -> Result<bool, StoreError> {
+        self.last_size = (batch.len(), batch.payload_bytes());
         match self.writer.as_mut() {
             Some(writer) if self.unwritten.is_none() => {
                 writer.send(batch);
@@ -107,10 +119,10 @@ impl CommitWriter {
     }
 
     /// Writes `batch` at once, after the refused commit if there is one.
-    fn write_now<S: Store>(&mut self, store: &S, batch: Batch) -> Result<(), StoreError> {
+    fn write_now<S: Store>(&mut self, store: &S, mut batch: Batch) -> Result<(), StoreError> {
         let batch = match self.unwritten.take() {
             Some(mut older) => {
-                older.ops.extend(batch.ops);
+                older.append(&mut batch);
                 older
             }
             None => batch,
@@ -225,7 +237,7 @@ mod tests {
 
     fn put(key: &[u8]) -> Batch {
         let mut b = Batch::default();
-        b.put(Table::Members, key.to_vec(), b"v".to_vec());
+        b.put(Table::Members, key, b"v");
         b
     }
 
@@ -251,7 +263,7 @@ mod tests {
         store.fail_writes(true);
         w.send(put(b"a"));
         let (_, batch) = w.wait().expect_err("the store refused it");
-        assert_eq!(batch.ops[0].key, b"a");
+        assert_eq!(batch.get(0).map(|op| op.key), Some(&b"a"[..]));
         store.fail_writes(false);
         w.send(batch);
         assert!(w.wait().is_ok());

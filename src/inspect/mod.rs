@@ -192,18 +192,10 @@ mod tests {
         // partition, a quarantine entry that is not one, an offset key
         // with nothing after its prefix.
         b.put(Table::Meta, meta_key(2, META_MAX_TS), vec![1, 2, 3]);
-        b.put(
-            Table::Meta,
-            meta_key(2, META_CLOCK),
-            i64::MAX.to_le_bytes().to_vec(),
-        );
-        b.put(Table::Members, vec![0, 0], b"x".to_vec());
-        b.put(Table::Members, vec![0, 0, 0, 2, b'm'], b"x".to_vec());
-        b.put(
-            Table::Quarantine,
-            vec![0xff, 0xfe],
-            b"\x00not json".to_vec(),
-        );
+        b.put(Table::Meta, meta_key(2, META_CLOCK), i64::MAX.to_le_bytes());
+        b.put(Table::Members, vec![0, 0], b"x");
+        b.put(Table::Members, vec![0, 0, 0, 2, b'm'], b"x");
+        b.put(Table::Quarantine, vec![0xff, 0xfe], b"\x00not json");
         b.put(Table::Meta, meta_key(GLOBAL_PARTITION, "offset/"), vec![9]);
         store.write(b).unwrap();
         for (show_keys, json) in [(false, false), (true, false), (false, true)] {

@@ -526,31 +526,24 @@ impl<'a, S: Store + ?Sized> Restorer<'a, S> {
         self.batch.put(
             Table::Meta,
             meta_key(p, META_MAX_TS),
-            mark.max_ts.to_le_bytes().to_vec(),
+            mark.max_ts.to_le_bytes(),
         );
         match mark.clock_ms {
-            Some(clock) => self.batch.put(
-                Table::Meta,
-                meta_key(p, META_CLOCK),
-                clock.to_le_bytes().to_vec(),
-            ),
+            Some(clock) => {
+                self.batch
+                    .put(Table::Meta, meta_key(p, META_CLOCK), clock.to_le_bytes())
+            }
             // A local clock of older state must not outrun the restored one.
             None => self.batch.delete(Table::Meta, meta_key(p, META_CLOCK)),
         }
         for topic in self.input_topics {
             if let Some(next) = mark.offsets.get(topic) {
-                self.batch.put(
-                    Table::Meta,
-                    offset_key(topic, p as i32),
-                    next.to_le_bytes().to_vec(),
-                );
+                self.batch
+                    .put(Table::Meta, offset_key(topic, p as i32), next.to_le_bytes());
             }
         }
-        self.batch.put(
-            Table::Meta,
-            checkpoint_key(p),
-            (offset + 1).to_le_bytes().to_vec(),
-        );
+        self.batch
+            .put(Table::Meta, checkpoint_key(p), (offset + 1).to_le_bytes());
         let known = KnownOwners {
             max_epoch: self.max_epoch,
             fences: self.fences.clone(),
@@ -761,11 +754,7 @@ pub fn restore<S: Store + ?Sized>(
                         // Still a restore in progress: cut short, it is redone
                         // from the start.
                         let mut b = Batch::default();
-                        b.put(
-                            Table::Meta,
-                            restoring_key(partition),
-                            0i64.to_le_bytes().to_vec(),
-                        );
+                        b.put(Table::Meta, restoring_key(partition), 0i64.to_le_bytes());
                         store.write(b)?;
                         r = Restorer::new(store, partition, input_topics, batch_records)
                             .with_fences(fences);

@@ -644,7 +644,7 @@ impl Driver {
                         since.put(
                             Table::Meta,
                             changelog::unowned_since_key(*p as u32),
-                            now.to_le_bytes().to_vec(),
+                            now.to_le_bytes(),
                         );
                     }
                 }
@@ -884,7 +884,7 @@ impl Driver {
         known.max_epoch = epoch;
         known.fences.push((basis, epoch));
         let mut b = Batch::default();
-        b.put(Table::Meta, key, (epoch as i64).to_le_bytes().to_vec());
+        b.put(Table::Meta, key, (epoch as i64).to_le_bytes());
         b.put(
             Table::Meta,
             changelog::owners_key(p),
@@ -1034,7 +1034,7 @@ impl Driver {
                 None => batch.put(
                     Table::Meta,
                     changelog::unowned_since_key(p),
-                    now.to_le_bytes().to_vec(),
+                    now.to_le_bytes(),
                 ),
                 Some(since) if now - since >= cl.drop_unowned_after_ms => drop.push(p),
                 Some(_) => {}
@@ -1184,11 +1184,7 @@ impl Driver {
     fn commit_as(&mut self, mut extra: Batch, behind: bool) -> Result<(), PipelineError> {
         let offsets = std::mem::take(&mut self.uncommitted);
         for (tp, next) in &offsets {
-            extra.put(
-                Table::Meta,
-                offset_key(&tp.0, tp.1),
-                next.to_le_bytes().to_vec(),
-            );
+            extra.put(Table::Meta, offset_key(&tp.0, tp.1), next.to_le_bytes());
             self.positions.input_moved(tp.1);
         }
         self.collect_alerts()?;
@@ -1198,7 +1194,7 @@ impl Driver {
             extra.put(
                 Table::Meta,
                 crate::state::keys::meta_key(GLOBAL_PARTITION, "store_probe"),
-                chrono::Utc::now().timestamp_millis().to_le_bytes().to_vec(),
+                chrono::Utc::now().timestamp_millis().to_le_bytes(),
             );
         }
         // The partitions whose changelog flag the commit settles itself (it
@@ -1213,7 +1209,7 @@ impl Driver {
             extra.put(
                 Table::Meta,
                 changelog::checkpoint_key(p as u32),
-                next.to_le_bytes().to_vec(),
+                next.to_le_bytes(),
             );
         }
         let result = if self.changelog.is_some() {

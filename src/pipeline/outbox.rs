@@ -373,11 +373,7 @@ impl Outbox {
     /// Writes the next sequence number with a commit that used new ones.
     fn stage_next_seq(&mut self, batch: &mut Batch) {
         if self.next_seq != self.stored_next_seq {
-            batch.put(
-                Table::Meta,
-                next_seq_key(),
-                self.next_seq.to_le_bytes().to_vec(),
-            );
+            batch.put(Table::Meta, next_seq_key(), self.next_seq.to_le_bytes());
             self.stored_next_seq = self.next_seq;
         }
     }
@@ -755,7 +751,7 @@ mod tests {
         commit(&store, &mut outbox, &[6], vec![member(6, "c")]);
         let mut batch = Batch::default();
         outbox.discard_changelog(6, &mut batch);
-        assert_eq!(batch.ops.len(), 1, "{:?}", batch.ops.len());
+        assert_eq!(batch.len(), 1);
         store.write(batch).unwrap();
         assert!(outbox.changelog_of(6).is_empty());
         assert_eq!(stored(&store), vec![(1, alert(1).encode())]);

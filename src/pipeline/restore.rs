@@ -371,11 +371,7 @@ fn restore(
 
 fn mark_restoring(store: &dyn Store, partition: u32, from: i64) -> Result<(), RestoreError> {
     let mut b = Batch::default();
-    b.put(
-        Table::Meta,
-        restoring_key(partition),
-        from.to_le_bytes().to_vec(),
-    );
+    b.put(Table::Meta, restoring_key(partition), from.to_le_bytes());
     store.write(b)?;
     Ok(())
 }
@@ -387,7 +383,7 @@ mod tests {
 
     fn put(store: &MemoryStore, key: Vec<u8>, v: i64) {
         let mut b = Batch::default();
-        b.put(Table::Meta, key, v.to_le_bytes().to_vec());
+        b.put(Table::Meta, key, v.to_le_bytes());
         store.write(b).unwrap();
     }
 

@@ -57,22 +57,15 @@ impl Store for MemoryStore {
     }
 
     fn write(&self, batch: Batch) -> Result<(), StoreError> {
-        let mut t = self.tables.write().expect("memory store lock poisoned");
-        for op in batch.ops {
-            match op.value {
-                Some(v) => t.insert((op.table, op.key), v),
-                None => t.remove(&(op.table, op.key)),
-            };
-        }
-        Ok(())
+        self.write_ref(&batch)
     }
 
     fn write_ref(&self, batch: &Batch) -> Result<(), StoreError> {
         let mut t = self.tables.write().expect("memory store lock poisoned");
-        for op in &batch.ops {
-            match &op.value {
-                Some(v) => t.insert((op.table, op.key.clone()), v.clone()),
-                None => t.remove(&(op.table, op.key.clone())),
+        for op in batch.iter() {
+            match op.value {
+                Some(v) => t.insert((op.table, op.key.to_vec()), v.to_vec()),
+                None => t.remove(&(op.table, op.key.to_vec())),
             };
         }
         Ok(())

@@ -120,7 +120,7 @@ pub fn damage_then_restart(data: &[u8]) {
         let Some((value, r)) = r.split_at_checked(vlen as usize) else {
             break;
         };
-        batch.put(table, k, value.to_vec());
+        batch.put(table, k, value);
         rest = r;
     }
     store.write(batch).expect("write");
