@@ -416,20 +416,25 @@ impl MemberCache {
         }
     }
 
-    /// Hints for a member the engine will look up a few events from now,
-    /// each a step further along what the lookup reads, given in turn as
-    /// the member comes nearer: `Step::Bucket` its index bucket,
-    /// `Step::Slot` (the bucket in the CPU cache by then) its slot,
-    /// `Step::State` (the slot too) its decoded state and remembered
-    /// answers. Only hints: nothing the program sees changes.
-    pub fn prefetch(&self, step: Step, partition: u32, member_id: &str) {
-        let key = member_key_bytes(partition, member_id);
-        let hash = self.hash(&key);
+    /// The hash a member's lookups use, for [`MemberCache::prefetch`].
+    pub fn hash_of(&self, partition: u32, member_id: &str) -> u64 {
+        self.hash(&member_key_bytes(partition, member_id))
+    }
+
+    /// Hints for a member the engine will look up a few events from now
+    /// (`hash`: [`MemberCache::hash_of`] it), each a step further along
+    /// what the lookup reads, given in turn as the member comes nearer:
+    /// `Step::Bucket` its index bucket, `Step::Slot` (the bucket in the CPU
+    /// cache by then) its slot, `Step::State` (the slot too) its decoded
+    /// state and remembered answers. The slot is the first whose tag
+    /// matches the hash, not compared by key: another member's, rarely, and
+    /// then a hint wasted. Only hints: nothing the program sees changes.
+    pub fn prefetch(&self, step: Step, hash: u64) {
         match step {
             Step::Bucket => self.index.prefetch(hash),
             Step::Slot => self.prefetch_slot(hash),
             Step::State => {
-                let Some(i) = self.find_hashed(hash, &key) else {
+                let Some(i) = self.index.candidate(hash) else {
                     return;
                 };
                 let Some(s) = self.slots[i as usize].as_ref() else {
@@ -1028,7 +1033,7 @@ mod tests {
         // Hints for members there or not change nothing.
         for step in [Step::Bucket, Step::Slot, Step::State] {
             for id in ["m1", "m7", "m200"] {
-                c.prefetch(step, 1, id);
+                c.prefetch(step, c.hash_of(1, id));
             }
         }
         assert!(c.contains(1, "m1") && !c.contains(1, "m7") && !c.contains(1, "m200"));
