@@ -459,7 +459,7 @@ impl MemberCache {
         const SLOT_AHEAD: usize = 8;
         let hashes: Vec<u64> = member_ids
             .iter()
-            .map(|id| self.hash(&member_key_bytes(partition, id)))
+            .map(|id| self.hash_of(partition, id))
             .collect();
         let mut absent = Vec::new();
         for (j, id) in member_ids.iter().enumerate() {

@@ -274,7 +274,7 @@ pub struct Engine<S: Store> {
     stats: EngineStats,
     /// The member a commit is writing, encoded: one buffer reused for all
     /// of them (the batch copies each in).
-    encoded: Vec<u8>,
+    encoded: codec::Writer,
     /// The members the last [`Engine::prefetch_ahead`] hinted, 1 to 3
     /// events on, with their hashes.
     hinted: Cell<[Hinted; 3]>,
@@ -316,7 +316,7 @@ impl<S: Store> Engine<S> {
             quarantine_taken: 0,
             index_changes: Batch::default(),
             hinted: Cell::default(),
-            encoded: Vec::new(),
+            encoded: codec::Writer::default(),
             fired_since_commit: 0,
             findings: Vec::new(),
             stats: EngineStats::default(),
@@ -825,22 +825,23 @@ impl<S: Store> Engine<S> {
                     if let Some(part) = part {
                         part.stage_timer(batch, partition, member_id, timer, due);
                     }
-                    let mut w = codec::Writer {
-                        buf: std::mem::take(&mut self.encoded),
-                    };
-                    w.buf.clear();
-                    state.encode(self.cfg.member_format, &mut w);
+                    let encoded = &mut self.encoded;
+                    encoded.buf.clear();
+                    state.encode(self.cfg.member_format, encoded);
                     on_change(
                         Change::Member {
                             partition,
                             member_id,
                             timer_due_ms: due,
-                            state: &w.buf,
+                            state: &encoded.buf,
                         },
                         batch,
                     );
-                    batch.put(Table::Members, member_key(partition, member_id), &w.buf);
-                    self.encoded = w.buf;
+                    batch.put(
+                        Table::Members,
+                        member_key(partition, member_id),
+                        &encoded.buf,
+                    );
                 }
                 Written::Deleted {
                     partition,
@@ -977,13 +978,12 @@ impl<S: Store> Engine<S> {
             let Some((p, id)) = ahead(d) else {
                 continue;
             };
-            let this = Hinted::of(p, id, 0);
             // What the last call hinted `d + 1` on is `d` on now.
             let hash = match last.get(d) {
-                Some(h) if h.same(&this) => h.hash,
+                Some(h) if h.names(p, id) => h.hash,
                 _ => self.cache.hash_of(p, id),
             };
-            now[d - 1] = Hinted { hash, ..this };
+            now[d - 1] = Hinted::of(p, id, hash);
             self.cache.prefetch(step, hash);
         }
         self.hinted.set(now);
@@ -1735,11 +1735,11 @@ impl Hinted {
         }
     }
 
-    /// The same id of the same partition, given again (a hint only: an id
-    /// at an address reused for another member of that length costs a
-    /// wasted hint, never a wrong answer).
-    fn same(&self, other: &Hinted) -> bool {
-        self.partition == other.partition && self.id == other.id
+    /// Whether `id` of `partition` is the id this was given as, given
+    /// again (a hint only: an id at an address reused for another member
+    /// of that length costs a wasted hint, never a wrong answer).
+    fn names(&self, partition: u32, id: &str) -> bool {
+        self.partition == partition && self.id == (id.as_ptr() as usize, id.len())
     }
 }
 
