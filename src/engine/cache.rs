@@ -22,6 +22,7 @@ use std::hash::{BuildHasher, Hasher};
 
 use super::answers::Answers;
 use super::slot_index::SlotIndex;
+pub(super) use crate::state::hint::prefetch;
 use crate::state::member::NEVER;
 use crate::state::{packed, MemberState};
 
@@ -214,24 +215,6 @@ const ANSWERS_LINES: usize = std::mem::size_of::<Answers>().div_ceil(64);
 
 /// Cache lines of a decoded member's state.
 const DECODED_LINES: usize = std::mem::size_of::<MemberState>().div_ceil(64);
-
-/// Asks the processor to bring the `lines` cache lines from `p` on into its
-/// cache: a hint, which reads nothing the program sees.
-#[inline(always)]
-pub(super) fn prefetch(p: *const u8, lines: usize) {
-    for line in 0..lines {
-        let at = p.wrapping_add(line * 64);
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch never faults, whatever the address, and
-        // changes nothing the program can observe.
-        unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch::<_MM_HINT_T0>(at as *const i8);
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = at;
-    }
-}
 
 fn unpack_member(p: &[u8]) -> MemberState {
     // Packed by this process from a state in memory a moment ago: an

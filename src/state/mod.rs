@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod faulty;
+pub mod hint;
 pub mod keys;
 pub mod member;
 pub mod memory;
@@ -169,6 +170,39 @@ impl Batch {
     /// The `i`th write.
     pub fn get(&self, i: usize) -> Option<Op<'_>> {
         self.ops.get(i).map(|at| self.op(at))
+    }
+
+    /// The write at `index` (of [`Batch::iter`]'s order).
+    fn op_at(&self, index: u32) -> Op<'_> {
+        self.op(&self.ops[index as usize])
+    }
+
+    /// The key of the write at `index`.
+    fn key_at(&self, index: u32) -> &[u8] {
+        let at = &self.ops[index as usize];
+        &self.bytes[at.start..at.start + at.key_len as usize]
+    }
+
+    /// Asks the processor for where the write at `index` sits (a hint).
+    fn hint_entry(&self, index: u32) {
+        hint::prefetch(self.ops.as_ptr().wrapping_add(index as usize).cast(), 1);
+    }
+
+    /// Asks the processor for the write's key and value, back to back in
+    /// the buffer (a hint; its entry should be in the CPU cache by now).
+    fn hint_bytes(&self, index: u32) {
+        if let Some(at) = self.ops.get(index as usize) {
+            let len = at.key_len as usize
+                + if at.value_len == DELETE {
+                    0
+                } else {
+                    at.value_len as usize
+                };
+            hint::prefetch(
+                self.bytes.as_ptr().wrapping_add(at.start),
+                len.div_ceil(64) + 1,
+            );
+        }
     }
 
     /// Moves every write of `other` after this batch's, leaving `other` empty.
