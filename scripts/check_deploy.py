@@ -25,6 +25,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import tomllib
 
 import yaml
 
@@ -244,10 +245,36 @@ def check_dockerfile():
         for src in m.group(1).split()[:-1]:
             if not os.path.exists(os.path.join(ROOT, src)):
                 fail(f"Dockerfile copies missing {src}")
+    check_placeholder_crate(text)
     users = re.findall(r"^USER (\S+)", text, re.M)
     if not users or users[-1].split(":")[0] in ("0", "root"):
         fail("Dockerfile's runtime stage must switch to a non-root USER")
     ok(f"Dockerfile: {stages} stages, COPY sources exist, runs as USER {users[-1] if users else '?'}")
+
+
+def check_placeholder_crate(text):
+    """The dependency layer compiles a placeholder crate from Cargo.toml
+    alone; cargo stops at the manifest if a target it names has no file.
+    Runs the step's shell commands (those before its `cargo build`) in a
+    scratch directory and checks every bench and binary is there."""
+    m = re.search(r"^RUN (mkdir -p src benches.*?)&& cargo build", text, re.M | re.S)
+    if not m:
+        fail("Dockerfile: no placeholder-crate step (RUN mkdir -p src benches ... && cargo build)")
+        return
+    script = m.group(1).replace("\\\n", " ")
+    with open(os.path.join(ROOT, "Cargo.toml"), "rb") as fh:
+        manifest = tomllib.load(fh)
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(ROOT, "Cargo.toml")) as src, open(os.path.join(d, "Cargo.toml"), "w") as dst:
+            dst.write(src.read())
+        subprocess.run(["sh", "-ec", script], cwd=d, check=True)
+        targets = [(b["name"], b.get("path", f"benches/{b['name']}.rs")) for b in manifest.get("bench", [])]
+        targets += [(b["name"], b.get("path", "src/main.rs")) for b in manifest.get("bin", [])]
+        missing = [name for name, path in targets if not os.path.exists(os.path.join(d, path))]
+    if missing:
+        fail(f"Dockerfile's placeholder crate lacks {', '.join(missing)}: cargo would stop at the manifest")
+    else:
+        ok(f"Dockerfile: placeholder crate has all {len(targets)} bench and binary targets of Cargo.toml")
 
 
 def metrics_of(scrape):
