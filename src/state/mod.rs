@@ -192,12 +192,12 @@ impl Batch {
     /// the buffer (a hint; its entry should be in the CPU cache by now).
     fn hint_bytes(&self, index: u32) {
         if let Some(at) = self.ops.get(index as usize) {
-            let len = at.key_len as usize
-                + if at.value_len == DELETE {
-                    0
-                } else {
-                    at.value_len as usize
-                };
+            let value = if at.value_len == DELETE {
+                0
+            } else {
+                at.value_len as usize
+            };
+            let len = at.key_len as usize + value;
             hint::prefetch(
                 self.bytes.as_ptr().wrapping_add(at.start),
                 len.div_ceil(64) + 1,

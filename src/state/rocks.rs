@@ -190,6 +190,15 @@ impl Sorted {
 
 impl RocksStore {
     fn write_with(&self, batch: &Batch, opts: &WriteOptions) -> Result<(), StoreError> {
+        let wb = self.write_batch(batch);
+        self.db.write_opt(wb, opts)?;
+        Ok(())
+    }
+
+    /// `batch` as RocksDB's write batch, in key order. The order's buffer
+    /// is locked only while the write batch is built, not while it is
+    /// written.
+    fn write_batch(&self, batch: &Batch) -> WriteBatch {
         // Key order lets the memtable reuse its skip-list position from one
         // insert to the next.
         let mut order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
@@ -228,8 +237,7 @@ impl RocksStore {
                 None => wb.delete_cf(cf, op.key),
             }
         }
-        self.db.write_opt(wb, opts)?;
-        Ok(())
+        wb
     }
 }
 
