@@ -92,13 +92,19 @@ impl RocksStore {
             bb.set_pin_l0_filter_and_index_blocks_in_cache(true);
             o.set_block_based_table_factory(&bb);
             o.set_compression_type(DBCompressionType::Lz4);
-            // 16 MiB for members too (was 64): a commit's sorted writes go
-            // into a skip list of a quarter of the entries, fewer levels
-            // and cache misses each; with packed records the extra flushes
-            // and compactions are cheap. Side by side: 7-8% less engine
-            // CPU in replay, 12% in the uniform bench, about 3 s more of
-            // compaction per 6M events (8 MiB: 2% more, 4 s more).
-            o.set_write_buffer_size(16 << 20);
+            // 32 MiB. At 16 (was 64) a commit's sorted writes went into a
+            // skip list of a quarter of the entries, which paid while the
+            // engine thread wrote its own commits. Since a store writer
+            // thread does, the inserts cost that thread, and a memtable
+            // twice as large absorbs twice the rewrites of busy members
+            // before a flush: `replay` of the 6M-line Zipf file, two
+            // threads, alternating with 16 MiB: compaction samples about
+            // halved, the writer's up a quarter, all threads 4-14% fewer
+            // (four pairs), one partition 12.7 s against 13.6 s; the
+            // engine benches unchanged. 64 MiB: the writer's samples
+            // grew as much again for no further gain. The write-buffer
+            // manager still caps all memtables together.
+            o.set_write_buffer_size(32 << 20);
             // Eight flushed memtables before a compaction, not RocksDB's
             // four. A million members' state (about 70 MB) sits whole in
             // one base level, which every L0 compaction rewrites: twice
