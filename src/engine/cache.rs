@@ -22,7 +22,7 @@ use std::hash::{BuildHasher, Hasher};
 
 use super::answers::Answers;
 use super::slot_index::SlotIndex;
-pub(super) use crate::state::hint::prefetch;
+use crate::state::hint::prefetch;
 use crate::state::member::NEVER;
 use crate::state::{packed, MemberState};
 

@@ -11,6 +11,8 @@
 //! comes. Deleting shifts the run after the bucket back (no tombstones),
 //! so a probe still ends at the first empty bucket.
 
+use crate::state::hint::prefetch;
+
 /// Buckets are at most 7/8 full: probes stay short.
 const LOAD_NUM: usize = 7;
 const LOAD_DEN: usize = 8;
@@ -58,7 +60,7 @@ impl SlotIndex {
     #[inline(always)]
     pub fn prefetch(&self, hash: u64) {
         let at = self.home(tag(hash));
-        super::cache::prefetch(self.buckets.as_ptr().wrapping_add(at).cast(), 1);
+        prefetch(self.buckets.as_ptr().wrapping_add(at).cast(), 1);
     }
 
     /// The slot of the entry with this hash for which `eq` holds.
