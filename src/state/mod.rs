@@ -177,12 +177,6 @@ impl Batch {
         self.op(&self.ops[index as usize])
     }
 
-    /// The key of the write at `index`.
-    fn key_at(&self, index: u32) -> &[u8] {
-        let at = &self.ops[index as usize];
-        &self.bytes[at.start..at.start + at.key_len as usize]
-    }
-
     /// Asks the processor for where the write at `index` sits (a hint).
     fn hint_entry(&self, index: u32) {
         hint::prefetch(self.ops.as_ptr().wrapping_add(index as usize).cast(), 1);
@@ -192,16 +186,9 @@ impl Batch {
     /// the buffer (a hint; its entry should be in the CPU cache by now).
     fn hint_bytes(&self, index: u32) {
         if let Some(at) = self.ops.get(index as usize) {
-            let value = if at.value_len == DELETE {
-                0
-            } else {
-                at.value_len as usize
-            };
-            let len = at.key_len as usize + value;
-            hint::prefetch(
-                self.bytes.as_ptr().wrapping_add(at.start),
-                len.div_ceil(64) + 1,
-            );
+            let op = self.op(at);
+            let len = op.key.len() + op.value.map_or(0, <[u8]>::len);
+            hint::prefetch(op.key.as_ptr(), len.div_ceil(64) + 1);
         }
     }
 

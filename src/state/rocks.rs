@@ -214,7 +214,7 @@ impl RocksStore {
         order.sort_unstable_by(|a, b| {
             a.prefix
                 .cmp(&b.prefix)
-                .then_with(|| batch.key_at(a.index).cmp(batch.key_at(b.index)))
+                .then_with(|| batch.op_at(a.index).key.cmp(batch.op_at(b.index).key))
                 .then(a.index.cmp(&b.index))
         });
         let cfs = Table::ALL.map(|t| self.cf(t));
