@@ -63,6 +63,29 @@ fn simulate(dir: &Path, name: &str, seed: &str) -> PathBuf {
     out
 }
 
+/// Members enough that no room RocksDB keeps ahead can absorb them: each
+/// new member with one visit is ~75 bytes of write-ahead log, and the log
+/// file is preallocated in blocks as large as the memtable budget (2 MiB
+/// here), so a full disk fails a write only once a partition's writes
+/// outgrow the block in use. 100,000 of them are ~3.7 MB a partition even
+/// over two partitions and in one commit. Without them the stream's own
+/// events (~170 KB in one commit) could fit in what was left of the block,
+/// and whether writes failed depended on how the run batched.
+fn flood(dir: &Path, name: &str) -> PathBuf {
+    use std::io::Write;
+    let out = dir.join(name);
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&out).unwrap());
+    for i in 0..100_000 {
+        writeln!(
+            w,
+            r#"{{"event_id":"flood-{i}","member_id":"flood-{i:06}","type":"visit","ts":"{SIM_END}"}}"#
+        )
+        .unwrap();
+    }
+    w.flush().unwrap();
+    out
+}
+
 fn produce_file(broker: &Broker, path: &Path) -> usize {
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     let p: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
@@ -115,6 +138,7 @@ fn a_full_disk_pauses_consumption_and_it_resumes_by_itself_once_space_is_freed()
     std::fs::write(&cfg, text).unwrap();
     let first = simulate(dir.path(), "first.ndjson", "3");
     let second = simulate(dir.path(), "second.ndjson", "4");
+    let flooding = flood(dir.path(), "flood.ndjson");
 
     let mut run = start_run(&cfg);
     wait_ready(port);
@@ -127,7 +151,7 @@ fn a_full_disk_pauses_consumption_and_it_resumes_by_itself_once_space_is_freed()
 
     // The disk fills up; the rest of the stream arrives.
     let filler = fill(&disk.0);
-    let n2 = produce_file(&broker, &second);
+    let n2 = produce_file(&broker, &second) + produce_file(&broker, &flooding);
     let deadline = Instant::now() + Duration::from_secs(60);
     while metric(port, "churnwatch_state_write_failing") != 1.0 {
         assert!(
@@ -173,6 +197,7 @@ fn a_full_disk_pauses_consumption_and_it_resumes_by_itself_once_space_is_freed()
     let both = dir.path().join("both.ndjson");
     let mut all = std::fs::read_to_string(&first).unwrap();
     all.push_str(&std::fs::read_to_string(&second).unwrap());
+    all.push_str(&std::fs::read_to_string(&flooding).unwrap());
     std::fs::write(&both, all).unwrap();
     let out = dir.path().join("replay.ndjson");
     churnwatch(&[
@@ -253,6 +278,7 @@ fn a_partition_taken_over_while_the_disk_is_full_waits_for_space_instead_of_stop
     let first = simulate(dir_a.path(), "first.ndjson", "5");
     let second = simulate(dir_a.path(), "second.ndjson", "6");
     let third = simulate(dir_a.path(), "third.ndjson", "7");
+    let flooding = flood(dir_a.path(), "flood.ndjson");
 
     // Two instances, a partition each; B first, so that A never had the
     // partition it takes over later (it has no state of it at all).
@@ -287,6 +313,7 @@ fn a_partition_taken_over_while_the_disk_is_full_waits_for_space_instead_of_stop
     // A's disk fills up and its writes fail.
     let filler = fill(&disk.0);
     produce_file(&broker, &second);
+    produce_file(&broker, &flooding);
     wait_for_metric_eq(
         port_a,
         "churnwatch_state_write_failing",
