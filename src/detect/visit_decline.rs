@@ -23,6 +23,8 @@
 //! few visits week after week. Members whose rate predicts fewer than
 //! `min_expected_visits` over the tested weeks are not judged.
 
+use std::cell::Cell;
+
 use serde::{Deserialize, Serialize};
 
 use super::{Context, Detector, Evidence, Finding, Inputs, NowUse, Severity, Signal, Verdict};
@@ -228,6 +230,7 @@ fn history_before(m: &MemberState, week: i32) -> (f64, f64) {
 }
 
 /// The constants of the weighing.
+#[derive(Clone, Copy)]
 struct Weights {
     holiday: f64,
     ratio: f64,
@@ -237,7 +240,25 @@ struct Weights {
 }
 
 impl Weights {
+    /// The weights of `cfg`. Three logarithms, for every visit (each asks
+    /// for the member's due time): the last configuration's weights are
+    /// kept per thread and found again by the two numbers they come from.
     fn new(cfg: &Config) -> Self {
+        thread_local! {
+            static LAST: Cell<Option<(u64, u64, Weights)>> = const { Cell::new(None) };
+        }
+        let (h, r) = (cfg.holiday_share.to_bits(), cfg.drop_ratio.to_bits());
+        LAST.with(|last| match last.get() {
+            Some((lh, lr, w)) if (lh, lr) == (h, r) => w,
+            _ => {
+                let w = Self::compute(cfg);
+                last.set(Some((h, r, w)));
+                w
+            }
+        })
+    }
+
+    fn compute(cfg: &Config) -> Self {
         let holiday = cfg.holiday_share.clamp(0.0, 0.999);
         // A ratio of 0 would make any visit infinitely damning; 1 tests nothing.
         let ratio = cfg.drop_ratio.clamp(1e-3, 1.0);

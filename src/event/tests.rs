@@ -96,6 +96,12 @@ fn rejects_empty_and_overlong_ids() {
     let ok = "é".repeat(128);
     let s = format!(r#"{{"event_id":"e","member_id":"{ok}","type":"visit","ts":1}}"#);
     assert!(parse(&s).is_ok(), "128 characters (not bytes) is allowed");
+    let long = "é".repeat(129);
+    let s = format!(r#"{{"event_id":"e","member_id":"{long}","type":"visit","ts":1}}"#);
+    assert_eq!(reason(&s), RejectReason::FieldTooLong, "129 characters");
+    let ok = "x".repeat(128);
+    let s = format!(r#"{{"event_id":"e","member_id":"{ok}","type":"visit","ts":1}}"#);
+    assert!(parse(&s).is_ok(), "128 bytes of ASCII");
 }
 
 #[test]
