@@ -500,7 +500,7 @@ impl<S: Store> Engine<S> {
         let from = match part.timers.read_after() {
             None => partition_prefix(partition).to_vec(),
             Some((due, member)) => {
-                let mut k = timer_key(partition, due, member);
+                let mut k = timer_key(partition, due, member).into_vec();
                 k.push(0);
                 k
             }
@@ -1057,7 +1057,7 @@ impl<S: Store> Engine<S> {
                     .due_by(until)
                     .take(look)
                     .filter(|(_, id)| !cache.contains(partition, id))
-                    .map(|(_, id)| member_key(partition, id)),
+                    .map(|(_, id)| member_key(partition, id).into_vec()),
             );
         }
         let for_timers = keys.len();
@@ -1065,7 +1065,7 @@ impl<S: Store> Engine<S> {
             self.cache
                 .absent(partition, member_ids)
                 .into_iter()
-                .map(|id| member_key(partition, id)),
+                .map(|id| member_key(partition, id).into_vec()),
         );
         let mut for_events = keys.split_off(for_timers);
         for_events.sort_unstable();
@@ -1195,7 +1195,7 @@ impl<S: Store> Engine<S> {
         member_id: &str,
     ) -> Result<Loaded, EngineError> {
         let key = member_key(partition, member_id);
-        if !self.known_absent.is_empty() && self.known_absent.remove(&key) {
+        if !self.known_absent.is_empty() && self.known_absent.remove(key.as_slice()) {
             return Ok(Loaded::Absent);
         }
         let Some(bytes) = self.store.get(Table::Members, &key)? else {

@@ -1010,7 +1010,7 @@ fn an_undecodable_member_value_is_quarantined_and_the_member_starts_afresh() {
     // Set aside with its reason; the member is new; m2 is untouched.
     let listed = crate::state::quarantine::list(&*store).unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].key, key);
+    assert_eq!(listed[0].key, key.as_slice());
     let m1 = e.member(0, "m1").unwrap().unwrap();
     assert_eq!(m1.purchase_count, 0);
     assert_eq!(e.member(0, "m2").unwrap().unwrap().purchase_count, 5);

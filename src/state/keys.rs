@@ -10,8 +10,13 @@
 
 pub const GLOBAL_PARTITION: u32 = u32::MAX;
 
-pub fn member_key(partition: u32, member_id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(4 + member_id.len());
+/// A member or timer key, on the stack for ids up to a UUID's 36 bytes:
+/// the engine builds one for every member a commit writes and every timer
+/// that fires, and a heap block each was an allocation and a cold free.
+pub type Key = smallvec::SmallVec<[u8; 48]>;
+
+pub fn member_key(partition: u32, member_id: &str) -> Key {
+    let mut k = Key::with_capacity(4 + member_id.len());
     k.extend_from_slice(&partition.to_be_bytes());
     k.extend_from_slice(member_id.as_bytes());
     k
@@ -35,8 +40,8 @@ fn from_ordered_i64(b: [u8; 8]) -> i64 {
     (u64::from_be_bytes(b) ^ (1 << 63)) as i64
 }
 
-pub fn timer_key(partition: u32, due_ms: i64, member_id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(12 + member_id.len());
+pub fn timer_key(partition: u32, due_ms: i64, member_id: &str) -> Key {
+    let mut k = Key::with_capacity(12 + member_id.len());
     k.extend_from_slice(&partition.to_be_bytes());
     k.extend_from_slice(&ordered_i64(due_ms));
     k.extend_from_slice(member_id.as_bytes());
@@ -58,7 +63,7 @@ pub fn timer_bound(partition: u32, due_ms: i64) -> Vec<u8> {
 /// timer key itself (due `i64::MAX`, no member), so a build that dropped the
 /// timer table dropped the marker with it.
 pub fn timers_marker_key(partition: u32) -> Vec<u8> {
-    timer_key(partition, i64::MAX, "")
+    timer_key(partition, i64::MAX, "").into_vec()
 }
 
 pub fn split_timer_key(key: &[u8]) -> Option<(u32, i64, &str)> {
@@ -127,15 +132,15 @@ mod tests {
 
     #[test]
     fn timer_bound_includes_timers_due_exactly_then() {
-        assert!(timer_key(0, 10, "m") < timer_bound(0, 10));
-        assert!(timer_key(0, 11, "") >= timer_bound(0, 10));
+        assert!(timer_key(0, 10, "m").as_slice() < timer_bound(0, 10).as_slice());
+        assert!(timer_key(0, 11, "").as_slice() >= timer_bound(0, 10).as_slice());
     }
 
     #[test]
     fn the_timer_marker_sorts_after_every_timer_of_its_partition() {
         let marker = timers_marker_key(3);
-        assert!(timer_key(3, i64::MAX - 1, "zzzz") < marker);
-        assert!(marker < timer_key(4, i64::MIN, ""));
+        assert!(timer_key(3, i64::MAX - 1, "zzzz").as_slice() < marker.as_slice());
+        assert!(marker.as_slice() < timer_key(4, i64::MIN, "").as_slice());
         assert!(marker < partition_end(3));
     }
 
