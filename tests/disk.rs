@@ -63,14 +63,16 @@ fn simulate(dir: &Path, name: &str, seed: &str) -> PathBuf {
     out
 }
 
-/// Members enough that no room RocksDB keeps ahead can absorb them: each
-/// new member with one visit is ~75 bytes of write-ahead log, and the log
-/// file is preallocated in blocks as large as the memtable budget (2 MiB
-/// here), so a full disk fails a write only once a partition's writes
-/// outgrow the block in use. 100,000 of them are ~3.7 MB a partition even
-/// over two partitions and in one commit. Without them the stream's own
-/// events (~170 KB in one commit) could fit in what was left of the block,
-/// and whether writes failed depended on how the run batched.
+/// Members enough that no space RocksDB frees can absorb their writes. A
+/// full disk fails a write only if the write needs space, and RocksDB
+/// frees some now and then, deleting files it no longer needs (a log once
+/// its memtables are flushed, an old info log): a few hundred KB here,
+/// where a 200-member stream is ~170 KB of write-ahead log in one commit,
+/// half that a partition. Whether its writes failed depended on what was
+/// deleted around the fill (CI once waited 60 s for a failure that never
+/// came). Each new member with one visit is ~75 bytes of log: 100,000 of
+/// them are ~3.7 MB a partition even over two partitions and in one
+/// commit, more than the whole state directory holds when the disk fills.
 fn flood(dir: &Path, name: &str) -> PathBuf {
     use std::io::Write;
     let out = dir.join(name);
