@@ -378,15 +378,6 @@ impl MemberCache {
         h.finish()
     }
 
-    /// [`Self::hash`] of a slot's key.
-    fn hash_key(&self, key: &[u8]) -> u64 {
-        let (partition, member_id) = key.split_at(4);
-        self.hash(
-            u32::from_be_bytes(partition.try_into().expect("4 bytes")),
-            member_id,
-        )
-    }
-
     /// The slot of the member, its hash known.
     fn find(&self, hash: u64, partition: u32, member_id: &[u8]) -> Option<u32> {
         let slots = &self.slots;
@@ -529,9 +520,10 @@ impl MemberCache {
     /// Gives a member's state back (or adds it, if it has no entry);
     /// returns its slot.
     pub fn checkin(&mut self, partition: u32, member_id: &str, cm: Cached) -> u32 {
-        let i = match self.lookup(partition, member_id) {
+        let hash = self.hash_of(partition, member_id);
+        let i = match self.find(hash, partition, member_id.as_bytes()) {
             Some(i) => i,
-            None => self.insert(member_key_bytes(partition, member_id)),
+            None => self.insert(hash, partition, member_id),
         };
         self.checkin_at(i, cm);
         i
@@ -545,7 +537,7 @@ impl MemberCache {
             self.lookup(partition, member_id).is_none(),
             "checkin_new of a cached member"
         );
-        let i = self.insert(member_key_bytes(partition, member_id));
+        let i = self.insert(self.hash_of(partition, member_id), partition, member_id);
         self.checkin_at(i, cm);
         i
     }
@@ -578,12 +570,12 @@ impl MemberCache {
         self.bytes = self.bytes + DECODED_BYTES - packed_bytes(len);
     }
 
-    /// A new slot for `key` (partition, then member id).
-    fn insert(&mut self, key: SlotKey) -> u32 {
-        let hash = self.hash_key(&key);
+    /// A new slot for the member, indexed under `hash` (its
+    /// [`Self::hash_of`]).
+    fn insert(&mut self, hash: u64, partition: u32, member_id: &str) -> u32 {
         let slot = Slot {
-            partition: u32::from_be_bytes(key[..4].try_into().expect("4 bytes")),
-            key,
+            partition,
+            key: member_key_bytes(partition, member_id),
             state: Body::Out,
             answers: None,
             dirty: false,
@@ -612,7 +604,8 @@ impl MemberCache {
         let Some(slot) = self.slots[i as usize].take() else {
             return;
         };
-        self.index.remove(self.hash_key(&slot.key), i);
+        self.index
+            .remove(self.hash(slot.partition, &slot.key[4..]), i);
         self.free.push(i);
         self.live -= 1;
         self.bytes -= SLOT_BYTES + slot.state.bytes();
